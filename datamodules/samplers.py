@@ -1,0 +1,70 @@
+"""Samplers that know about DDP themselves, so Lightning leaves them alone.
+
+Lightning replaces a DataLoader's sampler by a ``DistributedSampler`` under DDP unless the sampler
+already *is* one. Both samplers here subclass it and take ``num_replicas``/``rank`` explicitly:
+
+* :class:`EpochFractionSampler` (training): every epoch draws a fresh random ``fraction`` of the
+  dataset (the seed's "an epoch is 20 % of the data, reshuffled every epoch"), seeded by
+  ``(seed, epoch)`` so a resumed run draws the same subsets, then splits it across ranks.
+* :class:`EvalSampler` (validation/test/predict): every sample exactly once across ranks, in
+  order, rank ``r`` taking indices ``r, r + R, r + 2R, ...``. No padding: the last ranks may get one
+  sample fewer, so metrics equal single-process metrics. Metric states are synced at epoch end
+  (torchmetrics), never per step, so uneven batch counts across ranks are safe.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import torch
+from torch.utils.data import DistributedSampler
+
+
+class EpochFractionSampler(DistributedSampler):
+    def __init__(
+        self,
+        dataset_size: int,
+        fraction: float = 1.0,
+        shuffle: bool = True,
+        seed: int = 0,
+        num_replicas: int = 1,
+        rank: int = 0,
+    ) -> None:
+        if not 0.0 < fraction <= 1.0:
+            raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+        # DistributedSampler only needs len(dataset); avoid holding the dataset itself.
+        super().__init__(range(dataset_size), num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed)
+        self.dataset_size = dataset_size
+        self.fraction = fraction
+        per_epoch = max(1, round(fraction * dataset_size))
+        # Equal share per rank (DDP needs the same number of steps everywhere): drop the remainder.
+        self.num_samples = max(1, per_epoch // num_replicas)
+        self.total_size = self.num_samples * num_replicas
+
+    def __iter__(self) -> Iterator[int]:
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed + self.epoch)
+            order = torch.randperm(self.dataset_size, generator=g)
+        else:
+            order = torch.arange(self.dataset_size)
+        if self.total_size > self.dataset_size:  # tiny datasets: repeat to fill every rank
+            order = order.repeat(math.ceil(self.total_size / self.dataset_size))
+        chosen = order[: self.total_size]
+        return iter(chosen[self.rank : self.total_size : self.num_replicas].tolist())
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
+class EvalSampler(DistributedSampler):
+    def __init__(self, dataset_size: int, num_replicas: int = 1, rank: int = 0) -> None:
+        super().__init__(range(dataset_size), num_replicas=num_replicas, rank=rank, shuffle=False, drop_last=False)
+        self.dataset_size = dataset_size
+        self.num_samples = len(range(rank, dataset_size, num_replicas))
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.rank, self.dataset_size, self.num_replicas))
+
+    def __len__(self) -> int:
+        return self.num_samples

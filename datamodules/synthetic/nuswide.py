@@ -1,0 +1,547 @@
+"""Synthetic twin of NUS-WIDE, written in the real release layout.
+
+The twin has the real 81 concepts and a made-up vocabulary of 1000 user tags. Each image shows
+its concepts (a glyph per object concept, a background element per scene concept, see
+:mod:`datamodules.synthetic.world`); parent concepts follow from children (``cat`` ->
+``animal``, ``lake`` -> ``water``...), concept frequencies are Zipf-like and user tags are noisy:
+a true concept is tagged with probability ~0.6, a wrong concept's tag slips in for ~5 % of the
+images, irrelevant filler tags are added, and a few images carry no tag at all.
+
+Layout (all text files CRLF, like the Windows-made release)::
+
+    ConceptsList/Concepts81.txt                 81 names, alphabetical
+    NUS_WID_Tags/TagList1k.txt                  1000 tags, most frequent first
+    NUS_WID_Tags/{Train,Test}_Tags1k.dat        1000 x "0|1<TAB>" per row, aligned with image lists
+    NUS_WID_Tags/AllTags1k.txt                  same, aligned with Imagelist.txt
+    NUS_WID_Tags/{Train,Test}_Tags81.txt        81 x "0|1<SPACE>" per row
+    ImageList/{Imagelist,TrainImagelist,TestImagelist}.txt   <dir>\\<NNNN>_<flickrid>.jpg
+    Groundtruth/TrainTestLabels/Labels_<c>_{Train,Test}.txt  one 0/1 per line
+    Groundtruth/AllLabels/Labels_<c>.txt                     one 0/1 per line
+    Flickr/<dir>/<NNNN>_<flickrid>.jpg
+    synthetic_meta.json                         parameters, noise rates, summary (twin only)
+
+Run ``python -m datamodules.synthetic.nuswide --root R [--num-images N --seed S --image-size P]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import tempfile
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from filelock import FileLock
+
+from datamodules.synthetic.world import (
+    ConceptRegistry,
+    build_vocabulary,
+    render_scene,
+    save_jpeg,
+    zipf_weights,
+)
+
+CONCEPTS: tuple[str, ...] = (
+    "airport", "animal", "beach", "bear", "birds", "boats", "book", "bridge", "buildings", "cars",
+    "castle", "cat", "cityscape", "clouds", "computer", "coral", "cow", "dancing", "dog",
+    "earthquake", "elk", "fire", "fish", "flags", "flowers", "food", "fox", "frost", "garden",
+    "glacier", "grass", "harbor", "horses", "house", "lake", "leaf", "map", "military", "moon",
+    "mountain", "nighttime", "ocean", "person", "plane", "plants", "police", "protest",
+    "railroad", "rainbow", "reflection", "road", "rocks", "running", "sand", "sign", "sky",
+    "snow", "soccer", "sports", "statue", "street", "sun", "sunset", "surf", "swimmers",
+    "tattoo", "temple", "tiger", "tower", "town", "toy", "train", "tree", "valley", "vehicle",
+    "water", "waterfall", "wedding", "whales", "window", "zebra",
+)  # fmt: skip
+"""The 81 NUS-WIDE concepts, in the release's (alphabetical) column order."""
+
+NUM_TAGS = 1000
+META_FILE = "synthetic_meta.json"
+"""Side file of the twin (not part of the real release); also its completion marker."""
+IMAGE_DIR = "Flickr"
+
+_GENERATOR = "nuswide-synthetic"
+_VERSION = 1
+_WORLD_SEED = 0
+"""Seed of the concept -> glyph assignment and of the vocabulary: one world for every data seed."""
+MAX_LABELS = 6
+
+# Most to least frequently *chosen* concept (parents also gain frequency from their children).
+_POPULARITY: tuple[str, ...] = (
+    "person", "clouds", "water", "animal", "sky", "grass", "buildings", "window", "plants",
+    "lake", "ocean", "road", "flowers", "sunset", "reflection", "rocks", "vehicle", "snow",
+    "tree", "beach", "mountain", "birds", "cars", "street", "boats", "nighttime", "sand",
+    "garden", "dog", "house", "sun", "cityscape", "town", "statue", "temple", "bridge", "food",
+    "sports", "leaf", "cat", "toy", "harbor", "sign", "flags", "railroad", "train", "castle",
+    "tower", "valley", "dancing", "fish", "horses", "plane", "wedding", "military", "frost",
+    "moon", "police", "airport", "fire", "waterfall", "surf", "swimmers", "rainbow", "running",
+    "coral", "cow", "tattoo", "glacier", "bear", "soccer", "zebra", "protest", "book",
+    "computer", "elk", "tiger", "whales", "fox", "map", "earthquake",
+)  # fmt: skip
+_POPULARITY_EXPONENT = 0.9
+_PRIMARY_COUNT_PROBS = (0.5, 0.3, 0.14, 0.06)
+"""Probability of choosing 1, 2, 3 or 4 concepts before adding implied parents."""
+
+_ELEMENTS: dict[str, str] = {
+    "sky": "sky",
+    "clouds": "clouds",
+    "sunset": "sunset",
+    "nighttime": "night",
+    "water": "water",
+    "grass": "grass",
+    "sand": "sand",
+    "snow": "snow",
+}
+"""Scene concepts, drawn as background elements instead of glyphs."""
+_GROUNDS = frozenset(c for c, e in _ELEMENTS.items() if e in ("water", "grass", "sand", "snow"))
+
+_ANIMALS = ("bear", "birds", "cat", "cow", "dog", "elk", "fish", "fox", "horses", "tiger")
+_IMPLIES: dict[str, tuple[tuple[str, float], ...]] = {
+    **{a: (("animal", 1.0),) for a in _ANIMALS},
+    "zebra": (("animal", 1.0), ("grass", 0.5)),
+    "whales": (("animal", 1.0), ("ocean", 1.0)),
+    "ocean": (("water", 1.0),),
+    "lake": (("water", 1.0),),
+    "waterfall": (("water", 1.0), ("rocks", 0.4)),
+    "harbor": (("water", 1.0), ("boats", 0.6)),
+    "boats": (("water", 0.8),),
+    "surf": (("ocean", 1.0), ("sports", 0.5)),
+    "swimmers": (("water", 1.0), ("person", 1.0)),
+    "coral": (("ocean", 1.0),),
+    "beach": (("sand", 1.0), ("water", 0.7)),
+    "reflection": (("water", 0.5),),
+    "clouds": (("sky", 1.0),),
+    "sunset": (("sky", 1.0),),
+    "rainbow": (("sky", 1.0),),
+    "plane": (("sky", 0.7), ("vehicle", 0.5)),
+    "sun": (("sky", 1.0),),
+    "moon": (("nighttime", 0.7),),
+    "cars": (("vehicle", 1.0), ("road", 0.4)),
+    "train": (("vehicle", 1.0), ("railroad", 0.5)),
+    "street": (("road", 0.5),),
+    "soccer": (("sports", 1.0), ("grass", 1.0)),
+    "running": (("sports", 1.0), ("person", 1.0)),
+    "dancing": (("person", 1.0),),
+    "wedding": (("person", 1.0),),
+    "protest": (("person", 1.0), ("sign", 0.5)),
+    "military": (("person", 0.8),),
+    "police": (("person", 0.8),),
+    "tattoo": (("person", 1.0),),
+    "flowers": (("plants", 1.0),),
+    "leaf": (("plants", 1.0),),
+    "garden": (("plants", 1.0), ("grass", 0.6)),
+    "tree": (("plants", 0.5),),
+    "castle": (("buildings", 1.0),),
+    "temple": (("buildings", 1.0),),
+    "tower": (("buildings", 1.0),),
+    "house": (("buildings", 1.0),),
+    "cityscape": (("buildings", 1.0),),
+    "town": (("buildings", 1.0),),
+    "glacier": (("snow", 1.0),),
+    "frost": (("snow", 0.5),),
+    "mountain": (("sky", 0.5),),
+    "earthquake": (("buildings", 0.5),),
+}
+"""Child -> (parent, probability): parents added after the children are drawn."""
+
+_SYNONYMS: dict[str, tuple[str, ...]] = {
+    "airport": ("terminal", "runway"), "animal": ("animals", "wildlife"),
+    "beach": ("seaside", "shore"), "bear": ("grizzly", "polarbear"), "birds": ("bird", "seagull"),
+    "boats": ("boat", "sailboat"), "book": ("books", "library"), "bridge": ("bridges",),
+    "buildings": ("building", "architecture"), "cars": ("car", "auto"), "castle": ("fortress",),
+    "cat": ("kitten", "cats"), "cityscape": ("skyline", "downtown"), "clouds": ("cloud", "cloudy"),
+    "computer": ("laptop",), "coral": ("reef",), "cow": ("cows", "cattle"),
+    "dancing": ("dance", "dancer"), "dog": ("puppy", "dogs"), "earthquake": ("quake", "rubble"),
+    "elk": ("deer", "antlers"), "fire": ("flames",), "fish": ("aquarium",), "flags": ("flag",),
+    "flowers": ("flower", "bloom"), "food": ("dinner", "yummy"), "fox": ("redfox",),
+    "frost": ("frozen", "ice"), "garden": ("gardens",), "glacier": ("iceberg",),
+    "grass": ("meadow", "lawn"), "harbor": ("harbour", "port"), "horses": ("horse", "pony"),
+    "house": ("home", "cottage"), "lake": ("pond",), "leaf": ("leaves", "foliage"),
+    "map": ("maps",), "military": ("army", "soldier"), "moon": ("fullmoon",),
+    "mountain": ("mountains", "peak"), "nighttime": ("night", "nightshot"),
+    "ocean": ("sea", "waves"), "person": ("people", "portrait"), "plane": ("airplane", "aircraft"),
+    "plants": ("plant", "botanical"), "police": ("cop",), "protest": ("demonstration", "rally"),
+    "railroad": ("railway", "tracks"), "rainbow": (), "reflection": ("reflections", "mirror"),
+    "road": ("highway",), "rocks": ("rock", "stone"), "running": ("marathon", "runner"),
+    "sand": ("dunes",), "sign": ("signs", "signage"), "sky": ("bluesky",),
+    "snow": ("snowy", "winter"), "soccer": ("football",), "sports": ("sport", "game"),
+    "statue": ("sculpture", "monument"), "street": ("streets", "alley"),
+    "sun": ("sunshine", "sunny"), "sunset": ("dusk", "sundown"), "surf": ("surfing", "surfer"),
+    "swimmers": ("swimming", "pool"), "tattoo": ("tattoos", "ink"), "temple": ("shrine",),
+    "tiger": ("tigers",), "tower": ("towers",), "town": ("village",), "toy": ("toys", "lego"),
+    "train": ("trains", "locomotive"), "tree": ("trees", "forest"), "valley": ("canyon",),
+    "vehicle": ("truck", "bus"), "water": ("splash",), "waterfall": ("falls", "cascade"),
+    "wedding": ("bride", "groom"), "whales": ("whale",), "window": ("windows",),
+    "zebra": ("zebras", "stripes"),
+}  # fmt: skip
+"""User-tag words of each concept besides its own name."""
+
+
+@dataclass(frozen=True)
+class NoiseRates:
+    """How user tags and distractors are drawn (recorded in ``synthetic_meta.json``)."""
+
+    concept_tag_prob: float = 0.6
+    """A true concept is tagged (with its name, or one of its words) with this probability."""
+    name_word_prob: float = 0.6
+    """A concept's tag is its own name with this probability, else a random one of its words."""
+    extra_word_prob: float = 0.3
+    """A tagged concept gets a second of its words with this probability."""
+    wrong_concept_prob: float = 0.05
+    """Per image: probability that a (popularity-weighted) absent concept is tagged."""
+    filler_mean: float = 3.5
+    """Mean number of irrelevant filler tags (at least one) on a tagged image, Zipf-distributed."""
+    distractor_prob: float = 0.3
+    """Per image, twice: probability of drawing an unlabelled distractor glyph."""
+
+
+@dataclass(frozen=True)
+class _Sample:
+    """One generated image: list entry, folder (query word) and counter in it, labels, tag words."""
+
+    path: str
+    folder: str
+    counter: int
+    labels: frozenset[str]
+    words: tuple[int, ...]
+
+
+class _TwinModel:
+    """Draws the labels, tags and scene of one image; the world is fixed, only ``rng`` varies."""
+
+    def __init__(self, noise: NoiseRates) -> None:
+        self.noise = noise
+        ranks = {c: r for r, c in enumerate(_POPULARITY)}
+        self.popularity = zipf_weights(len(CONCEPTS), _POPULARITY_EXPONENT)[
+            [ranks[c] for c in CONCEPTS]
+        ]
+        self.registry = ConceptRegistry.build(CONCEPTS, _ELEMENTS, seed=_WORLD_SEED)
+        concept_words = [(c, *_SYNONYMS[c]) for c in CONCEPTS]
+        reserved = [w for words in concept_words for w in words]
+        if len(set(reserved)) != len(reserved):
+            raise ValueError("every concept tag word must belong to a single concept")
+        self.vocabulary = build_vocabulary(reserved, NUM_TAGS, seed=_WORLD_SEED)
+        word_id = {w: i for i, w in enumerate(self.vocabulary)}
+        self.concept_words = {c: [word_id[w] for w in ws] for c, ws in zip(CONCEPTS, concept_words)}
+        self.first_filler = len(reserved)
+        self.filler_weights = zipf_weights(NUM_TAGS - self.first_filler)
+
+    def labels(self, rng: np.random.Generator) -> tuple[str, frozenset[str]]:
+        """Main concept (the Flickr query word) and the full label set of one image."""
+        while True:
+            count = rng.choice(len(_PRIMARY_COUNT_PROBS), p=_PRIMARY_COUNT_PROBS) + 1
+            chosen = rng.choice(len(CONCEPTS), size=count, replace=False, p=self.popularity)
+            primary = [CONCEPTS[i] for i in chosen]
+            labels = _with_parents(primary, rng)
+            if _drawable(labels):
+                return primary[0], labels
+
+    def tags(self, rng: np.random.Generator, labels: frozenset[str]) -> tuple[int, ...]:
+        """Noisy user tags (vocabulary ids in build order) for an image showing ``labels``."""
+        noise = self.noise
+        words: set[int] = set()
+        for concept in sorted(labels):
+            if rng.random() < noise.concept_tag_prob:
+                words.add(self._concept_word(rng, concept))
+                if rng.random() < noise.extra_word_prob:
+                    words.add(self._concept_word(rng, concept))
+        if rng.random() < noise.wrong_concept_prob:
+            wrong = CONCEPTS[rng.choice(len(CONCEPTS), p=self.popularity)]
+            if wrong not in labels:
+                words.add(self._concept_word(rng, wrong))
+        fillers = 1 + rng.poisson(noise.filler_mean - 1)
+        picked = rng.choice(len(self.filler_weights), fillers, replace=False, p=self.filler_weights)
+        words.update(self.first_filler + int(i) for i in picked)
+        return tuple(sorted(words))
+
+    def _concept_word(self, rng: np.random.Generator, concept: str) -> int:
+        ids = self.concept_words[concept]
+        return ids[0] if rng.random() < self.noise.name_word_prob else ids[rng.integers(len(ids))]
+
+
+def _with_parents(primary: Sequence[str], rng: np.random.Generator) -> frozenset[str]:
+    """Close a set of concepts under :data:`_IMPLIES` (each implication drawn once)."""
+    labels, queue = set(primary), list(primary)
+    while queue:
+        for parent, prob in _IMPLIES.get(queue.pop(0), ()):
+            if parent not in labels and rng.random() < prob:
+                labels.add(parent)
+                queue.append(parent)
+    return frozenset(labels)
+
+
+def _drawable(labels: frozenset[str]) -> bool:
+    """Whether one picture can show ``labels``: few enough, no sunset at night, <= 2 grounds."""
+    return (
+        len(labels) <= MAX_LABELS
+        and not {"sunset", "nighttime"} <= labels
+        and len(labels & _GROUNDS) <= 2
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Writing the release
+# --------------------------------------------------------------------------------------------
+
+
+def _params(
+    num_images: int, image_size: int, seed: int, test_fraction: float, untagged_fraction: float
+) -> dict[str, Any]:
+    if num_images < 2:
+        raise ValueError(f"num_images must be >= 2, got {num_images}")
+    if image_size < 16:
+        raise ValueError(f"image_size must be >= 16, got {image_size}")
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    if not 0.0 <= untagged_fraction < 1.0:
+        raise ValueError(f"untagged_fraction must be in [0, 1), got {untagged_fraction}")
+    return {
+        "num_images": int(num_images),
+        "image_size": int(image_size),
+        "seed": int(seed),
+        "test_fraction": float(test_fraction),
+        "untagged_fraction": float(untagged_fraction),
+    }
+
+
+def _flickr_ids(rng: np.random.Generator, count: int) -> np.ndarray:
+    """``count`` distinct 9-10 digit ids in random order (increasing steps, then shuffled)."""
+    max_step = max(2, 8_000_000_000 // count)
+    ids = 100_000_000 + np.cumsum(rng.integers(1, max_step, size=count))
+    return rng.permutation(ids)
+
+
+def _crlf(lines: Sequence[str]) -> bytes:
+    return "".join(f"{line}\r\n" for line in lines).encode("ascii")
+
+
+def _format_rows(matrix: np.ndarray, sep: bytes) -> bytes:
+    """0/1 matrix as text: each value followed by ``sep`` (may be empty), rows ended by CRLF."""
+    rows, cols = matrix.shape
+    step = 1 + len(sep)
+    out = np.empty((rows, cols * step + 2), dtype=np.uint8)
+    out[:, 0 : cols * step : step] = matrix.astype(np.uint8) + ord("0")
+    if sep:
+        out[:, 1 : cols * step : step] = sep[0]
+    out[:, -2:] = (ord("\r"), ord("\n"))
+    return out.tobytes()
+
+
+def _write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+def _write_text_files(
+    root: Path,
+    image_list: list[str],
+    is_test: np.ndarray,
+    labels: np.ndarray,
+    tags: np.ndarray,
+    taglist: list[str],
+) -> None:
+    """Write every text file of the release; rows follow ``image_list`` order."""
+    splits = {"Train": ~is_test, "Test": is_test}
+    _write(root / "ConceptsList" / "Concepts81.txt", _crlf(CONCEPTS))
+    _write(root / "NUS_WID_Tags" / "TagList1k.txt", _crlf(taglist))
+    _write(root / "NUS_WID_Tags" / "AllTags1k.txt", _format_rows(tags, b"\t"))
+    _write(root / "ImageList" / "Imagelist.txt", _crlf(image_list))
+    for split, mask in splits.items():
+        _write(root / "ImageList" / f"{split}Imagelist.txt", _crlf(np.asarray(image_list)[mask]))
+        _write(root / "NUS_WID_Tags" / f"{split}_Tags1k.dat", _format_rows(tags[mask], b"\t"))
+        _write(root / "NUS_WID_Tags" / f"{split}_Tags81.txt", _format_rows(labels[mask], b" "))
+    for j, concept in enumerate(CONCEPTS):
+        column = labels[:, j : j + 1]
+        _write(root / "Groundtruth" / "AllLabels" / f"Labels_{concept}.txt", _format_rows(column, b""))
+        for split, mask in splits.items():
+            name = f"Labels_{concept}_{split}.txt"
+            _write(root / "Groundtruth" / "TrainTestLabels" / name, _format_rows(column[mask], b""))
+
+
+def _summary(samples: list[_Sample], is_test: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+    untagged = np.array([not s.words for s in samples])
+    per_image = labels.sum(axis=1)
+    tagged_words = [len(s.words) for s in samples if s.words]
+    return {
+        "num_images": len(samples),
+        "num_train": int((~is_test).sum()),
+        "num_test": int(is_test.sum()),
+        "untagged": {
+            "train": int((untagged & ~is_test).sum()),
+            "test": int((untagged & is_test).sum()),
+            "total": int(untagged.sum()),
+        },
+        "labels_per_image": {
+            "min": int(per_image.min()),
+            "max": int(per_image.max()),
+            "mean": round(float(per_image.mean()), 4),
+        },
+        "tags_per_tagged_image_mean": round(float(np.mean(tagged_words)), 4) if tagged_words else 0.0,
+        "concept_counts": {c: int(n) for c, n in zip(CONCEPTS, labels.sum(axis=0))},
+    }
+
+
+def _write_images(
+    image_root: Path, model: _TwinModel, params: dict[str, Any], flickr_ids: np.ndarray
+) -> list[_Sample]:
+    """Draw every image (one seeded stream per image), write its JPEG, return the samples."""
+    samples: list[_Sample] = []
+    counters: Counter[str] = Counter()
+    for i, flickr_id in enumerate(flickr_ids):
+        rng = np.random.default_rng([params["seed"], i])
+        folder, labels = model.labels(rng)
+        untagged = rng.random() < params["untagged_fraction"]
+        words = () if untagged else model.tags(rng, labels)
+        scene = model.registry.scene(sorted(labels), rng, distractor_prob=model.noise.distractor_prob)
+        counters[folder] += 1
+        name = f"{counters[folder]:04d}_{flickr_id}.jpg"
+        (image_root / folder).mkdir(parents=True, exist_ok=True)
+        save_jpeg(render_scene(scene, params["image_size"], rng), image_root / folder / name)
+        samples.append(_Sample(f"{folder}\\{name}", folder, counters[folder], labels, words))
+    return samples
+
+
+def _tag_matrix(samples: Sequence[_Sample], vocabulary: Sequence[str]) -> tuple[np.ndarray, list[str]]:
+    """Tag rows of ``samples`` with columns sorted by decreasing frequency, and the column names."""
+    word_counts = Counter(w for s in samples for w in s.words)
+    columns = sorted(range(len(vocabulary)), key=lambda w: (-word_counts[w], w))
+    column_of = np.argsort(columns)
+    matrix = np.zeros((len(samples), len(vocabulary)), dtype=np.uint8)
+    for row, sample in enumerate(samples):
+        matrix[row, column_of[list(sample.words)]] = 1
+    return matrix, [vocabulary[w] for w in columns]
+
+
+def write_nuswide(
+    root: str | Path,
+    *,
+    num_images: int = 3000,
+    image_size: int = 64,
+    seed: int = 0,
+    test_fraction: float = 0.4,
+    untagged_fraction: float = 0.03,
+) -> dict[str, Any]:
+    """Write a synthetic NUS-WIDE release under ``root`` and return its summary.
+
+    The same arguments give the same bytes. ``test_fraction`` of the images form the official
+    test split; ``untagged_fraction`` of them (on average) carry no user tag. The summary (also
+    stored with the parameters and the noise rates in ``root/synthetic_meta.json``) holds the split
+    sizes, untagged counts per split, labels per image and per-concept image counts.
+    """
+    params = _params(num_images, image_size, seed, test_fraction, untagged_fraction)
+    root = Path(root)
+    if root.exists() and any(root.iterdir()):
+        raise FileExistsError(f"{root} is not empty; write_nuswide needs a new or empty folder")
+    noise = NoiseRates()
+    model = _TwinModel(noise)
+    global_rng = np.random.default_rng(seed)
+    flickr_ids = _flickr_ids(global_rng, num_images)
+    test_flags = global_rng.permutation(num_images) < round(test_fraction * num_images)
+    samples = _write_images(root / IMAGE_DIR, model, params, flickr_ids)
+
+    order = sorted(range(num_images), key=lambda k: (samples[k].folder, samples[k].counter))
+    samples = [samples[k] for k in order]
+    is_test = test_flags[order]
+    label_matrix = np.array([[c in s.labels for c in CONCEPTS] for s in samples], dtype=np.uint8)
+    tag_matrix, taglist = _tag_matrix(samples, model.vocabulary)
+    _write_text_files(root, [s.path for s in samples], is_test, label_matrix, tag_matrix, taglist)
+
+    summary = _summary(samples, is_test, label_matrix)
+    meta = {
+        "generator": _GENERATOR,
+        "version": _VERSION,
+        "params": params,
+        "noise": {**asdict(noise), "untagged_fraction": untagged_fraction},
+        "summary": summary,
+    }
+    (root / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    return summary
+
+
+# --------------------------------------------------------------------------------------------
+# Idempotent generation
+# --------------------------------------------------------------------------------------------
+
+
+def _read_meta(root: Path) -> dict[str, Any] | None:
+    try:
+        meta = json.loads((root / META_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) and meta.get("generator") == _GENERATOR else None
+
+
+def _is_complete(root: Path, params: dict[str, Any]) -> bool:
+    meta = _read_meta(root)
+    return meta is not None and meta.get("version") == _VERSION and meta.get("params") == params
+
+
+def ensure_nuswide(
+    root: str | Path,
+    *,
+    num_images: int = 3000,
+    image_size: int = 64,
+    seed: int = 0,
+    test_fraction: float = 0.4,
+    untagged_fraction: float = 0.03,
+) -> Path:
+    """Make sure ``root`` holds the synthetic NUS-WIDE twin for these arguments; return ``root``.
+
+    Nothing is written when ``root/synthetic_meta.json`` records the same parameters. Otherwise
+    the twin is written into a temporary sibling folder and renamed into place, under a file lock
+    (``.<name>.lock`` next to ``root``), so concurrent callers neither collide nor see a partial
+    twin. A twin written with other parameters is replaced; any other non-empty ``root`` (e.g. a
+    real release) is never touched: :class:`FileExistsError`.
+    """
+    params = _params(num_images, image_size, seed, test_fraction, untagged_fraction)
+    root = Path(root)
+    if _is_complete(root, params):
+        return root
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(root.parent / f".{root.name}.lock")):
+        if _is_complete(root, params):
+            return root
+        if root.exists() and _read_meta(root) is None and any(root.iterdir()):
+            raise FileExistsError(f"{root} exists and is not a synthetic NUS-WIDE twin; not touching it")
+        staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
+        try:
+            write_nuswide(staging, **params)
+            _replace_dir(staging, root)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return root
+
+
+def _replace_dir(new: Path, target: Path) -> None:
+    """Rename ``new`` to ``target``, first moving an existing ``target`` aside and deleting it."""
+    if not target.exists():
+        os.rename(new, target)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+    os.replace(target, old)
+    os.rename(new, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """CLI: write (or reuse) a synthetic NUS-WIDE twin and print its summary."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", required=True, type=Path, help="folder of the twin")
+    parser.add_argument("--num-images", type=int, default=3000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--image-size", type=int, default=64)
+    args = parser.parse_args(argv)
+    root = ensure_nuswide(
+        args.root, num_images=args.num_images, seed=args.seed, image_size=args.image_size
+    )
+    summary = json.loads((root / META_FILE).read_text())["summary"]
+    print(json.dumps({"root": str(root), **summary}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

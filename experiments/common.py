@@ -1,0 +1,73 @@
+"""Small utilities shared by the entry points: project root, rank-zero file writing, object
+building from config."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+#: The repository root; configs resolve every path from it (``paths.root_dir``), never from the
+#: working directory.
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("PROJECT_ROOT", str(PROJECT_ROOT))
+
+log = logging.getLogger(__name__)
+
+
+def is_rank_zero() -> bool:
+    """True in the process that writes summaries (rank 0, or the only process)."""
+    from lightning.pytorch.utilities import rank_zero_only
+
+    return getattr(rank_zero_only, "rank", 0) == 0
+
+
+def atomic_write_text(path: Path, text: str) -> Path:
+    """Write via a temporary file in the same folder + rename: a kill never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+    return path
+
+
+def write_json(path: Path, data: Any) -> Path:
+    return atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=_jsonable) + "\n")
+
+
+def _jsonable(obj: Any) -> Any:
+    if hasattr(obj, "item"):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    return str(obj)
+
+
+def to_float_dict(metrics: dict[str, Any], prefix: str | None = None) -> dict[str, float]:
+    """Tensor-valued metric dicts (``trainer.callback_metrics``) -> plain floats, sorted by name."""
+    out = {}
+    for key in sorted(metrics):
+        if prefix is None or key.startswith(prefix):
+            value = metrics[key]
+            out[key] = float(value.item() if hasattr(value, "item") else value)
+    return out
+
+
+def instantiate_list(cfg: DictConfig | None) -> list[Any]:
+    """Instantiate every ``_target_`` node of a callbacks/loggers config group (``null`` entries skipped)."""
+    from hydra.utils import instantiate
+
+    if not cfg:
+        return []
+    return [instantiate(node) for node in cfg.values() if isinstance(node, DictConfig) and "_target_" in node]
+
+
+def save_resolved_config(cfg: DictConfig, path: Path) -> None:
+    if is_rank_zero():
+        atomic_write_text(path, OmegaConf.to_yaml(cfg, resolve=True))

@@ -1,0 +1,61 @@
+"""Build the compact NUS-WIDE index from a raw release.
+
+Usage::
+
+    python -m experiments.prepare_nuswide --root data/NUS-WIDE --out data/index \\
+        [--image-dir Flickr] [--no-check-images]
+
+``--root`` holds the unpacked release (``ConceptsList/``, ``Groundtruth/``, ``ImageList/``,
+``NUS_WID_Tags/`` and the image folder); the index is written to ``OUT/nuswide.ndjson``, where
+``conf/data/nuswide.yaml`` looks for it (``data/index/nuswide.ndjson``). A malformed release is
+reported as ``<file>:<line>: <problem>`` with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from datamodules.errors import DatasetFormatError
+from datamodules.nuswide import INDEX_FILENAME, build_index, load_index
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse the command line."""
+    parser = argparse.ArgumentParser(description="Build the compact NUS-WIDE index from a raw release.")
+    parser.add_argument("--root", required=True, type=Path, help="folder of the unpacked release")
+    parser.add_argument("--out", required=True, type=Path, help=f"output folder (gets {INDEX_FILENAME})")
+    parser.add_argument("--image-dir", default="Flickr", help="image folder under --root (default: Flickr)")
+    parser.add_argument(
+        "--no-check-images",
+        dest="check_images",
+        action="store_false",
+        help="do not check that every listed image exists on disk",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Build the index, print its path and statistics; return the exit status."""
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        path = build_index(
+            args.root,
+            args.out / INDEX_FILENAME,
+            image_dir=args.image_dir,
+            check_images=args.check_images,
+        )
+    except DatasetFormatError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps({"index": str(path), "stats": load_index(path).stats}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,177 @@
+"""The shared stage runner: fit, test and hand over, for one or many stages.
+
+A method with several training stages lists them in its experiment config, in order::
+
+    stages:
+      image_cnn: {model: {stage: image_cnn}, optimizer: {lr: 1.0e-3}}
+      fusion:    {model: {stage: fusion}, optimizer: {lr: 1.0e-2}, trainer: {max_epochs: 8}}
+
+Each entry is merged over the root config to give that stage's config (any group may be
+overridden: model, optimizer, scheduler, trainer, data, callbacks). Each stage starts from the
+previous stage's best checkpoint (or ``init_ckpt`` for the first stage run), is tested on its best
+checkpoint, and leaves ``stages/<name>.json`` behind. ``run_stages=[fusion]`` runs a subset; a
+method without ``stages`` is a single stage called ``main``.
+
+Resume (``ckpt_path=last`` with the earlier run's ``run_dir``): every stage that has a
+``last.ckpt`` continues from it with its step count, optimizer and scheduler state (a finished
+stage returns at once unless ``trainer.max_epochs`` was raised); ``ckpt_path=<file>`` resumes the
+first stage run from that file.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from experiments.common import instantiate_list, is_rank_zero, save_resolved_config, to_float_dict, write_json
+from experiments.export import export_model
+
+log = logging.getLogger(__name__)
+
+
+def stage_configs(cfg: DictConfig) -> list[tuple[str, DictConfig]]:
+    """``(name, config)`` of every stage to run, in order."""
+    declared = list(cfg.get("stages") or {})
+    names = declared or ["main"]
+    wanted = list(cfg.get("run_stages") or names)
+    unknown = [n for n in wanted if n not in names]
+    if unknown:
+        raise ValueError(f"run_stages names unknown stages {unknown}; this experiment declares {names}")
+    out = []
+    for name in names:
+        if name not in wanted:
+            continue
+        stage_cfg = OmegaConf.merge(cfg, cfg.stages[name]) if declared else cfg.copy()
+        with open_dict(stage_cfg):
+            stage_cfg.stage_name = name
+            stage_cfg.stages = {}
+        out.append((name, stage_cfg))
+    return out
+
+
+def build_model(cfg: DictConfig) -> L.LightningModule:
+    """The LightningModule of ``cfg.model`` with the ``_partial_`` optimizer and scheduler groups."""
+    optimizer = instantiate(cfg.optimizer)
+    scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
+    return instantiate(cfg.model, optimizer=optimizer, scheduler=scheduler)
+
+
+def load_weights(model: L.LightningModule, checkpoint: str | Path) -> None:
+    """Start from another run's weights (not its optimizer state): the stage hand-over."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    state = state.get("state_dict", state)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise RuntimeError(f"{checkpoint} does not fit this model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+
+
+def build_trainer(cfg: DictConfig) -> L.Trainer:
+    return instantiate(cfg.trainer, callbacks=instantiate_list(cfg.get("callbacks")),
+                       logger=instantiate_list(cfg.get("logger")) or False)
+
+
+def _checkpoint_callback(trainer: L.Trainer):
+    return trainer.checkpoint_callback
+
+
+def run_stage(cfg: DictConfig, name: str, run_dir: Path, init_from: Any, resume: str | None,
+              datamodule: L.LightningDataModule | None = None) -> dict[str, Any]:
+    """Fit and test one stage. ``init_from`` is a checkpoint path or a state dict (``None``: from
+    scratch); ``datamodule`` is the previous stage's when the data config is unchanged (its
+    decoded-image cache and index are kept)."""
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule = datamodule or instantiate(cfg.data)
+    model = build_model(cfg)
+    if resume is None and init_from is not None:
+        if isinstance(init_from, dict):
+            model.load_state_dict(init_from)
+        else:
+            load_weights(model, init_from)
+    trainer = build_trainer(cfg)
+    save_resolved_config(cfg, run_dir / "stages" / f"{name}.config.yaml")
+
+    result: dict[str, Any] = {"name": name}
+    if cfg.get("train", True):
+        start = time.perf_counter()
+        trainer.fit(model, datamodule=datamodule, ckpt_path=resume)
+        result["fit_seconds"] = round(time.perf_counter() - start, 2)
+    ckpt_cb = _checkpoint_callback(trainer)
+    best = ckpt_cb.best_model_path if ckpt_cb is not None else ""
+    result.update(
+        best_checkpoint=best or None,
+        last_checkpoint=(ckpt_cb.last_model_path or None) if ckpt_cb is not None else None,
+        monitor=ckpt_cb.monitor if ckpt_cb is not None else None,
+        best_score=float(ckpt_cb.best_model_score) if ckpt_cb is not None and ckpt_cb.best_model_score is not None else None,
+        epochs=trainer.current_epoch,
+        global_step=trainer.global_step,
+        val=to_float_dict(trainer.callback_metrics, "val/"),
+    )
+    if cfg.get("test", True):
+        if not best:
+            log.warning("stage %s: no best checkpoint (fast_dev_run or no monitor): testing the current weights", name)
+        trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=False)
+        result["test"] = to_float_dict(trainer.callback_metrics, "test/")
+    result["_model"], result["_datamodule"] = model, datamodule
+    return result
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Run every stage of ``cfg`` in order; write the run summary, the export and return the summary."""
+    run_dir = Path(cfg.paths.output_dir)
+    save_resolved_config(cfg, run_dir / "config.yaml")
+    resume_all = cfg.get("ckpt_path")
+    init_from: Any = cfg.get("init_ckpt")
+    summary: dict[str, Any] = {"experiment": cfg.get("experiment_name"), "run_dir": str(run_dir), "seed": cfg.seed,
+                               "stages": {}}
+    stages = stage_configs(cfg)
+    last_result: dict[str, Any] = {}
+    last_cfg = cfg
+    model = datamodule = None
+    for i, (name, stage_cfg) in enumerate(stages):
+        resume = None
+        if resume_all == "last":
+            # Every stage continues from its own last.ckpt when there is one: an interrupted stage
+            # goes on with its step count, a finished one returns at once (or trains on if
+            # max_epochs was raised) and is tested again; later stages start as usual.
+            last_ckpt = Path(stage_cfg.paths.output_dir) / "checkpoints" / name / "last.ckpt"
+            resume = str(last_ckpt) if last_ckpt.exists() else None
+        elif resume_all and i == 0:
+            resume = str(resume_all)
+        log.info("stage %d/%d: %s", i + 1, len(stages), name)
+        same_data = datamodule is not None and stage_cfg.data == last_cfg.data
+        last_result = run_stage(stage_cfg, name, run_dir, init_from, resume, datamodule if same_data else None)
+        last_cfg = stage_cfg
+        model = last_result.pop("_model")
+        datamodule = last_result.pop("_datamodule")
+        # Hand over the best weights; without a checkpoint (fast_dev_run) the weights in memory.
+        init_from = last_result["best_checkpoint"] or {k: v.clone() for k, v in model.state_dict().items()}
+        summary["stages"][name] = last_result
+        if is_rank_zero():
+            write_json(run_dir / "stages" / f"{name}.json", last_result)
+
+    summary["test"] = last_result.get("test", {})
+    metric = cfg.get("optimized_metric")
+    summary["optimized_metric"] = {"name": metric, "value": _lookup_metric(last_result, metric)}
+    if cfg.get("export", True) and model is not None and is_rank_zero():
+        summary["export"] = str(export_model(model, datamodule, last_cfg.model.net, run_dir / "export"))
+    if is_rank_zero():
+        write_json(run_dir / "metrics.json", summary)
+    return summary
+
+
+def _lookup_metric(result: dict[str, Any], name: str | None) -> float | None:
+    if not name:
+        return None
+    if name == result.get("monitor") and result.get("best_score") is not None:
+        return result["best_score"]
+    for group in ("test", "val"):
+        if name in result.get(group, {}):
+            return result[group][name]
+    return None

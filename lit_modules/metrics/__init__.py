@@ -1,0 +1,19 @@
+"""Evaluation metrics of the lit modules."""
+
+from lit_modules.metrics.average_precision import MultilabelMeanAveragePrecision
+from lit_modules.metrics.multilabel import (
+    SCORE_NAMES,
+    MultilabelAnnotationMetrics,
+    annotation_counts,
+    annotation_scores_from_counts,
+    multilabel_annotation_scores,
+)
+
+__all__ = [
+    "SCORE_NAMES",
+    "MultilabelAnnotationMetrics",
+    "MultilabelMeanAveragePrecision",
+    "annotation_counts",
+    "annotation_scores_from_counts",
+    "multilabel_annotation_scores",
+]

@@ -1,0 +1,262 @@
+"""LightningModule of the multi-label image tagger: one module, trained in stages.
+
+The seed trains its four parts separately: the image CNN and the tag MLP on the labels
+(BCEWithLogits, eq. 3.1), then the linear fusion (BCEWithLogits) and the label-count regressor
+(MSE on the normalised count, eq. 3.2) on top of the frozen first two. ``stage`` selects the part
+that this run trains; every other part is frozen (no gradients, eval mode). Stages are chained by
+:mod:`experiments.stages`, each starting from the previous stage's best checkpoint, so the last
+checkpoint holds the whole composite model.
+
+Evaluation scores every prediction rule whose parts are trained (the rows of the seed's Table 5.1):
+
+==================  =====================================  ==========================
+rule                labels of an image                     needs
+==================  =====================================  ==========================
+``image_topk``      top-k of the image CNN (k = 3)         image_cnn
+``tags_topk``       top-k of the tag MLP                   tag_mlp
+``fusion_topk``     top-k of the fusion                    image_cnn, tag_mlp, fusion
+``image_count``     top-(predicted count) of the image CNN image_cnn, label_count (count on vf)
+``composite``       top-(predicted count) of the fusion    all four (count on [vf, tf])
+==================  =====================================  ==========================
+
+Metrics are logged as ``<split>/<rule>/<CP|CR|CF1|OP|OR|OF1|HF1>``, mean average precision per
+output as ``<split>/<output>/mAP``, and the stage's own rule again without prefix
+(``<split>/HF1`` ...: the checkpoint monitor and the columns of sweep reports).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lit_modules.base import SuiteModule
+from lit_modules.metrics import MultilabelAnnotationMetrics, MultilabelMeanAveragePrecision
+from lit_modules.prediction_rules import counts_to_k, top_k_labels
+from lit_modules.tagger.networks import PARTS, TaggerNet
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PredictionRule:
+    scores: str  # key of TaggerNet's output holding the label logits
+    use_count: bool  # k from the label-count regressor instead of the fixed top_k
+    needs: tuple[str, ...]
+    count_inputs: str | None = None  # the count regressor's input this rule assumes
+
+
+RULES: dict[str, PredictionRule] = {
+    "image_topk": PredictionRule("image_logits", False, ("image_cnn",)),
+    "tags_topk": PredictionRule("tag_logits", False, ("tag_mlp",)),
+    "fusion_topk": PredictionRule("fusion_logits", False, ("image_cnn", "tag_mlp", "fusion")),
+    "image_count": PredictionRule("image_logits", True, ("image_cnn", "label_count"), "image"),
+    "composite": PredictionRule("fusion_logits", True, PARTS, "both"),
+}
+
+
+def apply_rule(out: dict[str, Tensor], rule: str, top_k: int = 3, min_k: int = 1) -> Tensor:
+    """0/1 labels ``[n, C]`` from :class:`TaggerNet` outputs by the prediction rule ``rule``."""
+    spec = RULES[rule]
+    scores = out[spec.scores]
+    k = counts_to_k(out["count"], min_k=min_k, max_k=scores.shape[1]) if spec.use_count else top_k
+    return top_k_labels(scores, k)
+
+
+OUTPUTS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "image": ("image_logits", ("image_cnn",)),
+    "tags": ("tag_logits", ("tag_mlp",)),
+    "fusion": ("fusion_logits", ("image_cnn", "tag_mlp", "fusion")),
+}
+
+
+class MultiLabelTagger(SuiteModule):
+    """Staged training and rule-wise evaluation of :class:`~lit_modules.tagger.networks.TaggerNet`.
+
+    Args:
+        net: the composite network.
+        optimizer: a ``functools.partial`` of a torch optimizer (``conf/optimizer``).
+        scheduler: a ``functools.partial`` of an LR scheduler, or ``None`` (``conf/scheduler``).
+        stage: the part trained by this run: one of ``image_cnn, tag_mlp, fusion, label_count``.
+        top_k: k of the fixed top-k rules (seed: 3).
+        min_k: lower bound of the composite's per-image k (seed: at least one label).
+        num_figure_examples: test images drawn in the examples figure.
+    """
+
+    def __init__(
+        self,
+        net: TaggerNet,
+        optimizer: Any,
+        scheduler: Any = None,
+        stage: str = "image_cnn",
+        top_k: int = 3,
+        min_k: int = 1,
+        num_figure_examples: int = 12,
+        scheduler_interval: str = "epoch",
+    ) -> None:
+        super().__init__()
+        if stage not in PARTS:
+            raise ValueError(f"stage must be one of {PARTS}, got {stage!r}")
+        self.save_hyperparameters(logger=False, ignore=["net"])
+        self.net = net
+        for part in PARTS:
+            getattr(net, part).requires_grad_(part == stage)
+        # One metric set per rule and split; which rules are scored depends on which parts are
+        # trained (net.trained), known only once weights are loaded: see _refresh_active().
+        self.metrics = nn.ModuleDict(
+            {
+                split: nn.ModuleDict({rule: MultilabelAnnotationMetrics(net.num_labels) for rule in RULES})
+                for split in ("val", "test")
+            }
+        )
+        self.average_precision = nn.ModuleDict(
+            {
+                split: nn.ModuleDict({out: MultilabelMeanAveragePrecision(net.num_labels) for out in OUTPUTS})
+                for split in ("val", "test")
+            }
+        )
+        self.selection_rule = self._selection_rule()
+        self.rules: list[str] = []
+        self.outputs: list[str] = []
+        self._figure_batch: dict[str, Tensor] | None = None
+
+    # ----------------------------------------------------------------------------- what is trained
+    def _available(self, needs: tuple[str, ...]) -> bool:
+        return all(p == self.hparams.stage or self.net.is_trained(p) for p in needs)
+
+    def _rule_available(self, rule: PredictionRule) -> bool:
+        if rule.count_inputs is not None and rule.count_inputs != self.net.count_inputs:
+            return False
+        return self._available(rule.needs)
+
+    def _refresh_active(self) -> None:
+        self.rules = [name for name, rule in RULES.items() if self._rule_available(rule)]
+        self.outputs = [name for name, (_, needs) in OUTPUTS.items() if self._available(needs)]
+
+    def _selection_rule(self) -> str:
+        stage = self.hparams.stage
+        if stage == "label_count":
+            return "composite" if self.net.count_inputs == "both" else "image_count"
+        return {"image_cnn": "image_topk", "tag_mlp": "tags_topk", "fusion": "fusion_topk"}[stage]
+
+    def train(self, mode: bool = True) -> MultiLabelTagger:
+        """Frozen parts stay in eval mode (batch-norm statistics and dropout fixed) in every stage."""
+        super().train(mode)
+        for part in PARTS:
+            if part != self.hparams.stage:
+                getattr(self.net, part).eval()
+        return self
+
+    def on_train_start(self) -> None:
+        self.net.mark_trained(self.hparams.stage)
+
+    # ----------------------------------------------------------------------------- steps
+    def forward(self, image: Tensor, tags: Tensor) -> dict[str, Tensor]:
+        return self.net(image, tags)
+
+    def _loss(self, out: dict[str, Tensor], labels: Tensor) -> Tensor:
+        stage = self.hparams.stage
+        if stage == "label_count":
+            return F.mse_loss(out["count_norm"], labels.sum(dim=1) / self.net.count_scale)
+        key = {"image_cnn": "image_logits", "tag_mlp": "tag_logits", "fusion": "fusion_logits"}[stage]
+        return F.binary_cross_entropy_with_logits(out[key], labels)
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        stage, labels = self.hparams.stage, batch["labels"]
+        # The first two stages need only their own branch: skip the other (frozen) one.
+        if stage == "image_cnn":
+            out = {"image_logits": self.net.image_logits(batch["image"])}
+        elif stage == "tag_mlp":
+            out = {"tag_logits": self.net.tag_mlp(batch["tags"])}
+        else:
+            out = self(batch["image"], batch["tags"])
+        loss = self._loss(out, labels)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(labels))
+        return loss
+
+    def predict_labels(self, out: dict[str, Tensor], rule: str) -> Tensor:
+        """0/1 labels ``[n, C]`` of one prediction rule."""
+        return apply_rule(out, rule, top_k=self.hparams.top_k, min_k=self.hparams.min_k)
+
+    def _eval_step(self, batch: dict[str, Tensor], split: str) -> None:
+        out = self(batch["image"], batch["tags"])
+        labels = batch["labels"]
+        self.log(f"{split}/loss", self._loss(out, labels), on_epoch=True, sync_dist=True, batch_size=len(labels))
+        if self.hparams.stage == "label_count":
+            mae = (out["count"] - labels.sum(dim=1)).abs().mean()
+            self.log(f"{split}/count_mae", mae, on_epoch=True, sync_dist=True, batch_size=len(labels))
+        target = labels.long()
+        for rule in self.rules:
+            self.metrics[split][rule].update(self.predict_labels(out, rule), target)
+        for name in self.outputs:
+            self.average_precision[split][name].update(out[OUTPUTS[name][0]].sigmoid(), target)
+        if split == "test" and self._figure_batch is None:
+            self._figure_batch = {"image": batch["image"].cpu(), "labels": target.cpu(),
+                                  "pred": self.predict_labels(out, self.selection_rule).cpu()}
+
+    def _log_epoch_metrics(self, split: str) -> None:
+        for rule in self.rules:
+            scores = self.metrics[split][rule].compute()
+            self.log_dict({f"{split}/{rule}/{k}": v for k, v in scores.items()})
+            if rule == self.selection_rule:  # the stage's own rule, without prefix: monitor and report columns
+                self.log_dict({f"{split}/{k}": v for k, v in scores.items()})
+            self.metrics[split][rule].reset()
+        for name in self.outputs:
+            self.log(f"{split}/{name}/mAP", self.average_precision[split][name].compute())
+            self.average_precision[split][name].reset()
+
+    def on_validation_epoch_start(self) -> None:
+        self._refresh_active()
+
+    def on_test_epoch_start(self) -> None:
+        self._refresh_active()
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch_metrics("val")
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch_metrics("test")
+        if self._figure_batch is not None and self.trainer.is_global_zero:
+            self._log_examples_figure(self._figure_batch)
+        self._figure_batch = None
+
+    def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        out = self(batch["image"], batch["tags"])
+        return {"probs": out["fusion_logits"].sigmoid(), "count": out["count"],
+                "labels": self.predict_labels(out, self.selection_rule)}
+
+    # ----------------------------------------------------------------------------- figure
+    def _log_examples_figure(self, batch: dict[str, Tensor]) -> None:
+        """The seed's example table: image, true labels, predicted labels; saved and sent to loggers."""
+        from lit_modules.figures import labelled_image_grid, log_figure
+
+        datamodule = self.trainer.datamodule
+        names = getattr(datamodule, "label_names", None) or [str(i) for i in range(self.net.num_labels)]
+        n = min(self.hparams.num_figure_examples, len(batch["image"]))
+        images = datamodule.denormalize(batch["image"][:n]) if hasattr(datamodule, "denormalize") else batch["image"][:n]
+        captions = [
+            "true: " + " ".join(names[j] for j in batch["labels"][i].nonzero().flatten().tolist())
+            + "\npred: " + " ".join(names[j] for j in batch["pred"][i].nonzero().flatten().tolist())
+            for i in range(n)
+        ]
+        fig = labelled_image_grid(images, captions, title=f"{self.hparams.stage}: {self.selection_rule}")
+        path = Path(self.trainer.default_root_dir) / "figures" / f"examples_{self.hparams.stage}.png"
+        log_figure(self.trainer, fig, path, key=f"test/examples_{self.hparams.stage}")
+
+    # ----------------------------------------------------------------------------- export
+    def export_metadata(self) -> dict[str, Any]:
+        """Prediction settings written next to the exported weights (see experiments/predict.py)."""
+        trained = [p for p in PARTS if self.net.is_trained(p)]
+        return {"kind": "multilabel_tagger", "rule": self.selection_rule, "top_k": self.hparams.top_k,
+                "min_k": self.hparams.min_k, "trained_parts": trained}

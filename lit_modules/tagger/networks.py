@@ -1,0 +1,137 @@
+"""The four parts of the multi-label image tagger (seed 001, NUS-WIDE), each its own ``nn.Module``.
+
+Notation of the seed (C = 81 concepts, N = 1000 tags)::
+
+    vf = sigma(VCNN(I))             image branch: a CNN over pixels, C logits
+    tf = sigma(MLP(t)),  t in {0,1}^N   tag branch: an MLP over the binary user-tag vector
+    v  = [vf, tf]                    the concatenated probability vector, 2C
+    LP(v)  = W v + b                 linear fusion ("label predictor"), C logits
+    LQP(v) = MLP_drop0.5(v)          label-count regressor ("label quantity predictor"), trained
+                                     with MSE on the normalised count  y / count_scale
+
+The composite prediction takes the top ``k = max(1, round(count_scale * LQP(v)))`` labels of LP(v).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+#: Trainable parts, in training order.
+PARTS: tuple[str, ...] = ("image_cnn", "tag_mlp", "fusion", "label_count")
+
+
+class TagMLP(nn.Module):
+    """Binary tag vector ``t`` -> C label logits: ``Linear -> ReLU -> Dropout`` blocks, then a linear head."""
+
+    def __init__(self, num_tags: int, num_labels: int, hidden: Sequence[int] = (512,), dropout: float = 0.5):
+        super().__init__()
+        layers: list[nn.Module] = []
+        width = num_tags
+        for h in hidden:
+            layers += [nn.Linear(width, h), nn.ReLU(inplace=True), nn.Dropout(dropout)]
+            width = h
+        layers.append(nn.Linear(width, num_labels))
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, tags: Tensor) -> Tensor:
+        return self.layers(tags)
+
+
+class LateFusion(nn.Module):
+    """LP: one linear layer on the concatenated probabilities ``v = [vf, tf]`` -> C logits."""
+
+    def __init__(self, num_labels: int, num_sources: int = 2):
+        super().__init__()
+        self.linear = nn.Linear(num_sources * num_labels, num_labels)
+
+    def forward(self, probs: Tensor) -> Tensor:
+        return self.linear(probs)
+
+
+class LabelCountRegressor(nn.Module):
+    """LQP: an MLP with dropout 0.5 on the probability vector -> one real number, the label count
+    divided by ``count_scale`` (the seed normalises the count target for faster convergence)."""
+
+    def __init__(self, in_features: int, hidden: Sequence[int] = (256,), dropout: float = 0.5):
+        super().__init__()
+        layers: list[nn.Module] = []
+        width = in_features
+        for h in hidden:
+            layers += [nn.Linear(width, h), nn.ReLU(inplace=True), nn.Dropout(dropout)]
+            width = h
+        layers.append(nn.Linear(width, 1))
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, probs: Tensor) -> Tensor:
+        return self.layers(probs).squeeze(-1)
+
+
+class TaggerNet(nn.Module):
+    """The composite tagger: image CNN + tag MLP + linear fusion + label-count regressor.
+
+    Args:
+        image_cnn: any image classifier with ``num_labels`` outputs (see :mod:`lit_modules.backbones`).
+        num_labels: C.
+        num_tags: N, the size of the binary tag vector.
+        tag_hidden, tag_dropout: the tag MLP's hidden sizes and dropout.
+        count_hidden, count_dropout: the count regressor's hidden sizes and dropout (seed: 0.5).
+        count_inputs: ``"both"`` (``v = [vf, tf]``, the seed's composite) or ``"image"`` (``vf`` only,
+            the seed's "VCNN + LQP" ablation row).
+        count_scale: the count target is ``y / count_scale``.
+    """
+
+    def __init__(
+        self,
+        image_cnn: nn.Module,
+        num_labels: int = 81,
+        num_tags: int = 1000,
+        tag_hidden: Sequence[int] = (512,),
+        tag_dropout: float = 0.5,
+        count_hidden: Sequence[int] = (256,),
+        count_dropout: float = 0.5,
+        count_inputs: str = "both",
+        count_scale: float = 10.0,
+    ) -> None:
+        super().__init__()
+        if count_inputs not in ("both", "image"):
+            raise ValueError(f"count_inputs must be 'both' or 'image', got {count_inputs!r}")
+        self.num_labels = num_labels
+        self.count_inputs = count_inputs
+        self.count_scale = float(count_scale)
+        self.image_cnn = image_cnn
+        self.tag_mlp = TagMLP(num_tags, num_labels, tag_hidden, tag_dropout)
+        self.fusion = LateFusion(num_labels, 2)
+        count_in = 2 * num_labels if count_inputs == "both" else num_labels
+        self.label_count = LabelCountRegressor(count_in, count_hidden, count_dropout)
+        # Which parts have been trained; saved with the weights so that evaluation and export
+        # know which prediction rules are meaningful.
+        self.register_buffer("trained", torch.zeros(len(PARTS), dtype=torch.bool))
+
+    def is_trained(self, part: str) -> bool:
+        return bool(self.trained[PARTS.index(part)])
+
+    def mark_trained(self, part: str) -> None:
+        self.trained[PARTS.index(part)] = True
+
+    def image_logits(self, image: Tensor) -> Tensor:
+        logits = self.image_cnn(image)
+        # torchvision's Inception/GoogLeNet return (logits, aux logits) in training mode.
+        return logits[0] if isinstance(logits, tuple) else logits
+
+    def forward(self, image: Tensor, tags: Tensor) -> dict[str, Tensor]:
+        """Returns logits of every branch and the predicted label count (in labels, not normalised)."""
+        image_logits = self.image_logits(image)
+        tag_logits = self.tag_mlp(tags)
+        v = torch.cat([image_logits.sigmoid(), tag_logits.sigmoid()], dim=1)
+        count_in = v if self.count_inputs == "both" else v[:, : self.num_labels]
+        count_norm = self.label_count(count_in)
+        return {
+            "image_logits": image_logits,
+            "tag_logits": tag_logits,
+            "fusion_logits": self.fusion(v),
+            "count_norm": count_norm,
+            "count": count_norm * self.count_scale,
+        }

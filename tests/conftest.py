@@ -1,0 +1,49 @@
+"""Shared fixtures: a small synthetic NUS-WIDE twin and a runner for the real command lines."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+REAL_FORMATS = PROJECT_ROOT.parent / "shared" / "real-formats"
+
+# A small twin for pipeline tests: 32 px keeps the CNN fast; 900 images keep every split non-trivial.
+SMALL_TWIN = {"num_images": 900, "image_size": 32, "seed": 0}
+
+
+def run_cli(module: str, *args: str, timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run ``python -m <module> <args>`` from the project root, as a user would; fail with its output."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "1", **(env or {})}
+    proc = subprocess.run([sys.executable, "-m", module, *args], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                          timeout=timeout, env=full_env)
+    if proc.returncode != 0:
+        raise AssertionError(f"{module} {' '.join(args)} failed ({proc.returncode}):\n"
+                             f"--- stdout ---\n{proc.stdout[-6000:]}\n--- stderr ---\n{proc.stderr[-6000:]}")
+    return proc
+
+
+def read_metrics(run_dir: Path) -> dict:
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def synthetic_dir(tmp_path_factory) -> Path:
+    """Folder the synthetic twins are generated into (``paths.synthetic_dir``), shared by the session."""
+    return tmp_path_factory.mktemp("synthetic")
+
+
+def small_twin_overrides(synthetic_dir: Path, log_dir: Path) -> list[str]:
+    """Overrides that point the tagger at the small twin and write logs under ``log_dir``."""
+    return [
+        f"paths.synthetic_dir={synthetic_dir}",
+        f"paths.log_dir={log_dir}",
+        *(f"data.synthetic.{k}={v}" for k, v in SMALL_TWIN.items()),
+        "augmentation.resize=32",
+        "augmentation.crop=32",
+    ]

@@ -1,0 +1,78 @@
+"""The tagger's parts and staged training on hand-made tensors (no data on disk)."""
+
+import functools
+
+import pytest
+import torch
+
+from lit_modules.backbones import build_image_classifier
+from lit_modules.tagger import PARTS, MultiLabelTagger, TaggerNet, apply_rule
+
+
+def make_net(**kwargs) -> TaggerNet:
+    return TaggerNet(build_image_classifier("small_cnn", 5, width=4), num_labels=5, num_tags=12, tag_hidden=[8],
+                     count_hidden=[8], **kwargs)
+
+
+def make_module(stage: str, net: TaggerNet | None = None) -> MultiLabelTagger:
+    return MultiLabelTagger(net or make_net(), optimizer=functools.partial(torch.optim.AdamW, lr=1e-3), stage=stage)
+
+
+def test_net_outputs():
+    out = make_net()(torch.randn(3, 3, 16, 16), torch.zeros(3, 12))
+    assert out["image_logits"].shape == out["tag_logits"].shape == out["fusion_logits"].shape == (3, 5)
+    assert out["count"].shape == (3,)
+    assert torch.allclose(out["count"], out["count_norm"] * 10.0)
+
+
+@pytest.mark.parametrize("stage", PARTS)
+def test_stage_trains_only_its_part(stage):
+    module = make_module(stage)
+    for part in PARTS:
+        params = list(getattr(module.net, part).parameters())
+        assert all(p.requires_grad == (part == stage) for p in params), part
+    optimizer = module.configure_optimizers()["optimizer"]
+    optimized = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    assert optimized == {id(p) for p in getattr(module.net, stage).parameters()}
+    module.train()
+    for part in PARTS:  # frozen parts keep eval mode: batch-norm statistics do not move
+        assert getattr(module.net, part).training == (part == stage)
+
+
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log\(\)`")
+def test_frozen_image_cnn_statistics_do_not_move_in_later_stages():
+    module = make_module("fusion")
+    module.train()
+    before = {k: v.clone() for k, v in module.net.image_cnn.state_dict().items()}
+    batch = {"image": torch.randn(4, 3, 16, 16), "tags": torch.zeros(4, 12), "labels": torch.ones(4, 5)}
+    module.training_step(batch, 0).backward()
+    for k, v in module.net.image_cnn.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+
+def test_rules_follow_trained_parts():
+    net = make_net()
+    module = make_module("image_cnn", net)
+    module._refresh_active()
+    assert module.rules == ["image_topk"]
+    for part in ("image_cnn", "tag_mlp", "fusion"):
+        net.mark_trained(part)
+    module = make_module("label_count", net)
+    module._refresh_active()
+    assert module.rules == ["image_topk", "tags_topk", "fusion_topk", "composite"]
+    assert module.selection_rule == "composite"
+    image_only = make_net(count_inputs="image")
+    image_only.mark_trained("image_cnn")
+    module = make_module("label_count", image_only)
+    module._refresh_active()
+    assert module.rules == ["image_topk", "image_count"] and module.selection_rule == "image_count"
+
+
+def test_composite_rule_takes_top_predicted_count_of_fusion():
+    out = {
+        "fusion_logits": torch.tensor([[0.1, 0.9, 0.5, 0.3], [0.8, 0.1, 0.2, 0.7]]),
+        "image_logits": torch.zeros(2, 4),
+        "count": torch.tensor([2.4, 0.2]),  # -> k = 2 and (at least) 1
+    }
+    assert apply_rule(out, "composite").tolist() == [[0, 1, 1, 0], [1, 0, 0, 0]]
+    assert apply_rule(out, "fusion_topk", top_k=3).tolist() == [[0, 1, 1, 1], [1, 0, 1, 1]]
