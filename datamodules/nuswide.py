@@ -522,6 +522,8 @@ class NusWideDataModule(LightningDataModule):
         cache_decoded: bool = False,
     ) -> None:
         super().__init__()
+        if synthetic is not None:  # plain values only in checkpoints (they load with weights_only=True)
+            synthetic = {str(k): v for k, v in dict(synthetic).items()}
         self.save_hyperparameters(logger=False, ignore=["transforms"])
         self.root = Path(root)
         self.index_path = Path(index_path) if index_path else self.root / "index.ndjson"

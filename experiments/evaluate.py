@@ -14,7 +14,7 @@ import hydra
 import lightning as L
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from experiments.common import PROJECT_ROOT, is_rank_zero, save_resolved_config, to_float_dict, write_json
 from experiments.stages import build_model, build_trainer
@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 def apply_checkpoint_hparams(cfg: DictConfig, ckpt_path: Path) -> None:
     """Copy the checkpoint's scalar hyperparameters over ``cfg.model`` (only keys the config has)."""
-    hparams = torch.load(ckpt_path, map_location="cpu", weights_only=False).get("hyper_parameters", {})
+    hparams = torch.load(ckpt_path, map_location="cpu").get("hyper_parameters", {})
     with open_dict(cfg):
         for key, value in hparams.items():
             if key in cfg.model and isinstance(value, (str, int, float, bool)):
@@ -38,13 +38,14 @@ def evaluate(cfg: DictConfig) -> dict:
     if not ckpt.is_file():
         raise FileNotFoundError(f"checkpoint {ckpt} does not exist")
     apply_checkpoint_hparams(cfg, ckpt)
+    cfg = OmegaConf.merge(cfg, cfg.get("all_stages") or {})
     run_dir = Path(cfg.paths.output_dir)
     save_resolved_config(cfg, run_dir / "config.yaml")
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
     model = build_model(cfg)
     trainer = build_trainer(cfg)
-    trainer.test(model, datamodule=datamodule, ckpt_path=str(ckpt), weights_only=False)
+    trainer.test(model, datamodule=datamodule, ckpt_path=str(ckpt))
     summary = {"experiment": cfg.get("experiment_name"), "run_dir": str(run_dir), "checkpoint": str(ckpt),
                "test": to_float_dict(trainer.callback_metrics, "test/")}
     if is_rank_zero():

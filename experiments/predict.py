@@ -55,6 +55,7 @@ def predict_tagger(net, spec: dict, images: list[Path], folder: Path, user_tags:
     labels, vocab = data["label_names"], {t: i for i, t in enumerate(data["tag_names"])}
     transform = ImageTransforms(**data["transforms"]).eval()
     rule, top_k, min_k = spec["model"]["rule"], spec["model"]["top_k"], spec["model"]["min_k"]
+    alpha = spec["model"].get("alpha") or 0.5
     unknown = 0
     for start in range(0, len(images), batch_size):
         chunk = images[start : start + batch_size]
@@ -71,7 +72,7 @@ def predict_tagger(net, spec: dict, images: list[Path], folder: Path, user_tags:
             tag_vecs.append(vec)
         with torch.inference_mode():
             out = net(torch.stack(pixels), torch.stack(tag_vecs))
-            chosen = apply_rule(out, rule, top_k=top_k, min_k=min_k)
+            chosen = apply_rule(out, rule, top_k=top_k, min_k=min_k, alpha=alpha)
             probs = out[RULES[rule].scores].sigmoid()
         for i, path in enumerate(chunk):
             idx = chosen[i].nonzero().flatten().tolist()

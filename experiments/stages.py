@@ -27,6 +27,8 @@ from typing import Any
 
 import lightning as L
 import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -36,20 +38,44 @@ from experiments.export import export_model
 log = logging.getLogger(__name__)
 
 
+def command_line_overrides() -> list[tuple[str, Any]]:
+    """``(key, value)`` of the key overrides given on the command line (or by a sweeper) for this
+    job; config group choices (``optimizer=sgd``) are left out: they are already in the config."""
+    if not HydraConfig.initialized():
+        return []
+    hydra_cfg = HydraConfig.get()
+    groups = set(hydra_cfg.runtime.choices)
+    out = []
+    for override in OverridesParser.create().parse_overrides(list(hydra_cfg.overrides.task)):
+        key = override.key_or_group
+        if override.is_delete() or key in groups or key.startswith("stages."):
+            continue
+        out.append((key, override.value()))
+    return out
+
+
 def stage_configs(cfg: DictConfig) -> list[tuple[str, DictConfig]]:
-    """``(name, config)`` of every stage to run, in order."""
+    """``(name, config)`` of every stage to run, in order.
+
+    A stage's config is the root config, then the stage's own overrides (``stages.<name>``), then
+    ``all_stages`` (what the debug configs set), then the command line's key overrides: what the
+    user typed wins, for every stage. To change one stage only: ``stages.<name>.<key>=<value>``.
+    """
     declared = list(cfg.get("stages") or {})
     names = declared or ["main"]
     wanted = list(cfg.get("run_stages") or names)
     unknown = [n for n in wanted if n not in names]
     if unknown:
         raise ValueError(f"run_stages names unknown stages {unknown}; this experiment declares {names}")
+    typed = command_line_overrides()
     out = []
     for name in names:
         if name not in wanted:
             continue
-        stage_cfg = OmegaConf.merge(cfg, cfg.stages[name]) if declared else cfg.copy()
+        stage_cfg = OmegaConf.merge(cfg, cfg.stages[name] if declared else {}, cfg.get("all_stages") or {})
         with open_dict(stage_cfg):
+            for key, value in typed:
+                OmegaConf.update(stage_cfg, key, value, merge=True)
             stage_cfg.stage_name = name
             stage_cfg.stages = {}
         out.append((name, stage_cfg))
@@ -65,7 +91,7 @@ def build_model(cfg: DictConfig) -> L.LightningModule:
 
 def load_weights(model: L.LightningModule, checkpoint: str | Path) -> None:
     """Start from another run's weights (not its optimizer state): the stage hand-over."""
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    state = torch.load(checkpoint, map_location="cpu")
     state = state.get("state_dict", state)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
@@ -95,6 +121,9 @@ def run_stage(cfg: DictConfig, name: str, run_dir: Path, init_from: Any, resume:
         else:
             load_weights(model, init_from)
     trainer = build_trainer(cfg)
+    # Modules save their hyperparameters with logger=False: loggers get the whole resolved config.
+    for logger in trainer.loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     save_resolved_config(cfg, run_dir / "stages" / f"{name}.config.yaml")
 
     result: dict[str, Any] = {"name": name}
@@ -116,7 +145,7 @@ def run_stage(cfg: DictConfig, name: str, run_dir: Path, init_from: Any, resume:
     if cfg.get("test", True):
         if not best:
             log.warning("stage %s: no best checkpoint (fast_dev_run or no monitor): testing the current weights", name)
-        trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=False)
+        trainer.test(model, datamodule=datamodule, ckpt_path=best or None)
         result["test"] = to_float_dict(trainer.callback_metrics, "test/")
     result["_model"], result["_datamodule"] = model, datamodule
     return result

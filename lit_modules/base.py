@@ -15,24 +15,36 @@ from lightning import LightningModule
 
 
 class SuiteModule(LightningModule):
-    """Base class: subclasses store ``optimizer``/``scheduler`` in ``self.hparams`` via
-    ``save_hyperparameters`` and may override :meth:`trainable_parameters`."""
+    """Base class: subclasses pass the optimizer/scheduler partials to ``__init__`` and may override
+    :meth:`trainable_parameters`.
+
+    The partials are kept as attributes, not hyperparameters: checkpoints then hold only tensors and
+    plain values and load with ``torch.load(weights_only=True)``; the run's resolved config keeps
+    the optimizer and scheduler settings.
+    """
+
+    def __init__(self, optimizer: Callable[..., torch.optim.Optimizer] | None = None, scheduler: Any = None,
+                 scheduler_interval: str = "epoch") -> None:
+        super().__init__()
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.scheduler_interval = scheduler_interval
 
     def trainable_parameters(self) -> Iterable[torch.nn.Parameter] | list[dict[str, Any]]:
         """Parameters (or parameter groups) handed to the optimizer; frozen ones are left out."""
         return [p for p in self.parameters() if p.requires_grad]
 
     def configure_optimizers(self) -> dict[str, Any]:
-        make_optimizer: Callable[..., torch.optim.Optimizer] = self.hparams.optimizer
-        optimizer = make_optimizer(params=self.trainable_parameters())
-        make_scheduler = self.hparams.get("scheduler")
-        if make_scheduler is None:
+        if self.optimizer_factory is None:
+            raise ValueError(f"{type(self).__name__} was built without an optimizer (conf/optimizer)")
+        optimizer = self.optimizer_factory(params=self.trainable_parameters())
+        if self.scheduler_factory is None:
             return {"optimizer": optimizer}
         return {
             "optimizer": optimizer,
             "lr_scheduler": {
-                "scheduler": make_scheduler(optimizer=optimizer),
-                "interval": self.hparams.get("scheduler_interval", "epoch"),
+                "scheduler": self.scheduler_factory(optimizer=optimizer),
+                "interval": self.scheduler_interval,
                 "frequency": 1,
             },
         }

@@ -25,3 +25,18 @@ def test_map_without_any_positive_is_zero_not_nan():
     metric = MultilabelMeanAveragePrecision(3)
     metric.update(torch.rand(5, 3), torch.zeros(5, 3, dtype=torch.long))
     assert metric.compute().item() == 0.0
+
+
+def test_map_ddp_two_processes_equals_one(tmp_path):
+    from functools import partial
+
+    from tests.ddp import compute_on_ranks
+
+    g = torch.Generator().manual_seed(5)
+    target = (torch.rand(11, 4, generator=g) < 0.4).long()
+    scores = torch.rand(11, 4, generator=g)
+    shards = list(zip(scores.split([7, 4]), target.split([7, 4])))  # unequal shards
+    single = MultilabelMeanAveragePrecision(4)
+    single.update(scores, target)
+    for value in compute_on_ranks(partial(MultilabelMeanAveragePrecision, 4), shards, tmp_path):
+        assert value == pytest.approx(single.compute().item(), abs=1e-6)

@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import math
-import os
-import socket
 from collections.abc import Mapping
-from datetime import timedelta
 from fractions import Fraction
+from functools import partial
 from pathlib import Path
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 from sklearn.metrics import f1_score, precision_score, recall_score
 from torch import Tensor
 
@@ -25,6 +21,7 @@ from lit_modules.metrics import (
     multilabel_annotation_scores,
 )
 from lit_modules.metrics.multilabel import _safe_div
+from tests.ddp import compute_on_ranks
 
 
 def _hmean(a: float, b: float) -> float:
@@ -272,41 +269,16 @@ def test_invalid_num_labels(num_labels: object) -> None:
 # --------------------------------------------------------------------------- DDP
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _ddp_worker(rank: int, world_size: int, port: int, shards: list[tuple[Tensor, Tensor]], out_dir: str) -> None:
-    os.environ["MASTER_ADDR"] = "127.0.0.1"
-    os.environ["MASTER_PORT"] = str(port)
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world_size, timeout=timedelta(seconds=20))
-    try:
-        preds, target = shards[rank]
-        metric = MultilabelAnnotationMetrics(preds.shape[1])
-        for p, t in zip(preds.tensor_split(2), target.tensor_split(2)):
-            metric.update(p, t)
-        scores = {name: value.item() for name, value in metric.compute().items()}
-        torch.save(scores, Path(out_dir) / f"rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
-
-
 def test_ddp_sync_matches_single_process(tmp_path: Path) -> None:
     preds, target = random_data(7, n=11, num_labels=6)
     sizes = [7, 4]  # unequal shards
     shards = list(zip(preds.split(sizes), target.split(sizes)))
-    world_size = len(sizes)
-
-    mp.spawn(_ddp_worker, args=(world_size, _free_port(), shards, str(tmp_path)), nprocs=world_size, join=True)
+    ranked_scores = compute_on_ranks(partial(MultilabelAnnotationMetrics, 6), shards, tmp_path)
 
     expected = sklearn_scores(preds, target)
     single = as_floats(metric_scores(preds, target))
     assert_scores(single, expected)
-    for rank in range(world_size):
-        ranked = torch.load(tmp_path / f"rank{rank}.pt")
+    for ranked in ranked_scores:
         assert ranked == pytest.approx(single, abs=1e-6)
     # The per-shard scores differ from the global ones, so the sync was really needed.
     assert as_floats(metric_scores(*shards[1])) != pytest.approx(single, abs=1e-6)

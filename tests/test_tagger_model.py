@@ -54,18 +54,20 @@ def test_rules_follow_trained_parts():
     net = make_net()
     module = make_module("image_cnn", net)
     module._refresh_active()
-    assert module.rules == ["image_topk"]
+    assert module.rules == ["image_topk", "image_threshold"]
     for part in ("image_cnn", "tag_mlp", "fusion"):
         net.mark_trained(part)
     module = make_module("label_count", net)
     module._refresh_active()
-    assert module.rules == ["image_topk", "tags_topk", "fusion_topk", "composite"]
+    assert module.rules == ["image_topk", "tags_topk", "fusion_topk", "composite", "image_threshold",
+                            "tags_threshold", "fusion_threshold"]
     assert module.selection_rule == "composite"
     image_only = make_net(count_inputs="image")
     image_only.mark_trained("image_cnn")
     module = make_module("label_count", image_only)
     module._refresh_active()
-    assert module.rules == ["image_topk", "image_count"] and module.selection_rule == "image_count"
+    assert module.rules == ["image_topk", "image_count", "image_threshold"]
+    assert module.selection_rule == "image_count"
 
 
 def test_composite_rule_takes_top_predicted_count_of_fusion():
@@ -76,3 +78,5 @@ def test_composite_rule_takes_top_predicted_count_of_fusion():
     }
     assert apply_rule(out, "composite").tolist() == [[0, 1, 1, 0], [1, 0, 0, 0]]
     assert apply_rule(out, "fusion_topk", top_k=3).tolist() == [[0, 1, 1, 1], [1, 0, 1, 1]]
+    # threshold on probabilities: sigmoid(logit) > 0.6  <=>  logit > 0.405
+    assert apply_rule(out, "fusion_threshold", alpha=0.6).tolist() == [[0, 1, 1, 0], [1, 0, 0, 1]]

@@ -69,7 +69,7 @@ def test_export_round_trips_to_identical_predictions(main_job, tmp_path):
 
     net, spec = load_exported(main_job / "export")
     best = read_metrics(main_job)["stages"]["label_count"]["best_checkpoint"]
-    state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
+    state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]  # plain tensors and values only
     reference, _ = load_exported(main_job / "export")
     reference.load_state_dict({k[len("net."):]: v for k, v in state.items() if k.startswith("net.")})
     reference.eval()

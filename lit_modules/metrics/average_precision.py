@@ -28,7 +28,7 @@ class MultilabelMeanAveragePrecision(MultilabelAveragePrecision):
         super().__init__(num_labels=num_labels, average=None, thresholds=None, **kwargs)
 
     def compute(self) -> Tensor:  # type: ignore[override]
-        if not self.target:
+        if isinstance(self.target, list) and not self.target:  # nothing seen (after a DDP sync: a tensor)
             return torch.tensor(0.0)
         target = dim_zero_cat(self.target)
         has_positive = (target == 1).any(dim=0)

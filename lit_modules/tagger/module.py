@@ -17,6 +17,7 @@ rule                labels of an image                     needs
 ``fusion_topk``     top-k of the fusion                    image_cnn, tag_mlp, fusion
 ``image_count``     top-(predicted count) of the image CNN image_cnn, label_count (count on vf)
 ``composite``       top-(predicted count) of the fusion    all four (count on [vf, tf])
+``<out>_threshold`` ``p > alpha`` on image / tags / fusion as their top-k rules (``alpha: null``: off)
 ==================  =====================================  ==========================
 
 Metrics are logged as ``<split>/<rule>/<CP|CR|CF1|OP|OR|OF1|HF1>``, mean average precision per
@@ -37,7 +38,7 @@ from torch import Tensor, nn
 
 from lit_modules.base import SuiteModule
 from lit_modules.metrics import MultilabelAnnotationMetrics, MultilabelMeanAveragePrecision
-from lit_modules.prediction_rules import counts_to_k, top_k_labels
+from lit_modules.prediction_rules import counts_to_k, threshold_labels, top_k_labels
 from lit_modules.tagger.networks import PARTS, TaggerNet
 
 log = logging.getLogger(__name__)
@@ -46,25 +47,31 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class PredictionRule:
     scores: str  # key of TaggerNet's output holding the label logits
-    use_count: bool  # k from the label-count regressor instead of the fixed top_k
+    kind: str  # "topk": fixed top_k; "count": k from the label-count regressor; "threshold": p > alpha
     needs: tuple[str, ...]
     count_inputs: str | None = None  # the count regressor's input this rule assumes
 
 
+_FUSION = ("image_cnn", "tag_mlp", "fusion")
 RULES: dict[str, PredictionRule] = {
-    "image_topk": PredictionRule("image_logits", False, ("image_cnn",)),
-    "tags_topk": PredictionRule("tag_logits", False, ("tag_mlp",)),
-    "fusion_topk": PredictionRule("fusion_logits", False, ("image_cnn", "tag_mlp", "fusion")),
-    "image_count": PredictionRule("image_logits", True, ("image_cnn", "label_count"), "image"),
-    "composite": PredictionRule("fusion_logits", True, PARTS, "both"),
+    "image_topk": PredictionRule("image_logits", "topk", ("image_cnn",)),
+    "tags_topk": PredictionRule("tag_logits", "topk", ("tag_mlp",)),
+    "fusion_topk": PredictionRule("fusion_logits", "topk", _FUSION),
+    "image_count": PredictionRule("image_logits", "count", ("image_cnn", "label_count"), "image"),
+    "composite": PredictionRule("fusion_logits", "count", PARTS, "both"),
+    "image_threshold": PredictionRule("image_logits", "threshold", ("image_cnn",)),
+    "tags_threshold": PredictionRule("tag_logits", "threshold", ("tag_mlp",)),
+    "fusion_threshold": PredictionRule("fusion_logits", "threshold", _FUSION),
 }
 
 
-def apply_rule(out: dict[str, Tensor], rule: str, top_k: int = 3, min_k: int = 1) -> Tensor:
+def apply_rule(out: dict[str, Tensor], rule: str, top_k: int = 3, min_k: int = 1, alpha: float = 0.5) -> Tensor:
     """0/1 labels ``[n, C]`` from :class:`TaggerNet` outputs by the prediction rule ``rule``."""
     spec = RULES[rule]
     scores = out[spec.scores]
-    k = counts_to_k(out["count"], min_k=min_k, max_k=scores.shape[1]) if spec.use_count else top_k
+    if spec.kind == "threshold":
+        return threshold_labels(scores.sigmoid(), alpha)
+    k = counts_to_k(out["count"], min_k=min_k, max_k=scores.shape[1]) if spec.kind == "count" else top_k
     return top_k_labels(scores, k)
 
 
@@ -85,6 +92,7 @@ class MultiLabelTagger(SuiteModule):
         stage: the part trained by this run: one of ``image_cnn, tag_mlp, fusion, label_count``.
         top_k: k of the fixed top-k rules (seed: 3).
         min_k: lower bound of the composite's per-image k (seed: at least one label).
+        alpha: threshold of the ``*_threshold`` rules; ``None`` leaves them out.
         num_figure_examples: test images drawn in the examples figure.
     """
 
@@ -96,13 +104,14 @@ class MultiLabelTagger(SuiteModule):
         stage: str = "image_cnn",
         top_k: int = 3,
         min_k: int = 1,
+        alpha: float | None = 0.5,
         num_figure_examples: int = 12,
         scheduler_interval: str = "epoch",
     ) -> None:
-        super().__init__()
+        super().__init__(optimizer, scheduler, scheduler_interval)
         if stage not in PARTS:
             raise ValueError(f"stage must be one of {PARTS}, got {stage!r}")
-        self.save_hyperparameters(logger=False, ignore=["net"])
+        self.save_hyperparameters(logger=False, ignore=["net", "optimizer", "scheduler"])
         self.net = net
         for part in PARTS:
             getattr(net, part).requires_grad_(part == stage)
@@ -130,6 +139,8 @@ class MultiLabelTagger(SuiteModule):
         return all(p == self.hparams.stage or self.net.is_trained(p) for p in needs)
 
     def _rule_available(self, rule: PredictionRule) -> bool:
+        if rule.kind == "threshold" and self.hparams.alpha is None:
+            return False
         if rule.count_inputs is not None and rule.count_inputs != self.net.count_inputs:
             return False
         return self._available(rule.needs)
@@ -181,7 +192,8 @@ class MultiLabelTagger(SuiteModule):
 
     def predict_labels(self, out: dict[str, Tensor], rule: str) -> Tensor:
         """0/1 labels ``[n, C]`` of one prediction rule."""
-        return apply_rule(out, rule, top_k=self.hparams.top_k, min_k=self.hparams.min_k)
+        return apply_rule(out, rule, top_k=self.hparams.top_k, min_k=self.hparams.min_k,
+                          alpha=self.hparams.alpha if self.hparams.alpha is not None else 0.5)
 
     def _eval_step(self, batch: dict[str, Tensor], split: str) -> None:
         out = self(batch["image"], batch["tags"])
@@ -259,4 +271,4 @@ class MultiLabelTagger(SuiteModule):
         """Prediction settings written next to the exported weights (see experiments/predict.py)."""
         trained = [p for p in PARTS if self.net.is_trained(p)]
         return {"kind": "multilabel_tagger", "rule": self.selection_rule, "top_k": self.hparams.top_k,
-                "min_k": self.hparams.min_k, "trained_parts": trained}
+                "min_k": self.hparams.min_k, "alpha": self.hparams.alpha, "trained_parts": trained}

@@ -23,18 +23,23 @@ from torch import Tensor, nn
 PARTS: tuple[str, ...] = ("image_cnn", "tag_mlp", "fusion", "label_count")
 
 
+def mlp(in_features: int, hidden: Sequence[int], out_features: int, dropout: float) -> nn.Sequential:
+    """``Linear -> ReLU -> Dropout`` for every hidden size, then a linear output layer."""
+    layers: list[nn.Module] = []
+    width = in_features
+    for h in hidden:
+        layers += [nn.Linear(width, h), nn.ReLU(inplace=True), nn.Dropout(dropout)]
+        width = h
+    layers.append(nn.Linear(width, out_features))
+    return nn.Sequential(*layers)
+
+
 class TagMLP(nn.Module):
-    """Binary tag vector ``t`` -> C label logits: ``Linear -> ReLU -> Dropout`` blocks, then a linear head."""
+    """Binary tag vector ``t`` -> C label logits."""
 
     def __init__(self, num_tags: int, num_labels: int, hidden: Sequence[int] = (512,), dropout: float = 0.5):
         super().__init__()
-        layers: list[nn.Module] = []
-        width = num_tags
-        for h in hidden:
-            layers += [nn.Linear(width, h), nn.ReLU(inplace=True), nn.Dropout(dropout)]
-            width = h
-        layers.append(nn.Linear(width, num_labels))
-        self.layers = nn.Sequential(*layers)
+        self.layers = mlp(num_tags, hidden, num_labels, dropout)
 
     def forward(self, tags: Tensor) -> Tensor:
         return self.layers(tags)
@@ -57,13 +62,7 @@ class LabelCountRegressor(nn.Module):
 
     def __init__(self, in_features: int, hidden: Sequence[int] = (256,), dropout: float = 0.5):
         super().__init__()
-        layers: list[nn.Module] = []
-        width = in_features
-        for h in hidden:
-            layers += [nn.Linear(width, h), nn.ReLU(inplace=True), nn.Dropout(dropout)]
-            width = h
-        layers.append(nn.Linear(width, 1))
-        self.layers = nn.Sequential(*layers)
+        self.layers = mlp(in_features, hidden, 1, dropout)
 
     def forward(self, probs: Tensor) -> Tensor:
         return self.layers(probs).squeeze(-1)
