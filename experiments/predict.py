@@ -2,27 +2,22 @@
 
     python -m experiments.predict --export <run_dir>/export --images <folder> [--tags tags.jsonl] [--out preds.jsonl]
 
-Multi-label tagger: ``--tags`` is an optional JSON-lines file ``{"image": "<file name>", "tags": ["sky", ...]}``
-with the user tags of each image (tags outside the model's tag vocabulary are ignored and counted);
-without it the tag branch sees an empty tag vector. Each output line holds the image, the predicted
-labels (the exported rule: the composite by default), their probabilities and the predicted count.
+``--tags`` is an optional JSON-lines file ``{"image": "<file name>", "tags": [...]}`` of what the user
+attached to each image. The exported model's kind picks the predictor (``PREDICTORS``); the
+multi-label tagger reads them as user tags (see :mod:`lit_modules.tagger.predict`).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-import torch
-from PIL import Image
-
-from datamodules.transforms import ImageTransforms
 from experiments.export import load_exported
-from lit_modules.tagger import RULES, apply_rule
 
 log = logging.getLogger("predict")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -49,41 +44,16 @@ def read_user_tags(path: Path | None) -> dict[str, list[str]]:
     return tags
 
 
-def predict_tagger(net, spec: dict, images: list[Path], folder: Path, user_tags: dict[str, list[str]],
-                   batch_size: int = 32) -> Iterator[dict]:
-    data = spec["data"]
-    labels, vocab = data["label_names"], {t: i for i, t in enumerate(data["tag_names"])}
-    transform = ImageTransforms(**data["transforms"]).eval()
-    rule, top_k, min_k = spec["model"]["rule"], spec["model"]["top_k"], spec["model"]["min_k"]
-    alpha = spec["model"].get("alpha") or 0.5
-    unknown = 0
-    for start in range(0, len(images), batch_size):
-        chunk = images[start : start + batch_size]
-        pixels, tag_vecs = [], []
-        for path in chunk:
-            with Image.open(path) as img:
-                pixels.append(transform(img.convert("RGB")))
-            vec = torch.zeros(len(vocab))
-            for tag in user_tags.get(str(path.relative_to(folder)), user_tags.get(path.name, [])):
-                if tag in vocab:
-                    vec[vocab[tag]] = 1.0
-                else:
-                    unknown += 1
-            tag_vecs.append(vec)
-        with torch.inference_mode():
-            out = net(torch.stack(pixels), torch.stack(tag_vecs))
-            chosen = apply_rule(out, rule, top_k=top_k, min_k=min_k, alpha=alpha)
-            probs = out[RULES[rule].scores].sigmoid()
-        for i, path in enumerate(chunk):
-            idx = chosen[i].nonzero().flatten().tolist()
-            idx.sort(key=lambda j: -probs[i, j].item())
-            yield {"image": str(path.relative_to(folder)), "labels": [labels[j] for j in idx],
-                   "scores": [round(probs[i, j].item(), 4) for j in idx], "count": round(out["count"][i].item(), 3)}
-    if unknown:
-        log.warning("%d user tags were not in the model's tag vocabulary and were ignored", unknown)
+#: Exported model kind (``export_metadata()["kind"]``) -> ``"module:function"`` predicting a list of
+#: images: ``fn(net, spec, images, folder, tags, batch_size) -> Iterator[dict]`` (one JSON line each).
+PREDICTORS = {"multilabel_tagger": "lit_modules.tagger.predict:predict_images"}
 
 
-PREDICTORS = {"multilabel_tagger": predict_tagger}
+def load_predictor(kind: str) -> Callable:
+    if kind not in PREDICTORS:
+        raise SystemExit(f"no predictor for exported model kind {kind!r}; known: {sorted(PREDICTORS)}")
+    module, _, name = PREDICTORS[kind].partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -97,11 +67,9 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
 
     net, spec = load_exported(args.export)
-    kind = spec["model"].get("kind")
-    if kind not in PREDICTORS:
-        raise SystemExit(f"no predictor for exported model kind {kind!r}")
+    predict_images = load_predictor(spec["model"].get("kind"))
     images = list_images(args.images)
-    rows = PREDICTORS[kind](net, spec, images, args.images, read_user_tags(args.tags), args.batch_size)
+    rows = predict_images(net, spec, images, args.images, read_user_tags(args.tags), args.batch_size)
     out = args.out.open("w") if args.out else sys.stdout
     try:
         for row in rows:

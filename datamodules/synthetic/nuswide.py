@@ -27,9 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
-import tempfile
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -37,8 +34,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from filelock import FileLock
 
+from datamodules.synthetic.cache import META_FILE, ensure_generated
 from datamodules.synthetic.world import (
     ConceptRegistry,
     build_vocabulary,
@@ -61,7 +58,6 @@ CONCEPTS: tuple[str, ...] = (
 """The 81 NUS-WIDE concepts, in the release's (alphabetical) column order."""
 
 NUM_TAGS = 1000
-META_FILE = "synthetic_meta.json"
 """Side file of the twin (not part of the real release); also its completion marker."""
 IMAGE_DIR = "Flickr"
 
@@ -468,19 +464,6 @@ def write_nuswide(
 # --------------------------------------------------------------------------------------------
 
 
-def _read_meta(root: Path) -> dict[str, Any] | None:
-    try:
-        meta = json.loads((root / META_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    return meta if isinstance(meta, dict) and meta.get("generator") == _GENERATOR else None
-
-
-def _is_complete(root: Path, params: dict[str, Any]) -> bool:
-    meta = _read_meta(root)
-    return meta is not None and meta.get("version") == _VERSION and meta.get("params") == params
-
-
 def ensure_nuswide(
     root: str | Path,
     *,
@@ -490,42 +473,11 @@ def ensure_nuswide(
     test_fraction: float = 0.4,
     untagged_fraction: float = 0.03,
 ) -> Path:
-    """Make sure ``root`` holds the synthetic NUS-WIDE twin for these arguments; return ``root``.
-
-    Nothing is written when ``root/synthetic_meta.json`` records the same parameters. Otherwise
-    the twin is written into a temporary sibling folder and renamed into place, under a file lock
-    (``.<name>.lock`` next to ``root``), so concurrent callers neither collide nor see a partial
-    twin. A twin written with other parameters is replaced; any other non-empty ``root`` (e.g. a
-    real release) is never touched: :class:`FileExistsError`.
-    """
+    """Make sure ``root`` holds the synthetic NUS-WIDE twin for these arguments; return ``root``
+    (generated once, atomically, under a lock: see :func:`datamodules.synthetic.cache.ensure_generated`)."""
     params = _params(num_images, image_size, seed, test_fraction, untagged_fraction)
-    root = Path(root)
-    if _is_complete(root, params):
-        return root
-    root.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(root.parent / f".{root.name}.lock")):
-        if _is_complete(root, params):
-            return root
-        if root.exists() and _read_meta(root) is None and any(root.iterdir()):
-            raise FileExistsError(f"{root} exists and is not a synthetic NUS-WIDE twin; not touching it")
-        staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
-        try:
-            write_nuswide(staging, **params)
-            _replace_dir(staging, root)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-    return root
-
-
-def _replace_dir(new: Path, target: Path) -> None:
-    """Rename ``new`` to ``target``, first moving an existing ``target`` aside and deleting it."""
-    if not target.exists():
-        os.rename(new, target)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-    os.replace(target, old)
-    os.rename(new, target)
-    shutil.rmtree(old, ignore_errors=True)
+    return ensure_generated(root, generator=_GENERATOR, version=_VERSION, params=params,
+                            write=lambda folder: write_nuswide(folder, **params))
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -1,0 +1,75 @@
+"""Generate a synthetic dataset once, atomically, and reuse it while its parameters match.
+
+Every synthetic writer records ``{"generator": ..., "version": ..., "params": {...}}`` (plus what
+it likes) in ``<root>/synthetic_meta.json``; that file is the completion marker. :func:`ensure_generated`
+writes into a temporary sibling folder and renames it into place under a file lock, so concurrent
+callers (DDP ranks, parallel sweeps) neither collide nor see half a dataset.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+
+META_FILE = "synthetic_meta.json"
+
+
+def read_meta(root: Path, generator: str) -> dict[str, Any] | None:
+    """The meta file of a dataset written by ``generator``, or ``None``."""
+    try:
+        meta = json.loads((root / META_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) and meta.get("generator") == generator else None
+
+
+def is_complete(root: Path, generator: str, version: int, params: dict[str, Any]) -> bool:
+    meta = read_meta(root, generator)
+    return meta is not None and meta.get("version") == version and meta.get("params") == params
+
+
+def ensure_generated(
+    root: str | Path, *, generator: str, version: int, params: dict[str, Any], write: Callable[[Path], Any]
+) -> Path:
+    """Make sure ``root`` holds the dataset ``write(folder)`` produces for ``params``; return ``root``.
+
+    Nothing is written when the meta file records the same generator, version and parameters. A
+    dataset of the same generator with other parameters is replaced; any other non-empty ``root``
+    (a real release, say) is never touched: :class:`FileExistsError`.
+    """
+    root = Path(root)
+    if is_complete(root, generator, version, params):
+        return root
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(root.parent / f".{root.name}.lock")):
+        if is_complete(root, generator, version, params):
+            return root
+        if root.exists() and read_meta(root, generator) is None and any(root.iterdir()):
+            raise FileExistsError(f"{root} exists and was not written by {generator}; not touching it")
+        staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
+        try:
+            write(staging)
+            if not is_complete(staging, generator, version, params):
+                raise RuntimeError(f"{generator} did not write {META_FILE} with its parameters")
+            _replace_dir(staging, root)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return root
+
+
+def _replace_dir(new: Path, target: Path) -> None:
+    """Rename ``new`` to ``target``, first moving an existing ``target`` aside and deleting it."""
+    if not target.exists():
+        os.rename(new, target)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+    os.replace(target, old)
+    os.rename(new, target)
+    shutil.rmtree(old, ignore_errors=True)
