@@ -43,30 +43,37 @@ class SmallConvNet(nn.Module):
             layers.append(nn.MaxPool2d(2))
         self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.num_features = in_ch
-        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(in_ch, num_outputs))
+        self.head = nn.Sequential(nn.Dropout(dropout), _new_head(in_ch, num_outputs))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
 
 
-def _replace_head(model: nn.Module, num_outputs: int) -> None:
-    """Swap the last classification layer of a torchvision model for a new ``num_outputs``-way one."""
+def _new_head(in_features: int, num_outputs: int) -> nn.Module:
+    """A fresh ``num_outputs``-way linear layer, or the identity (pooled features) for 0 outputs."""
+    return nn.Linear(in_features, num_outputs) if num_outputs > 0 else nn.Identity()
+
+
+def _replace_head(model: nn.Module, num_outputs: int) -> int:
+    """Swap the last classification layer of a torchvision model; return its input width."""
     if hasattr(model, "fc") and isinstance(model.fc, nn.Linear):  # ResNet, ResNeXt, Inception, GoogLeNet
-        model.fc = nn.Linear(model.fc.in_features, num_outputs)
+        width = model.fc.in_features
+        model.fc = _new_head(width, num_outputs)
         aux = getattr(model, "AuxLogits", None)
         if aux is not None and isinstance(getattr(aux, "fc", None), nn.Linear):
-            aux.fc = nn.Linear(aux.fc.in_features, num_outputs)
-        return
+            aux.fc = _new_head(aux.fc.in_features, num_outputs)
+        return width
     for attr in ("classifier", "heads", "head"):  # VGG, AlexNet, EfficientNet, MobileNet, ConvNeXt, ViT, Swin
         block = getattr(model, attr, None)
         if isinstance(block, nn.Linear):
-            setattr(model, attr, nn.Linear(block.in_features, num_outputs))
-            return
+            setattr(model, attr, _new_head(block.in_features, num_outputs))
+            return block.in_features
         if isinstance(block, nn.Sequential):
             for i in range(len(block) - 1, -1, -1):
                 if isinstance(block[i], nn.Linear):
-                    block[i] = nn.Linear(block[i].in_features, num_outputs)
-                    return
+                    width = block[i].in_features
+                    block[i] = _new_head(width, num_outputs)
+                    return width
     raise ValueError(f"don't know where the classifier of {type(model).__name__} is; add it to _replace_head")
 
 
@@ -92,7 +99,8 @@ def build_image_classifier(
 
     Args:
         name: ``small_cnn`` or any name of ``torchvision.models.list_models(torchvision.models)``.
-        num_outputs: size of the new head.
+        num_outputs: size of the new head; ``0`` gives a feature extractor (pooled features, the
+            head replaced by the identity; its width is the model's ``num_features`` attribute).
         weights: ``None``, a torchvision weights name, or a local state-dict file (see module doc).
         **kwargs: passed to the constructor (e.g. ``width`` for ``small_cnn``, ``aux_logits`` for Inception).
     """
@@ -112,5 +120,5 @@ def build_image_classifier(
     model = torchvision.models.get_model(name, weights=tv_weights, **kwargs)
     if local is not None:
         _load_local_weights(model, local)
-    _replace_head(model, num_outputs)
+    model.num_features = _replace_head(model, num_outputs)
     return model
