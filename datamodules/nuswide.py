@@ -579,7 +579,7 @@ class NusWideDataModule(LightningDataModule):
             pin = self.trainer is not None and self.trainer.accelerator.__class__.__name__ == "CUDAAccelerator"
         workers = self.hparams.num_workers
         return DataLoader(dataset, batch_size=self.hparams.batch_size, sampler=sampler, num_workers=workers,
-                          pin_memory=bool(pin), persistent_workers=workers > 0)
+                          pin_memory=bool(pin), persistent_workers=workers > 0, generator=sampler.loader_generator)
 
     def train_dataloader(self) -> DataLoader:
         world, rank = self._replicas()

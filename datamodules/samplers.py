@@ -10,6 +10,12 @@ already *is* one. Both samplers here subclass it and take ``num_replicas``/``ran
   order, rank ``r`` taking indices ``r, r + R, r + 2R, ...``. No padding: the last ranks may get one
   sample fewer, so metrics equal single-process metrics. Metric states are synced at epoch end
   (torchmetrics), never per step, so uneven batch counts across ranks are safe.
+
+Both carry a ``loader_generator`` to hand to their ``DataLoader``: a DataLoader draws its workers'
+base seed from the global torch RNG when an iterator is created unless it has a generator of its
+own, and Lightning creates the first epoch's iterator at a different moment than the others', so
+without it a resumed run would not repeat the uninterrupted run's dropout masks. The training
+sampler reseeds it from ``(seed, epoch, rank)`` in :meth:`~EpochFractionSampler.set_epoch`.
 """
 
 from __future__ import annotations
@@ -41,6 +47,12 @@ class EpochFractionSampler(DistributedSampler):
         # Equal share per rank (DDP needs the same number of steps everywhere): drop the remainder.
         self.num_samples = max(1, per_epoch // num_replicas)
         self.total_size = self.num_samples * num_replicas
+        self.loader_generator = torch.Generator()
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        super().set_epoch(epoch)
+        self.loader_generator.manual_seed((self.seed + 1_000_003 * epoch + 7_919 * self.rank) % (2**63 - 1))
 
     def __iter__(self) -> Iterator[int]:
         if self.shuffle:
@@ -60,6 +72,7 @@ class EpochFractionSampler(DistributedSampler):
 class EvalSampler(DistributedSampler):
     def __init__(self, dataset_size: int, num_replicas: int = 1, rank: int = 0) -> None:
         super().__init__(range(dataset_size), num_replicas=num_replicas, rank=rank, shuffle=False, drop_last=False)
+        self.loader_generator = torch.Generator().manual_seed(rank)
         self.dataset_size = dataset_size
         self.num_samples = len(range(rank, dataset_size, num_replicas))
 

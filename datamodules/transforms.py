@@ -2,18 +2,97 @@
 
 Eval: ``Resize(resize, bilinear) -> CenterCrop(crop) -> [0, 1] -> Normalize(mean, std)`` (the seed's
 ImageNet preprocessing: 232 -> 224). Training uses the same pipeline unless augmentations are
-configured in ``conf/augmentation``.
+configured in ``conf/augmentation``:
+
+* ``hflip`` (``augmentation=flip``): a horizontal flip with that probability;
+* ``k`` (``augmentation=strength augmentation.k=2``): the hashtag seed's (002) single strength
+  knob. Each transform below is applied independently with probability ``p = 0.4 + 0.1 k``, after
+  the resize and center crop, on the uint8 image:
+
+  ==========================  ====================================================================
+  rotation                    angle uniform in ``[-10k, +10k]`` degrees
+  random crop                 square of side ``1 - 0.1k .. 1`` of the image, resized back
+  translation                 up to ``0.1k`` of the side, horizontally and vertically
+  shear                       up to ``0.05k`` of the side (angle ``atan(0.05k)``), both axes
+  aspect ratio                one side stretched by ``s`` in ``[1 - 0.1k, 1 + 0.1k]`` (either side), center crop / pad back
+  horizontal flip             probability ``p``
+  colour                      brightness, contrast, saturation factors in ``[max(0, 1 - 0.1k), 1 + 0.1k]``;
+                              hue shifted by up to ``0.05k`` of the hue circle (torchvision's hue range is +-0.5)
+  ==========================  ====================================================================
+
+  ``k = 0`` is off (the pipeline is exactly the eval one plus ``hflip``); ``0 <= k <= 6`` keeps
+  ``p <= 1``. Test-time augmentation uses :meth:`ImageTransforms.train` (the training strength).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as TF
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+MAX_STRENGTH = 6.0
+
+
+def strength_probability(k: float) -> float:
+    """Probability ``p = 0.4 + 0.1 k`` of each augmentation at strength ``k`` (0 when ``k = 0``)."""
+    return 0.0 if k <= 0 else min(1.0, 0.4 + 0.1 * k)
+
+
+class RandomAspectRatio(v2.Transform):
+    """Stretch one side (height or width, at random) by ``s ~ U[1 - max_change, 1 + max_change]``,
+    then center-crop (or zero-pad) back to the input size."""
+
+    def __init__(self, max_change: float) -> None:
+        super().__init__()
+        self.max_change = float(max_change)
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        s = 1.0 + (2 * torch.rand(()).item() - 1) * self.max_change
+        return {"s": max(s, 1e-3), "vertical": bool(torch.rand(()) < 0.5)}
+
+    # torchvision < 0.21 calls it _get_params
+    def _get_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        return self.make_params(flat_inputs)
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        h, w = TF.get_size(inpt)
+        size = [max(1, round(h * params["s"])), w] if params["vertical"] else [h, max(1, round(w * params["s"]))]
+        return TF.center_crop(TF.resize(inpt, size, antialias=True), [h, w])
+
+    def _transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        return self.transform(inpt, params)
+
+
+def strength_augmentations(k: float, size: int) -> list[v2.Transform]:
+    """The seed's augmentations at strength ``k`` for square ``size`` images (see module doc)."""
+    if k <= 0:
+        return []
+    if k > MAX_STRENGTH:
+        raise ValueError(f"augmentation strength k must be in [0, {MAX_STRENGTH}] (p = 0.4 + 0.1k <= 1), got {k}")
+    p = strength_probability(k)
+    low, high = max(0.0, 1 - 0.1 * k), 1 + 0.1 * k
+    shear = math.degrees(math.atan(0.05 * k))
+    side = max(0.05, 1 - 0.1 * k)
+
+    def maybe(t: v2.Transform) -> v2.Transform:
+        return v2.RandomApply([t], p=p)
+
+    return [
+        maybe(v2.RandomRotation(10.0 * k, interpolation=v2.InterpolationMode.BILINEAR)),
+        maybe(v2.RandomResizedCrop(size, scale=(side * side, 1.0), ratio=(1.0, 1.0), antialias=True)),
+        maybe(v2.RandomAffine(degrees=0.0, translate=(0.1 * k, 0.1 * k))),
+        maybe(v2.RandomAffine(degrees=0.0, shear=(-shear, shear, -shear, shear))),
+        maybe(RandomAspectRatio(0.1 * k)),
+        v2.RandomHorizontalFlip(p),
+        maybe(v2.ColorJitter(brightness=(low, high), contrast=(low, high), saturation=(low, high),
+                             hue=min(0.5, 0.05 * k))),
+    ]
 
 
 class ImageTransforms:
@@ -24,6 +103,8 @@ class ImageTransforms:
         crop: side of the square center crop (eval) / final size (train).
         mean, std: normalisation statistics.
         hflip: probability of a horizontal flip at training time (0 = off).
+        k: augmentation strength of the hashtag seed (0 = off; see module doc). With ``k > 0`` the
+            flip probability is ``p = 0.4 + 0.1 k`` unless ``hflip`` is set.
     """
 
     def __init__(
@@ -33,10 +114,14 @@ class ImageTransforms:
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
         hflip: float = 0.0,
+        k: float = 0.0,
     ) -> None:
         self.resize, self.crop = int(resize), int(crop)
         self.mean, self.std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
         self.hflip = float(hflip)
+        self.k = float(k)
+        if not 0.0 <= self.k <= MAX_STRENGTH:
+            raise ValueError(f"augmentation strength k must be in [0, {MAX_STRENGTH}], got {k}")
 
     def _head(self) -> list[v2.Transform]:
         return [v2.ToImage(), v2.Resize(self.resize, interpolation=v2.InterpolationMode.BILINEAR, antialias=True),
@@ -46,6 +131,11 @@ class ImageTransforms:
         return [v2.ToDtype(torch.float32, scale=True), v2.Normalize(self.mean, self.std)]
 
     def train(self) -> v2.Compose:
+        if self.k > 0:
+            aug = strength_augmentations(self.k, self.crop)
+            if self.hflip > 0:  # an explicit flip probability wins over p
+                aug = [v2.RandomHorizontalFlip(self.hflip) if isinstance(t, v2.RandomHorizontalFlip) else t for t in aug]
+            return v2.Compose(self._head() + aug + self._tail())
         aug: list[v2.Transform] = [v2.RandomHorizontalFlip(self.hflip)] if self.hflip > 0 else []
         return v2.Compose(self._head() + aug + self._tail())
 
@@ -60,4 +150,7 @@ class ImageTransforms:
 
     def describe(self) -> dict:
         """What a predictor needs to rebuild the eval pipeline (written next to exported models)."""
-        return {"resize": self.resize, "crop": self.crop, "mean": list(self.mean), "std": list(self.std)}
+        out = {"resize": self.resize, "crop": self.crop, "mean": list(self.mean), "std": list(self.std)}
+        if self.k > 0:  # what test-time augmentation needs
+            out.update(k=self.k, hflip=self.hflip)
+        return out

@@ -3,6 +3,7 @@ building from config."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -18,6 +19,15 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("PROJECT_ROOT", str(PROJECT_ROOT))
 
 log = logging.getLogger(__name__)
+
+
+def _stable_id(*parts: str) -> str:
+    """A short id that is the same every time for the same parts (W&B run ids that resume)."""
+    return hashlib.sha1("|".join(str(p) for p in parts).encode()).hexdigest()[:16]
+
+
+if not OmegaConf.has_resolver("stable_id"):
+    OmegaConf.register_new_resolver("stable_id", _stable_id)
 
 
 def is_rank_zero() -> bool:
@@ -71,3 +81,12 @@ def instantiate_list(cfg: DictConfig | None) -> list[Any]:
 def save_resolved_config(cfg: DictConfig, path: Path) -> None:
     if is_rank_zero():
         atomic_write_text(path, OmegaConf.to_yaml(cfg, resolve=True))
+
+
+def finish_wandb() -> None:
+    """Close the W&B run if one is open, so the next stage or sweep point starts its own."""
+    import sys
+
+    wandb = sys.modules.get("wandb")  # never import it just to close it
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish()

@@ -16,7 +16,8 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from experiments.common import PROJECT_ROOT, is_rank_zero, save_resolved_config, to_float_dict, write_json
+from experiments.ddp import reset_launcher_environment, use_job_command_for_children
+from experiments.common import PROJECT_ROOT, finish_wandb, is_rank_zero, save_resolved_config, to_float_dict, write_json
 from experiments.stages import build_model, build_trainer
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,12 @@ def evaluate(cfg: DictConfig) -> dict:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate.yaml")
 def main(cfg: DictConfig) -> None:
-    summary = evaluate(cfg)
+    use_job_command_for_children()
+    try:
+        summary = evaluate(cfg)
+    finally:
+        finish_wandb()
+        reset_launcher_environment()
     log.info("metrics: %s/metrics.json", summary["run_dir"])
 
 

@@ -46,7 +46,10 @@ def read_user_tags(path: Path | None) -> dict[str, list[str]]:
 
 #: Exported model kind (``export_metadata()["kind"]``) -> ``"module:function"`` predicting a list of
 #: images: ``fn(net, spec, images, folder, tags, batch_size) -> Iterator[dict]`` (one JSON line each).
-PREDICTORS = {"multilabel_tagger": "lit_modules.tagger.predict:predict_images"}
+PREDICTORS = {
+    "multilabel_tagger": "lit_modules.tagger.predict:predict_images",
+    "hashtag_classifier": "lit_modules.hashtag.predict:predict_images",
+}
 
 
 def load_predictor(kind: str) -> Callable:

@@ -20,19 +20,21 @@ first stage run from that file.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from experiments.common import instantiate_list, is_rank_zero, save_resolved_config, to_float_dict, write_json
+from experiments.common import finish_wandb, instantiate_list, is_rank_zero, save_resolved_config, to_float_dict, write_json
 from experiments.export import export_model
 
 log = logging.getLogger(__name__)
@@ -82,10 +84,24 @@ def stage_configs(cfg: DictConfig) -> list[tuple[str, DictConfig]]:
     return out
 
 
+def instantiate_partial(node: DictConfig) -> Any:
+    """Instantiate a ``_partial_`` optimizer/scheduler config, leaving out (with a warning) the keys
+    its class does not take: an experiment that tunes ``scheduler.milestones`` for multistep can
+    still be swept with ``scheduler=cosine``."""
+    params = inspect.signature(get_class(node._target_)).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return instantiate(node)
+    unknown = [k for k in node if not str(k).startswith("_") and k not in params]
+    if unknown:
+        log.warning("%s takes no %s: left out", node._target_, ", ".join(map(str, unknown)))
+        node = OmegaConf.create({k: v for k, v in node.items() if k not in unknown})
+    return instantiate(node)
+
+
 def build_model(cfg: DictConfig) -> L.LightningModule:
     """The LightningModule of ``cfg.model`` with the ``_partial_`` optimizer and scheduler groups."""
-    optimizer = instantiate(cfg.optimizer)
-    scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
+    optimizer = instantiate_partial(cfg.optimizer)
+    scheduler = instantiate_partial(cfg.scheduler) if cfg.get("scheduler") else None
     return instantiate(cfg.model, optimizer=optimizer, scheduler=scheduler)
 
 
@@ -103,8 +119,15 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
                        logger=instantiate_list(cfg.get("logger")) or False)
 
 
-def _checkpoint_callback(trainer: L.Trainer):
-    return trainer.checkpoint_callback
+def _best_checkpoint_callback(trainer: L.Trainer) -> ModelCheckpoint | None:
+    """The checkpoint callback that tracks the monitored metric (not the every-epoch ``last`` one)."""
+    monitored = [cb for cb in trainer.checkpoint_callbacks if cb.monitor]
+    return monitored[0] if monitored else None
+
+
+def _last_checkpoint(trainer: L.Trainer) -> str | None:
+    paths = [cb.last_model_path or cb.best_model_path for cb in trainer.checkpoint_callbacks if not cb.monitor]
+    return next((p for p in paths if p), None)
 
 
 def run_stage(cfg: DictConfig, name: str, run_dir: Path, init_from: Any, resume: str | None,
@@ -131,11 +154,11 @@ def run_stage(cfg: DictConfig, name: str, run_dir: Path, init_from: Any, resume:
         start = time.perf_counter()
         trainer.fit(model, datamodule=datamodule, ckpt_path=resume)
         result["fit_seconds"] = round(time.perf_counter() - start, 2)
-    ckpt_cb = _checkpoint_callback(trainer)
+    ckpt_cb = _best_checkpoint_callback(trainer)
     best = ckpt_cb.best_model_path if ckpt_cb is not None else ""
     result.update(
         best_checkpoint=best or None,
-        last_checkpoint=(ckpt_cb.last_model_path or None) if ckpt_cb is not None else None,
+        last_checkpoint=_last_checkpoint(trainer),
         monitor=ckpt_cb.monitor if ckpt_cb is not None else None,
         best_score=float(ckpt_cb.best_model_score) if ckpt_cb is not None and ckpt_cb.best_model_score is not None else None,
         epochs=trainer.current_epoch,
@@ -147,6 +170,7 @@ def run_stage(cfg: DictConfig, name: str, run_dir: Path, init_from: Any, resume:
             log.warning("stage %s: no best checkpoint (fast_dev_run or no monitor): testing the current weights", name)
         trainer.test(model, datamodule=datamodule, ckpt_path=best or None)
         result["test"] = to_float_dict(trainer.callback_metrics, "test/")
+    finish_wandb()
     result["_model"], result["_datamodule"] = model, datamodule
     return result
 

@@ -21,7 +21,8 @@ import logging
 import hydra
 from omegaconf import DictConfig
 
-from experiments.common import PROJECT_ROOT  # noqa: F401  (sets PROJECT_ROOT before Hydra resolves paths)
+from experiments.common import PROJECT_ROOT, finish_wandb  # noqa: F401  (PROJECT_ROOT: set before Hydra resolves paths)
+from experiments.ddp import reset_launcher_environment, use_job_command_for_children
 from experiments.stages import run
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,12 @@ log = logging.getLogger(__name__)
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train.yaml")
 def main(cfg: DictConfig) -> float | None:
-    summary = run(cfg)
+    use_job_command_for_children()
+    try:
+        summary = run(cfg)
+    finally:  # every exit path: no half-open W&B run or DDP group left for the next sweep point
+        finish_wandb()
+        reset_launcher_environment()
     log.info("run dir:     %s", summary["run_dir"])
     log.info("metrics:     %s/metrics.json", summary["run_dir"])
     log.info("checkpoints: %s/checkpoints", summary["run_dir"])

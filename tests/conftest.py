@@ -47,3 +47,16 @@ def small_twin_overrides(synthetic_dir: Path, log_dir: Path) -> list[str]:
         "augmentation.resize=32",
         "augmentation.crop=32",
     ]
+
+
+def evaluate_on_one_and_two_processes(ckpt: str | Path, overrides: list[str], tmp_path: Path) -> dict[str, dict]:
+    """Test ``ckpt`` with ``trainer=cpu`` and ``trainer=ddp_cpu`` (2 gloo processes); return both
+    ``metrics.json`` test dicts, after checking that each run dir holds one summary (rank 0 alone)."""
+    results = {}
+    for trainer in ("cpu", "ddp_cpu"):
+        run_dir = tmp_path / trainer
+        run_cli("experiments.evaluate", f"ckpt_path={ckpt}", f"trainer={trainer}", f"run_dir={run_dir}", *overrides)
+        assert len(list(run_dir.rglob("metrics.json"))) == 1
+        results[trainer] = read_metrics(run_dir)["test"]
+    assert results["cpu"].keys() == results["ddp_cpu"].keys()
+    return results

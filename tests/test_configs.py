@@ -52,3 +52,16 @@ def test_table5_1_sweep_rows():
     cfg = compose_train("experiment=tagger_table5_1", "ablation=tagger_image_count")
     assert cfg.run_stages == ["image_cnn", "label_count"] and cfg.model.net.count_inputs == "image"
     assert cfg.report.metrics[-1] == "test/HF1"
+
+
+def test_group_specific_keys_do_not_break_a_group_swap():
+    from experiments.stages import instantiate_partial
+
+    cfg = compose_train("experiment=tagger", "scheduler=cosine", "optimizer=adam")
+    stage = dict(stage_configs(cfg))["fusion"]  # the tagger's stages set multistep milestones
+    assert "milestones" in stage.scheduler
+    import torch
+
+    opt = instantiate_partial(stage.optimizer)(params=[torch.nn.Parameter(torch.zeros(1))])
+    sched = instantiate_partial(stage.scheduler)(optimizer=opt)
+    assert type(sched).__name__ == "CosineAnnealingLR" and type(opt).__name__ == "Adam"

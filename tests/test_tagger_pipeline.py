@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from datamodules.nuswide import load_index
 from lit_modules.metrics import multilabel_annotation_scores
 from lit_modules.prediction_rules import top_k_labels
-from tests.conftest import read_metrics, run_cli, small_twin_overrides
+from tests.conftest import evaluate_on_one_and_two_processes, read_metrics, run_cli, small_twin_overrides
 
 pytestmark = pytest.mark.slow
 
@@ -49,7 +50,7 @@ def test_main_job_learns_and_composite_beats_image_cnn(main_job):
     summary = read_metrics(main_job)
     assert list(summary["stages"]) == ["image_cnn", "tag_mlp", "fusion", "label_count"]
     test = summary["test"]
-    config = json.loads(json.dumps(__import__("yaml").safe_load((main_job / "config.yaml").read_text())))
+    config = yaml.safe_load((main_job / "config.yaml").read_text())
     baseline = trivial_hf1(Path(config["data"]["index_path"]))
     assert test["test/composite/HF1"] > baseline + 0.2, (test["test/composite/HF1"], baseline)
     # The seed's finding (Table 5.1): the composite beats the image CNN alone with top-3.
@@ -84,7 +85,7 @@ def test_export_round_trips_to_identical_predictions(main_job, tmp_path):
 
 
 def test_predict_tags_a_folder(main_job, tmp_path):
-    config = __import__("yaml").safe_load((main_job / "config.yaml").read_text())
+    config = yaml.safe_load((main_job / "config.yaml").read_text())
     index = load_index(config["data"]["index_path"])
     folder = tmp_path / "images"
     folder.mkdir()
@@ -105,15 +106,9 @@ def test_predict_tags_a_folder(main_job, tmp_path):
 
 def test_ddp_two_cpu_processes_give_the_same_test_metrics(main_job, tmp_path):
     ckpt = read_metrics(main_job)["stages"]["label_count"]["best_checkpoint"]
-    data = f"paths.synthetic_dir={Path(__import__('yaml').safe_load((main_job / 'config.yaml').read_text())['paths']['synthetic_dir'])}"
-    results = {}
-    for trainer in ("cpu", "ddp_cpu"):
-        run_dir = tmp_path / trainer
-        run_cli("experiments.evaluate", "experiment=tagger", f"ckpt_path={ckpt}", f"trainer={trainer}",
-                f"run_dir={run_dir}", data)
-        results[trainer] = read_metrics(run_dir)["test"]
-        assert len(list(run_dir.rglob("metrics.json"))) == 1  # rank 0 alone writes the summary
-    assert results["cpu"].keys() == results["ddp_cpu"].keys()
+    synthetic_dir = yaml.safe_load((main_job / "config.yaml").read_text())["paths"]["synthetic_dir"]
+    results = evaluate_on_one_and_two_processes(ckpt, ["experiment=tagger", f"paths.synthetic_dir={synthetic_dir}"],
+                                                tmp_path)
     for key, value in results["cpu"].items():
         if key.endswith("loss") or key.endswith("count_mae"):  # means of per-batch means: batches differ
             continue
@@ -164,7 +159,7 @@ def test_sweep_over_two_optimizers_and_report(tmp_path, synthetic_dir):
     assert len(sweep_dirs) == 1
     jobs = sorted(p.parent for p in sweep_dirs[0].glob("*/metrics.json"))
     assert len(jobs) == 2
-    optimizers = {__import__("yaml").safe_load((j / "config.yaml").read_text())["optimizer"]["_target_"] for j in jobs}
+    optimizers = {yaml.safe_load((j / "config.yaml").read_text())["optimizer"]["_target_"] for j in jobs}
     assert optimizers == {"torch.optim.AdamW", "torch.optim.SGD"}
     run_cli("experiments.report", str(sweep_dirs[0]), "--metrics", "test/HF1", "test/image/mAP")
     report = (sweep_dirs[0] / "report" / "report.md").read_text()

@@ -8,6 +8,14 @@ from lit_modules.metrics.multilabel import (
     annotation_scores_from_counts,
     multilabel_annotation_scores,
 )
+from lit_modules.metrics.selective import (
+    SelectivePredictions,
+    confusion_scores,
+    risk_coverage,
+    row_normalize,
+    selective_scores,
+    threshold_for_precision,
+)
 
 __all__ = [
     "SCORE_NAMES",
@@ -16,4 +24,10 @@ __all__ = [
     "annotation_counts",
     "annotation_scores_from_counts",
     "multilabel_annotation_scores",
+    "SelectivePredictions",
+    "confusion_scores",
+    "risk_coverage",
+    "row_normalize",
+    "selective_scores",
+    "threshold_for_precision",
 ]

@@ -1,0 +1,399 @@
+"""CrisisMMD v2.0 reader and DataModule (three tasks, image + tweet text + an optional third modality).
+
+Reads the per-task split TSVs as the publishers ship them (the real release or the synthetic twin of
+:mod:`datamodules.synthetic.crisismmd`); by default, under ``root``::
+
+    crisismmd_datasplit_agreed_label/task_informative_text_img_agreed_lab_{train,dev,test}.tsv
+    crisismmd_datasplit_agreed_label/task_humanitarian_text_img_agreed_lab_{train,dev,test}.tsv
+    crisismmd_datasplit_all/task_damage_text_img_{train,dev,test}.tsv
+    CrisisMMD_v2.0/data_image/<event>/<D_M_YYYY>/<image_id>.jpg       (the ``image`` column, relative)
+
+(``files`` overrides any of the three patterns, e.g. the authors' repo's ``task_damage_{split}.tsv``.)
+Format: UTF-8, TAB-separated, one header line, no quoting (tweets hold raw ``"``), LF or CRLF. Columns
+are found by header name (case-insensitive): ``image_id`` and the label (``label``, else ``label_image``)
+are required; ``event_name``, ``tweet_id`` (else the part of ``image_id`` before its last ``_``),
+``tweet_text`` and ``image`` (else ``data_image/<event>/<image_id>.jpg`` is not guessed: an error)
+are read when present, so the damage files with fewer columns parse too. A row with another number of
+fields than the header, an unknown label, an empty id, or bytes that are not UTF-8 raise
+:class:`~datamodules.errors.DatasetFormatError` with the file and line.
+
+**Join.** Samples are (tweet, image) pairs joined across the three tasks by ``image_id`` (which holds the
+tweet id). A task that does not list a sample has label ``-1`` for it: masked out of that task's loss
+and metrics, never imputed. The official split of a sample is the split of the first task file that
+lists it (task order informative, humanitarian, damage); a later task listing it in another split has
+its label masked there (counted as ``split_conflicts``). Repeated rows in one file keep the first
+(``duplicate_rows``). Images missing on disk drop the sample (``missing_images``, logged).
+
+**Splits.** ``split_mode="official"``: the release's train/dev/test. ``"random"``: the seed's 60/20/20,
+drawn by tweet (all images of a tweet on one side) with ``split_seed``.
+
+**Modalities.** ``image`` (the transforms of ``conf/augmentation``), ``text`` (token ids + mask from the
+tokenizer of :mod:`lit_modules.text_encoders`: a vocabulary built from the training tweets for the
+offline encoders, else the Hugging Face tokenizer) and ``extra`` (``extra_modality``: ``event``, the
+event name as one id, or ``hashtags``, the tweet's hashtags as a bag of ids; vocabularies from the
+training split; ``null``: none).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from lightning import LightningDataModule
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from datamodules.errors import DatasetFormatError
+from datamodules.samplers import EpochFractionSampler, EvalSampler
+from datamodules.synthetic.crisismmd import DAMAGE, HUMANITARIAN, INFORMATIVE, ensure_crisismmd
+from datamodules.transforms import ImageTransforms
+
+log = logging.getLogger(__name__)
+
+TASKS = ("informative", "humanitarian", "damage")
+SPLITS = ("train", "dev", "test")
+LABELS: dict[str, tuple[str, ...]] = {"informative": INFORMATIVE, "humanitarian": HUMANITARIAN, "damage": DAMAGE}
+NEGATIVE_CLASS = {"informative": "not_informative", "humanitarian": "not_humanitarian", "damage": "little_or_no_damage"}
+DEFAULT_FILES = {
+    "informative": "crisismmd_datasplit_agreed_label/task_informative_text_img_agreed_lab_{split}.tsv",
+    "humanitarian": "crisismmd_datasplit_agreed_label/task_humanitarian_text_img_agreed_lab_{split}.tsv",
+    "damage": "crisismmd_datasplit_all/task_damage_text_img_{split}.tsv",
+}
+_LABEL_COLUMNS = ("label", "label_image")
+_BOM = b"\xef\xbb\xbf"
+_MAX_EXAMPLES = 5
+
+
+@dataclass
+class TaskRow:
+    event: str
+    tweet_id: str
+    image_id: str
+    text: str | None
+    image: str | None
+    label: int
+    line: int
+
+
+@dataclass
+class CrisisSample:
+    """One (tweet, image) pair: labels in :data:`TASKS` order (-1: no label), official split."""
+
+    event: str
+    tweet_id: str
+    image_id: str
+    text: str
+    image: str
+    split: str
+    labels: list[int] = field(default_factory=lambda: [-1] * len(TASKS))
+
+
+@dataclass
+class CrisisMMDIndex:
+    samples: list[CrisisSample]
+    stats: dict[str, Any]
+    image_root: str
+
+
+def read_task_file(path: str | Path, task: str) -> tuple[list[TaskRow], int]:
+    """Parse one task's split TSV; returns the rows (first of repeated image ids) and the repeats count."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise DatasetFormatError(path, f"missing file; it should hold the {task} task's tab-separated rows") from None
+    lines = data.removeprefix(_BOM).split(b"\n")
+    while lines and not lines[-1].strip():
+        lines.pop()
+    if not lines:
+        raise DatasetFormatError(path, "empty file; expected a header line", line=1)
+
+    def decode(raw: bytes, number: int) -> str:
+        try:
+            return raw.removesuffix(b"\r").decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise DatasetFormatError(path, f"not valid UTF-8 ({err.reason})", line=number) from None
+
+    header = [h.strip().lower() for h in decode(lines[0], 1).split("\t")]
+    col = {name: i for i, name in enumerate(header)}
+    label_col = next((col[c] for c in _LABEL_COLUMNS if c in col), None)
+    if "image_id" not in col or label_col is None:
+        raise DatasetFormatError(path, f"header {header} lacks image_id or label (label/label_image)", line=1)
+    if "image" not in col:
+        raise DatasetFormatError(path, f"header {header} lacks the image path column 'image'", line=1)
+    names = LABELS[task]
+    label_index = {n: i for i, n in enumerate(names)}
+    rows: list[TaskRow] = []
+    seen: set[str] = set()
+    repeats = 0
+    for number, raw in enumerate(lines[1:], start=2):
+        fields = decode(raw, number).split("\t")
+        if len(fields) != len(header):
+            raise DatasetFormatError(path, f"expected {len(header)} tab-separated fields ({', '.join(header)}), "
+                                           f"found {len(fields)}", line=number)
+        image_id = fields[col["image_id"]].strip()
+        if not image_id:
+            raise DatasetFormatError(path, "empty image id", line=number, field="image_id")
+        label = fields[label_col].strip()
+        if label not in label_index:
+            raise DatasetFormatError(path, f"unknown {task} label {label!r}; expected one of {list(names)}",
+                                     line=number, field=header[label_col])
+        tweet_id = fields[col["tweet_id"]].strip().strip('"') if "tweet_id" in col else image_id.rsplit("_", 1)[0]
+        if not tweet_id:
+            raise DatasetFormatError(path, "empty tweet id", line=number, field="tweet_id")
+        if image_id in seen:
+            repeats += 1
+            continue
+        seen.add(image_id)
+        rows.append(TaskRow(
+            event=fields[col["event_name"]].strip() if "event_name" in col else "",
+            tweet_id=tweet_id, image_id=image_id,
+            text=fields[col["tweet_text"]] if "tweet_text" in col else None,
+            image=fields[col["image"]].strip() or None, label=label_index[label], line=number))
+    return rows, repeats
+
+
+def read_crisismmd(root: str | Path, files: Mapping[str, str] | None = None, image_root: str = "CrisisMMD_v2.0",
+                   check_images: bool = True) -> CrisisMMDIndex:
+    """Read and join the three tasks' split files under ``root`` (see the module docstring)."""
+    root = Path(root)
+    patterns = {**DEFAULT_FILES, **dict(files or {})}
+    images_dir = root / image_root
+    samples: dict[str, CrisisSample] = {}
+    stats: dict[str, Any] = {"rows": {}, "duplicate_rows": 0, "split_conflicts": 0, "missing_text": 0}
+    for f, task in enumerate(TASKS):
+        stats["rows"][task] = {}
+        for split in SPLITS:
+            path = root / patterns[task].format(split=split)
+            rows, repeats = read_task_file(path, task)
+            stats["rows"][task][split] = len(rows)
+            stats["duplicate_rows"] += repeats
+            for row in rows:
+                sample = samples.get(row.image_id)
+                if sample is None:
+                    if row.image is None:
+                        raise DatasetFormatError(path, "empty image path", line=row.line, field="image")
+                    sample = samples[row.image_id] = CrisisSample(row.event, row.tweet_id, row.image_id,
+                                                                   row.text or "", row.image, split)
+                elif sample.split != split:
+                    stats["split_conflicts"] += 1
+                    continue
+                if not sample.text and row.text:
+                    sample.text = row.text
+                if not sample.event and row.event:
+                    sample.event = row.event
+                sample.labels[f] = row.label
+    kept, missing = [], []
+    for sample in samples.values():
+        if check_images and not (images_dir / sample.image).is_file():
+            missing.append(sample.image)
+            continue
+        kept.append(sample)
+    stats["missing_text"] = sum(not s.text for s in kept)
+    stats["missing_images"] = len(missing)
+    stats["samples"] = {s: sum(x.split == s for x in kept) for s in SPLITS}
+    stats["labelled"] = {t: sum(x.labels[f] >= 0 for x in kept) for f, t in enumerate(TASKS)}
+    if missing:
+        log.warning("CrisisMMD %s: dropped %d samples whose image is missing under %s, e.g. %s", root, len(missing),
+                    images_dir, ", ".join(missing[:_MAX_EXAMPLES]))
+    return CrisisMMDIndex(kept, stats, str(images_dir.resolve()))
+
+
+def random_split(samples: Sequence[CrisisSample], fractions: Sequence[float] = (0.6, 0.2, 0.2),
+                 seed: int = 0) -> dict[str, list[CrisisSample]]:
+    """The seed's random 60/20/20 split, drawn by tweet (a tweet's images stay together)."""
+    tweets = sorted({s.tweet_id for s in samples})
+    order = np.random.default_rng(seed).permutation(len(tweets))
+    cuts = np.cumsum(fractions)[:2] * len(tweets)
+    side = {tweets[i]: SPLITS[int(np.searchsorted(cuts, rank, side="right"))] for rank, i in enumerate(order)}
+    return {s: [x for x in samples if side[x.tweet_id] == s] for s in SPLITS}
+
+
+def hashtags(text: str) -> list[str]:
+    return [w.lower() for w in text.split() if w.startswith("#") and len(w) > 1]
+
+
+class CrisisMMDDataset(Dataset):
+    """Items ``{image, text_ids, text_mask, extra_ids, labels [T] (-1: none), index}``."""
+
+    def __init__(self, image_root: Path, samples: Sequence[CrisisSample], text_ids: torch.Tensor,
+                 text_mask: torch.Tensor, extra_ids: torch.Tensor | None, transform: Callable | None = None,
+                 cache_decoded: bool = False) -> None:
+        self.image_root, self.samples = Path(image_root), list(samples)
+        self.text_ids, self.text_mask, self.extra_ids = text_ids, text_mask, extra_ids
+        self.labels = torch.tensor([s.labels for s in self.samples], dtype=torch.long).view(len(self.samples), len(TASKS))
+        self.transform = transform
+        self._cache: list[np.ndarray | None] | None = [None] * len(self.samples) if cache_decoded else None
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def _decode(self, i: int) -> Image.Image:
+        if self._cache is not None and self._cache[i] is not None:
+            return Image.fromarray(self._cache[i])
+        path = self.image_root / self.samples[i].image
+        try:
+            with Image.open(path) as img:
+                image = img.convert("RGB")
+        except (OSError, ValueError) as err:
+            raise DatasetFormatError(path, f"cannot read image ({err})") from err
+        if self._cache is not None:
+            self._cache[i] = np.asarray(image)
+        return image
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        image = self._decode(i)
+        if self.transform is not None:
+            image = self.transform(image)
+        item = {"image": image, "text_ids": self.text_ids[i], "text_mask": self.text_mask[i],
+                "labels": self.labels[i], "index": i}
+        if self.extra_ids is not None:
+            item["extra_ids"] = self.extra_ids[i]
+        return item
+
+
+class CrisisMMDDataModule(LightningDataModule):
+    """CrisisMMD (real release or synthetic twin) for the multimodal multi-task models.
+
+    Args:
+        root: the release folder; files: per-task file patterns (``{split}`` in train/dev/test);
+        image_root: folder the ``image`` column is relative to (relative to ``root`` or absolute).
+        check_images: drop (and count) samples whose image is missing.
+        split_mode: ``official`` or ``random`` (``split_fractions``, ``split_seed``).
+        transforms: an :class:`~datamodules.transforms.ImageTransforms`.
+        text_encoder: the name given to :func:`lit_modules.text_encoders.build_tokenizer` (``bilstm`` or an HF name).
+        text_vocab_size, text_min_freq, text_max_length: the offline vocabulary and the token budget.
+        extra_modality: ``event``, ``hashtags`` or ``None``; extra_vocab_size, max_hashtags: its ids.
+        synthetic: ``None`` for real data, else the arguments of :func:`ensure_crisismmd`.
+    """
+
+    def __init__(self, root: str, files: Mapping[str, str] | None = None, image_root: str = "CrisisMMD_v2.0",
+                 check_images: bool = True, split_mode: str = "official", split_seed: int = 0,
+                 split_fractions: Sequence[float] = (0.6, 0.2, 0.2), transforms: ImageTransforms | None = None,
+                 batch_size: int = 32, num_workers: int = 0, pin_memory: bool | str = "auto",
+                 epoch_fraction: float = 1.0, text_encoder: str = "bilstm", text_vocab_size: int = 5000,
+                 text_min_freq: int = 1, text_max_length: int = 48, extra_modality: str | None = "event",
+                 extra_vocab_size: int = 64, max_hashtags: int = 8, synthetic: dict[str, Any] | None = None,
+                 cache_decoded: bool = False) -> None:
+        super().__init__()
+        if split_mode not in ("official", "random"):
+            raise ValueError(f"split_mode must be official or random, got {split_mode!r}")
+        if extra_modality not in (None, "event", "hashtags"):
+            raise ValueError(f"extra_modality must be event, hashtags or null, got {extra_modality!r}")
+        if synthetic is not None:
+            synthetic = {str(k): (list(v) if isinstance(v, Sequence) and not isinstance(v, str) else v)
+                         for k, v in dict(synthetic).items()}
+        files = {str(k): str(v) for k, v in dict(files or {}).items()}
+        split_fractions = [float(x) for x in split_fractions]
+        self.save_hyperparameters(logger=False, ignore=["transforms"])
+        self.root = Path(root)
+        self.transforms = transforms or ImageTransforms()
+        self.index: CrisisMMDIndex | None = None
+        self.splits: dict[str, list[CrisisSample]] = {}
+        self.tokenizer = None
+        self.extra_vocab = None
+        self.data_train = self.data_val = self.data_test = None
+
+    def prepare_data(self) -> None:
+        if self.hparams.synthetic:
+            ensure_crisismmd(self.root, **dict(self.hparams.synthetic))
+
+    def _extra_tokens(self, sample: CrisisSample) -> list[str]:
+        return [sample.event] if self.hparams.extra_modality == "event" else hashtags(sample.text)
+
+    def _encode(self, samples: Sequence[CrisisSample]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        ids, mask = self.tokenizer.encode([s.text for s in samples], self.hparams.text_max_length)
+        extra = None
+        if self.hparams.extra_modality:
+            width = 1 if self.hparams.extra_modality == "event" else self.hparams.max_hashtags
+            extra = torch.zeros(len(samples), width, dtype=torch.long)
+            for i, s in enumerate(samples):
+                row = self.extra_vocab.ids(self._extra_tokens(s))[:width]
+                if row:
+                    extra[i, : len(row)] = torch.as_tensor(row)
+        return ids, mask, extra
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.index is not None:
+            return
+        from lit_modules.text_encoders import WordVocabulary, build_tokenizer
+
+        hp = self.hparams
+        image_root = Path(hp.image_root) if Path(hp.image_root).is_absolute() else self.root / hp.image_root
+        self.index = read_crisismmd(self.root, hp.files, str(image_root), hp.check_images)
+        if hp.split_mode == "official":
+            self.splits = {s: [x for x in self.index.samples if x.split == s] for s in SPLITS}
+        else:
+            self.splits = random_split(self.index.samples, hp.split_fractions, hp.split_seed)
+        train = self.splits["train"]
+        if not train:
+            raise DatasetFormatError(self.root, "no training samples after reading the release")
+        self.tokenizer = build_tokenizer(hp.text_encoder, [s.text for s in train], vocab_size=hp.text_vocab_size,
+                                         min_freq=hp.text_min_freq)
+        if hp.extra_modality:
+            self.extra_vocab = WordVocabulary.build((" ".join(self._extra_tokens(s)) for s in train),
+                                                    max_size=hp.extra_vocab_size, tokenize=str.split)
+        made = {}
+        for split, transform in (("train", self.transforms.train()), ("dev", self.transforms.eval()),
+                                 ("test", self.transforms.eval())):
+            samples = self.splits[split]
+            made[split] = CrisisMMDDataset(Path(self.index.image_root), samples, *self._encode(samples),
+                                           transform=transform, cache_decoded=hp.cache_decoded)
+        self.data_train, self.data_val, self.data_test = made["train"], made["dev"], made["test"]
+        log.info("CrisisMMD (%s split): %d train / %d dev / %d test samples; %s", hp.split_mode, len(self.data_train),
+                 len(self.data_val), len(self.data_test), self.index.stats)
+
+    # ------------------------------------------------------------------ loaders
+    def _replicas(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+
+    def _loader(self, dataset: Dataset, sampler) -> DataLoader:
+        pin = self.hparams.pin_memory
+        if pin == "auto":
+            pin = self.trainer is not None and self.trainer.accelerator.__class__.__name__ == "CUDAAccelerator"
+        workers = self.hparams.num_workers
+        return DataLoader(dataset, batch_size=self.hparams.batch_size, sampler=sampler, num_workers=workers,
+                          pin_memory=bool(pin), persistent_workers=workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        world, rank = self._replicas()
+        sampler = EpochFractionSampler(len(self.data_train), self.hparams.epoch_fraction, shuffle=True,
+                                       seed=self.hparams.split_seed, num_replicas=world, rank=rank)
+        return self._loader(self.data_train, sampler)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.data_val, EvalSampler(len(self.data_val), *self._replicas()))
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.data_test, EvalSampler(len(self.data_test), *self._replicas()))
+
+    # ------------------------------------------------------------------ for the model, figures, export
+    def task_statistics(self) -> dict[str, Any]:
+        """Training-split counts for DBN's ``M / m_f``: positives = labelled samples not in the task's
+        negative class (:data:`NEGATIVE_CLASS`); ``total`` = M, the training samples."""
+        train = self.splits["train"]
+        positives = {}
+        for f, task in enumerate(TASKS):
+            negative = LABELS[task].index(NEGATIVE_CLASS[task])
+            positives[task] = sum(1 for s in train if s.labels[f] >= 0 and s.labels[f] != negative)
+        return {"positives": positives, "total": len(train)}
+
+    @property
+    def label_names(self) -> dict[str, list[str]]:
+        return {t: list(LABELS[t]) for t in TASKS}
+
+    def denormalize(self, images: torch.Tensor) -> torch.Tensor:
+        return self.transforms.denormalize(images)
+
+    def export_metadata(self) -> dict[str, Any]:
+        return {"dataset": "crisismmd", "tasks": list(TASKS), "label_names": self.label_names,
+                "transforms": self.transforms.describe(),
+                "text": {**(self.tokenizer.state() if self.tokenizer else {}), "max_length": self.hparams.text_max_length},
+                "extra_modality": self.hparams.extra_modality,
+                "extra_vocabulary": self.extra_vocab.words if self.extra_vocab else None}

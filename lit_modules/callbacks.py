@@ -1,0 +1,34 @@
+"""Trainer callbacks shared by every model."""
+
+from __future__ import annotations
+
+from lightning import Callback, LightningModule, Trainer
+from lightning.fabric.utilities.seed import seed_everything
+
+
+class EpochSeed(Callback):
+    """Re-seed Python, NumPy and torch at the start of every training epoch from ``(seed, epoch, rank)``.
+
+    * Resume: the randomness of epoch ``e`` (dropout, augmentation) does not depend on what ran
+      before, so a run resumed from the checkpoint of epoch ``e - 1`` continues exactly as the
+      uninterrupted run would (on a deterministic device).
+    * DDP: ranks draw different augmentations and dropout masks; model init, data splits and the
+      synthetic data use their own explicit seeds and agree across ranks.
+    """
+
+    def __init__(self, seed: int) -> None:
+        self.seed = int(seed)
+
+    def epoch_seed(self, epoch: int, rank: int) -> int:
+        return (self.seed + 1_000_003 * epoch + 7_919 * rank) % (2**31 - 1)
+
+    def _reseed(self, trainer: Trainer) -> None:
+        seed_everything(self.epoch_seed(trainer.current_epoch, trainer.global_rank), workers=True, verbose=False)
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # A run resumed from an end-of-epoch checkpoint does not call on_train_epoch_start for the
+        # epoch it resumes into; this hook runs after the restore and before that epoch's data.
+        self._reseed(trainer)
+
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._reseed(trainer)

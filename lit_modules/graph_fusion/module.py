@@ -1,0 +1,228 @@
+"""LightningModule of seed 003: multimodal fusion + multi-task learning on CrisisMMD.
+
+One module for every row of the seed's Tables 1-3: the fusion is part of the network
+(``net.fusion``: concat / tensor / graph / hierarchical_graph) and ``multitask`` picks how the task
+losses are combined:
+
+* ``equal``: ``sum_f L_f`` (the seed's ЛСРВ baseline);
+* ``mgda``: MGDA-UB min-norm weights from the gradients w.r.t. the fused vector ``G``
+  (:func:`~lit_modules.graph_fusion.multitask.min_norm_weights`), ``T * sum_f alpha_f L_f``;
+* ``dbn``: the seed's dynamic multi-task learning: focal loss per output, task weights updated every
+  step (eq. 11) and rebalanced every epoch (:class:`~lit_modules.graph_fusion.multitask.DynamicTaskWeights`).
+
+``L_f`` is the mean one-vs-rest loss over the labelled samples of task f in the batch (a sample
+without a label for task f is masked out of L_f and of task f's metrics). ``sample_loss: auto``
+means focal for ``dbn`` and binary cross-entropy for the baselines (``focal``/``bce`` force one).
+Automatic optimisation throughout: the extra gradients (per-task ``G_W^(f)``, MGDA's per-task
+gradients) are taken with ``torch.autograd.grad`` before the step's single backward.
+
+Logged: ``<split>/loss`` (the unweighted sum of the task losses: the early-stopping monitor),
+``<split>/<task>/loss``, ``<split>/<task>/{F1_macro,F1_weighted,HL,accuracy,MAP}``, their means
+over tasks ``<split>/{F1_macro,...}``, and ``train/weight/<task>``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from lit_modules.base import SuiteModule
+from lit_modules.graph_fusion.multitask import DynamicTaskWeights, min_norm_weights
+from lit_modules.graph_fusion.networks import MultimodalMultiTaskNet
+from lit_modules.losses import one_vs_rest_loss
+from lit_modules.metrics import MultilabelMeanAveragePrecision
+from lit_modules.metrics.multitask import TASK_SCORE_NAMES, MulticlassTaskScores
+
+log = logging.getLogger(__name__)
+
+MULTITASK_MODES = ("equal", "mgda", "dbn")
+
+
+class GraphFusionMultiTask(SuiteModule):
+    """Training and evaluation of :class:`~lit_modules.graph_fusion.networks.MultimodalMultiTaskNet`.
+
+    Args:
+        net: the network (``self.net``; what the export writes).
+        optimizer, scheduler: ``functools.partial`` objects (``conf/optimizer``, ``conf/scheduler``).
+        multitask: ``equal``, ``mgda`` or ``dbn``.
+        sample_loss: ``auto``, ``focal`` or ``bce``.
+        focal_beta: beta of the focal loss (seed: 2).
+        dbn_alpha, dbn_lr: alpha of eq. 11 (seed: 1) and the task-weight step size.
+        dbn_layer: ``head`` (each task's own head weights, seed) or ``shared`` (the shared last layer,
+            GradNorm; needs ``net.shared_hidden``).
+        epoch_rebalance: the epoch-level rebalancing of DBN.
+        mgda_normalize: gradient normalisation before the min-norm solver: ``none``, ``l2`` or ``loss``.
+    """
+
+    def __init__(self, net: MultimodalMultiTaskNet, optimizer: Any, scheduler: Any = None, multitask: str = "dbn",
+                 sample_loss: str = "auto", focal_beta: float = 2.0, dbn_alpha: float = 1.0, dbn_lr: float = 0.025,
+                 dbn_layer: str = "head", epoch_rebalance: bool = True, mgda_normalize: str = "none",
+                 scheduler_interval: str = "epoch") -> None:
+        super().__init__(optimizer, scheduler, scheduler_interval)
+        if multitask not in MULTITASK_MODES:
+            raise ValueError(f"multitask must be one of {MULTITASK_MODES}, got {multitask!r}")
+        if dbn_layer not in ("head", "shared"):
+            raise ValueError(f"dbn_layer must be 'head' or 'shared', got {dbn_layer!r}")
+        if sample_loss == "auto":
+            sample_loss = "focal" if multitask == "dbn" else "bce"
+        self.save_hyperparameters(logger=False, ignore=["net", "optimizer", "scheduler"])
+        self.net = net
+        self.task_names = list(net.tasks)
+        self.sample_loss = sample_loss
+        self.task_weights = DynamicTaskWeights(len(self.task_names), alpha=dbn_alpha, lr=dbn_lr)
+        self.scores = nn.ModuleDict({s: nn.ModuleDict({t: MulticlassTaskScores(c) for t, c in net.tasks.items()})
+                                     for s in ("val", "test")})
+        self.average_precision = nn.ModuleDict(
+            {s: nn.ModuleDict({t: MultilabelMeanAveragePrecision(c) for t, c in net.tasks.items()})
+             for s in ("val", "test")})
+
+    # ----------------------------------------------------------------------------- losses
+    def forward(self, batch: dict[str, Tensor]) -> dict[str, Any]:
+        return self.net(batch)
+
+    def task_losses(self, logits: dict[str, Tensor], labels: Tensor) -> tuple[Tensor, Tensor]:
+        """``(L [T], present [T] bool)``: masked one-vs-rest loss of every task (``labels [n, T]``, -1 = none)."""
+        losses, present = [], []
+        for f, task in enumerate(self.task_names):
+            loss, count = one_vs_rest_loss(logits[task], labels[:, f], kind=self.sample_loss,
+                                           beta=self.hparams.focal_beta)
+            losses.append(loss)
+            present.append(count > 0)
+        return torch.stack(losses), torch.tensor(present, device=labels.device)
+
+    def _reduce_mean(self, value: Tensor) -> Tensor:
+        """Average across DDP ranks so every rank keeps the same task weights."""
+        trainer = self._trainer
+        if trainer is None or trainer.world_size == 1:
+            return value
+        return trainer.strategy.reduce(value, reduce_op="mean")
+
+    def _dbn_loss(self, losses: Tensor, present: Tensor) -> Tensor:
+        weights = self.task_weights.current().to(losses.device)
+        weighted = weights * losses
+        norms = torch.zeros(len(self.task_names), device=losses.device)
+        for f, task in enumerate(self.task_names):
+            if not present[f]:
+                continue
+            layer = self.net.head_weight(task) if self.hparams.dbn_layer == "head" else self.net.shared_weight()
+            (grad,) = torch.autograd.grad(weighted[f], layer, retain_graph=True)
+            norms[f] = grad.norm()
+        stats = self._reduce_mean(torch.stack([norms, losses.detach(), present.float()]))
+        norms, mean_losses, share = stats[0], stats[1], stats[2]
+        present_all = share > 0
+        mean_losses = torch.where(present_all, mean_losses / share.clamp_min(1e-12), mean_losses)
+        self.task_weights.record(mean_losses, present_all)
+        l_d = self.task_weights.step_update(norms, mean_losses, present_all)
+        self.log("train/dbn_LD", l_d.to(losses.device), on_step=False, on_epoch=True)
+        return weighted.sum()
+
+    def _mgda_loss(self, losses: Tensor, present: Tensor, features: Tensor) -> Tensor:
+        idx = [f for f in range(len(self.task_names)) if present[f]]
+        if len(idx) < 2:
+            return losses.sum()
+        grads = []
+        for f in idx:
+            (g,) = torch.autograd.grad(losses[f], features, retain_graph=True)
+            norm = self.hparams.mgda_normalize
+            if norm == "l2":
+                g = g / g.norm().clamp_min(1e-12)
+            elif norm == "loss":
+                g = g / losses[f].detach().clamp_min(1e-12)
+            grads.append(g.reshape(-1))
+        alpha = min_norm_weights(grads).to(losses.device)
+        alpha = self._reduce_mean(alpha)
+        full = torch.zeros(len(self.task_names), device=losses.device)
+        full[idx] = alpha
+        for f, task in enumerate(self.task_names):
+            self.log(f"train/weight/{task}", full[f] * len(self.task_names), on_step=False, on_epoch=True)
+        return len(self.task_names) * (full * losses).sum()
+
+    # ----------------------------------------------------------------------------- steps
+    def on_fit_start(self) -> None:
+        stats = getattr(self.trainer.datamodule, "task_statistics", None)
+        if callable(stats):
+            s = stats()
+            self.task_weights.set_positive_counts([s["positives"][t] for t in self.task_names], s["total"])
+            log.info("DBN inverse positive shares M/m_f (mean 1): %s",
+                     dict(zip(self.task_names, self.task_weights.inverse_positive_share.tolist())))
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        out = self(batch)
+        labels = batch["labels"]
+        losses, present = self.task_losses(out["logits"], labels)
+        mode = self.hparams.multitask
+        if mode == "dbn":
+            total = self._dbn_loss(losses, present)
+        elif mode == "mgda":
+            total = self._mgda_loss(losses, present, out["features"])
+        else:
+            total = losses.sum()
+        n = len(labels)
+        self.log("train/loss", total, on_step=True, on_epoch=True, prog_bar=True, batch_size=n)
+        for f, task in enumerate(self.task_names):
+            if present[f]:
+                self.log(f"train/{task}/loss", losses[f], on_step=False, on_epoch=True, batch_size=n)
+            if mode == "dbn":
+                self.log(f"train/weight/{task}", self.task_weights.weights[f], on_step=False, on_epoch=True)
+        return total
+
+    def on_train_epoch_end(self) -> None:
+        if self.hparams.multitask == "dbn" and self.hparams.epoch_rebalance:
+            weights = self.task_weights.epoch_rebalance()
+            log.info("DBN epoch rebalance -> %s", dict(zip(self.task_names, [round(w, 4) for w in weights.tolist()])))
+        else:
+            self.task_weights.epoch_loss_sum.zero_()
+            self.task_weights.epoch_loss_count.zero_()
+
+    def _eval_step(self, batch: dict[str, Tensor], split: str) -> None:
+        out = self(batch)
+        labels = batch["labels"]
+        losses, present = self.task_losses(out["logits"], labels)
+        n = len(labels)
+        self.log(f"{split}/loss", losses.sum(), on_epoch=True, sync_dist=True, batch_size=n)
+        for f, task in enumerate(self.task_names):
+            logits, target = out["logits"][task], labels[:, f]
+            self.scores[split][task].update(logits.argmax(-1), target)
+            keep = target >= 0
+            if keep.any():
+                onehot = torch.nn.functional.one_hot(target[keep], logits.shape[1])
+                self.average_precision[split][task].update(logits[keep].sigmoid(), onehot)
+                self.log(f"{split}/{task}/loss", losses[f], on_epoch=True, sync_dist=True, batch_size=int(keep.sum()))
+
+    def _log_epoch(self, split: str) -> None:
+        means: dict[str, list[Tensor]] = {}
+        for task in self.task_names:
+            scores = dict(self.scores[split][task].compute())
+            scores["MAP"] = self.average_precision[split][task].compute()
+            for key, value in scores.items():
+                self.log(f"{split}/{task}/{key}", value.float())
+                means.setdefault(key, []).append(value.float().cpu())
+            self.scores[split][task].reset()
+            self.average_precision[split][task].reset()
+        for key, values in means.items():
+            self.log(f"{split}/{key}", torch.stack(values).mean())
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch("val")
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch("test")
+
+    def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        out = self(batch)
+        return {t: logits.sigmoid() for t, logits in out["logits"].items()}
+
+    def export_metadata(self) -> dict[str, Any]:
+        return {"kind": "graph_fusion_multitask", "tasks": dict(self.net.tasks), "modalities": self.net.modalities,
+                "fusion": self.net.fusion_kind, "multitask": self.hparams.multitask,
+                "scores": "sigmoid one-vs-rest; the class of a task is the argmax",
+                "task_score_names": list(TASK_SCORE_NAMES) + ["MAP"]}

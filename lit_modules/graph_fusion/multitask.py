@@ -1,0 +1,167 @@
+"""Multi-task loss weighting: the seed's dynamic multi-task learning (DBN) and the MGDA baseline.
+
+DBN (seed 003, eqs. 8-11) works at three levels:
+
+* **sample level**: the focal loss ``-(1 - p_d)^beta log p_d`` per one-vs-rest output
+  (:func:`lit_modules.losses.focal_loss`, beta = 2);
+* **task level** (:meth:`DynamicTaskWeights.step_update`, every training step): the task weights
+  ``w_f`` take one gradient step on
+
+      L_D(t) = sum_f (M / m_f) | G_W^(f)(t) - mean_f G_W(t) * r_f(t)^alpha |_1          (eq. 11)
+
+  where ``G_W^(f) = || grad_W (w_f L_f) ||_2`` over the last-layer weights ``W`` (the task's own head
+  by default, a shared last layer as an option), ``r_f = (L_f(t) / L_f(0)) / mean_f (L_f(t) / L_f(0))``
+  the inverse training rate and ``M / m_f`` the inverse share of positive training samples of task f.
+  The target ``mean G_W * r_f^alpha`` is a constant (as in GradNorm), and ``G_W^(f) = w_f g_f`` with
+  ``g_f = || grad_W L_f ||``, so ``dL_D / dw_f = (M / m_f) sign(w_f g_f - target_f) g_f`` exactly.
+  After the step the weights are clamped positive and renormalised to sum to the number of tasks T.
+  The ``M / m_f`` factors are rescaled to mean one (a common factor only rescales ``lr``).
+  **Positives of a multi-class task**: the labelled training samples whose class is not the task's
+  negative class (``not_informative``, ``not_humanitarian``, ``little_or_no_damage`` on CrisisMMD);
+  a task without a negative class counts every labelled sample. ``M`` is the number of training samples.
+* **epoch level** (:meth:`DynamicTaskWeights.epoch_rebalance`): at the end of an epoch the mean loss
+  of every task over the epoch gives ``weight_f = max_g mean_g / mean_f``; renormalised to sum to T,
+  these become the task weights the next epoch starts from (the seed's "initial weights of each
+  training cycle"), which the task level then keeps adjusting step by step.
+
+All state (weights, ``L_f(0)``, the epoch's loss sums, ``M / m_f``) lives in persistent buffers, so
+it is checkpointed and a resumed run continues with it.
+
+MGDA (Sener & Koltun, NeurIPS 2018, "MGDA-UB"): the gradients of every task loss with respect to
+the shared representation (the fused vector ``G``) are combined with the min-norm convex weights
+found by Frank-Wolfe (:func:`min_norm_weights`); the total loss is ``T * sum_f alpha_f L_f``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+
+class DynamicTaskWeights(nn.Module):
+    """Task weights of DBN with their step-level and epoch-level updates (see the module docstring).
+
+    Args:
+        num_tasks: T.
+        alpha: exponent of the inverse training rate (seed: 1).
+        lr: step size of the task-level update.
+        min_weight: lower clamp before renormalising.
+    """
+
+    def __init__(self, num_tasks: int, alpha: float = 1.0, lr: float = 0.025, min_weight: float = 1e-3) -> None:
+        super().__init__()
+        self.num_tasks, self.alpha, self.lr, self.min_weight = num_tasks, alpha, lr, min_weight
+        self.register_buffer("weights", torch.ones(num_tasks))
+        self.register_buffer("initial_losses", torch.full((num_tasks,), float("nan")))
+        self.register_buffer("inverse_positive_share", torch.ones(num_tasks))
+        self.register_buffer("epoch_loss_sum", torch.zeros(num_tasks))
+        self.register_buffer("epoch_loss_count", torch.zeros(num_tasks))
+
+    def set_positive_counts(self, positives: Sequence[float], total: float) -> None:
+        """``M / m_f`` from the training set's positive counts, rescaled to mean one."""
+        m = torch.as_tensor(positives, dtype=torch.float).clamp_min(1.0)
+        ratio = float(total) / m
+        self.inverse_positive_share.copy_(ratio / ratio.mean())
+
+    def current(self) -> Tensor:
+        """The weights to use for this step's loss (a copy: updating them never touches the graph)."""
+        return self.weights.clone()
+
+    @torch.no_grad()
+    def record(self, losses: Tensor, present: Tensor) -> None:
+        """Accumulate this step's unweighted task losses (``present``: tasks with labels in the batch)."""
+        losses = losses.detach().float()
+        self.epoch_loss_sum += torch.where(present, losses, torch.zeros_like(losses))
+        self.epoch_loss_count += present.float()
+        first = torch.isnan(self.initial_losses) & present
+        self.initial_losses[first] = losses[first]
+
+    @torch.no_grad()
+    def step_update(self, grad_norms: Tensor, losses: Tensor, present: Tensor) -> Tensor:
+        """One gradient step of the weights on ``L_D`` (eq. 11); returns ``L_D`` before the step.
+
+        Args:
+            grad_norms: ``G_W^(f) = ||grad_W (w_f L_f)||`` per task, with the current weights.
+            losses: ``L_f(t)`` (unweighted); present: tasks with labels in this batch (others keep
+                their weight this step).
+        """
+        present = present & ~torch.isnan(self.initial_losses) & (self.initial_losses > 0)
+        if present.sum() < 2:
+            return torch.zeros(())
+        w = self.weights
+        g = grad_norms.detach().float()
+        ratio = torch.where(present, losses.detach().float() / self.initial_losses, torch.ones_like(w))
+        r = ratio / ratio[present].mean()
+        target = g[present].mean() * r.pow(self.alpha)
+        diff = g - target
+        c = self.inverse_positive_share
+        l_d = (c * diff.abs())[present].sum()
+        unit_norm = g / w.clamp_min(1e-12)  # g_f = ||grad_W L_f||
+        grad = torch.where(present, c * torch.sign(diff) * unit_norm, torch.zeros_like(w))
+        new = (w - self.lr * grad).clamp_min(self.min_weight)
+        self.weights.copy_(new * self.num_tasks / new.sum())
+        return l_d
+
+    @torch.no_grad()
+    def epoch_rebalance(self) -> Tensor:
+        """End of epoch: ``weight_f = max mean loss / mean_f``, renormalised to sum to T, becomes the
+        next epoch's starting weights; the epoch's sums are cleared. Returns the new weights."""
+        seen = self.epoch_loss_count > 0
+        if seen.all():
+            means = (self.epoch_loss_sum / self.epoch_loss_count).clamp_min(1e-12)
+            factors = means.max() / means
+            self.weights.copy_(factors * self.num_tasks / factors.sum())
+        self.epoch_loss_sum.zero_()
+        self.epoch_loss_count.zero_()
+        return self.weights.clone()
+
+
+def _min_norm_pair(v11: Tensor, v12: Tensor, v22: Tensor) -> tuple[Tensor, Tensor]:
+    """Minimise ``||g x + h (1 - x)||^2`` over ``x in [0, 1]`` from ``g.g, g.h, h.h``: ``(x, cost)``."""
+    denom = v11 + v22 - 2 * v12
+    if denom <= 1e-12:
+        return torch.tensor(0.5, dtype=v11.dtype), v22
+    x = ((v22 - v12) / denom).clamp(0.0, 1.0)
+    return x, x * x * v11 + 2 * x * (1 - x) * v12 + (1 - x) ** 2 * v22
+
+
+def min_norm_weights(grads: Sequence[Tensor] | Tensor, max_iter: int = 250, tol: float = 1e-6) -> Tensor:
+    """Convex weights ``alpha`` (``alpha >= 0``, ``sum = 1``) minimising ``|| sum_f alpha_f g_f ||``
+    (Sener & Koltun's Frank-Wolfe solver; two tasks have the closed form).
+
+    Args:
+        grads: T flattened gradients (or a ``[T, d]`` tensor).
+    """
+    g = torch.stack([x.reshape(-1) for x in grads]).double() if not isinstance(grads, Tensor) else grads.double()
+    t = g.shape[0]
+    gram = g @ g.T
+    if t == 1:
+        return torch.ones(1)
+    if t == 2:
+        x, _ = _min_norm_pair(gram[0, 0], gram[0, 1], gram[1, 1])
+        return torch.stack([x, 1 - x]).float()
+    # start from the best pair
+    best = None
+    for i in range(t):
+        for j in range(i + 1, t):
+            x, cost = _min_norm_pair(gram[i, i], gram[i, j], gram[j, j])
+            if best is None or cost < best[0]:
+                best = (cost, i, j, x)
+    _, i, j, x = best
+    alpha = torch.zeros(t, dtype=torch.double)
+    alpha[i], alpha[j] = x, 1 - x
+    for _ in range(max_iter):
+        k = int(torch.argmin(gram @ alpha))
+        v11 = alpha @ gram @ alpha
+        v12 = alpha @ gram[:, k]
+        v22 = gram[k, k]
+        gamma, _ = _min_norm_pair(v11, v12, v22)  # weight kept on the current point
+        new = gamma * alpha
+        new[k] += 1 - gamma
+        if (new - alpha).abs().sum() < tol:
+            alpha = new
+            break
+        alpha = new
+    return alpha.float()

@@ -1,0 +1,48 @@
+"""Network of the hashtag scene classifier (seed 002): an image classifier with a new head.
+
+``HashtagNet(x) = softmax-free logits [n, C]`` over the hashtags + ``other`` (``C = 21`` for the
+seed's 20 hashtags). The backbone is any torchvision classification model by name (the seed compared
+ResNet18/34/50, VGG11/13 and Inception v3 and chose ResNet34) or ``small_cnn`` (offline default),
+from :func:`lit_modules.backbones.build_image_classifier`. Inception v3 expects 299 px inputs; in
+training mode with ``aux_logits`` it also returns the auxiliary logits, which the module adds to
+the loss with weight 0.4 (as torchvision's reference training does).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from lit_modules.backbones import build_image_classifier
+
+
+class HashtagNet(nn.Module):
+    """Image -> hashtag logits.
+
+    Args:
+        backbone: ``small_cnn`` or a torchvision model name (``resnet34``, ``inception_v3`` ...).
+        num_classes: hashtags + ``other``.
+        weights: pretrained switch (``None`` | torchvision weights name | local state-dict file).
+        **backbone_kwargs: passed to the backbone (``width``/``depth`` of ``small_cnn`` ...).
+    """
+
+    def __init__(self, backbone: str = "small_cnn", num_classes: int = 21, weights: str | None = None,
+                 **backbone_kwargs) -> None:
+        super().__init__()
+        self.backbone_name = backbone
+        self.num_classes = num_classes
+        self.classifier = build_image_classifier(backbone, num_outputs=num_classes, weights=weights,
+                                                 **backbone_kwargs)
+
+    def forward(self, x: Tensor) -> Tensor | tuple[Tensor, Tensor]:
+        """Logits ``[n, C]``; ``(logits, aux_logits)`` for Inception v3 with aux logits in training."""
+        out = self.classifier(x)
+        if hasattr(out, "logits"):  # torchvision InceptionOutputs / GoogLeNetOutputs
+            aux = getattr(out, "aux_logits", None)
+            return (out.logits, aux) if aux is not None else out.logits
+        return out
+
+    @torch.no_grad()
+    def probabilities(self, x: Tensor) -> Tensor:
+        out = self(x)
+        return (out[0] if isinstance(out, tuple) else out).softmax(dim=1)

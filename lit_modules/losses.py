@@ -1,0 +1,69 @@
+"""Loss functions shared by the models of the suite.
+
+:func:`focal_loss` is the sample-level loss of the dynamic multi-task module of seed 003
+(eq. 10): for every one-vs-rest output with probability ``p = sigmoid(logit)`` and target ``y``,
+
+    p_d = p if y = 1 else 1 - p,        L = -(1 - p_d)^beta * log(p_d)
+
+(``beta = 0`` is plain binary cross-entropy). An optional ``alpha`` balances positives and negatives
+as in Lin et al. (RetinaNet); the seed has none (``alpha=None``). :func:`one_vs_rest_loss` turns a
+multi-class target (class index, ``-1`` = no label) into one-vs-rest targets and masks unlabelled
+rows out, so a missing label never contributes (and is never imputed).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def focal_loss(logits: Tensor, targets: Tensor, beta: float = 2.0, alpha: float | None = None,
+               reduction: str = "mean") -> Tensor:
+    """Sigmoid focal loss of ``logits`` against 0/1 ``targets`` (same shape).
+
+    Numerically stable (``log p_d`` from ``binary_cross_entropy_with_logits``).
+    ``reduction``: ``"none"`` (per element), ``"mean"`` or ``"sum"``.
+    """
+    targets = targets.to(logits.dtype)
+    ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")  # -log p_d
+    loss = ce
+    if beta:
+        p = torch.sigmoid(logits)
+        p_d = p * targets + (1 - p) * (1 - targets)
+        loss = (1 - p_d).pow(beta) * ce
+    if alpha is not None and alpha >= 0:
+        loss = (alpha * targets + (1 - alpha) * (1 - targets)) * loss
+    if reduction == "none":
+        return loss
+    if reduction == "sum":
+        return loss.sum()
+    if reduction == "mean":
+        return loss.mean()
+    raise ValueError(f"unknown reduction {reduction!r}")
+
+
+def one_vs_rest_loss(logits: Tensor, target: Tensor, kind: str = "focal", beta: float = 2.0,
+                     alpha: float | None = None) -> tuple[Tensor, int]:
+    """Masked one-vs-rest loss of a multi-class task.
+
+    Args:
+        logits: ``[n, C]`` one logit per class.
+        target: ``[n]`` class indices; ``-1`` marks a sample without a label for this task.
+        kind: ``"focal"`` (seed eq. 10) or ``"bce"`` (``beta = 0``).
+
+    Returns:
+        ``(loss, count)``: the mean over labelled samples and classes, and the number of labelled
+        samples. Without any labelled sample the loss is a zero that still depends on ``logits``
+        (so DDP and autograd see every parameter used).
+    """
+    labelled = target >= 0
+    count = int(labelled.sum())
+    if count == 0:
+        return logits.sum() * 0.0, 0
+    onehot = F.one_hot(target[labelled], logits.shape[1]).to(logits.dtype)
+    if kind == "bce":
+        beta = 0.0
+    elif kind != "focal":
+        raise ValueError(f"unknown sample loss {kind!r}; use 'focal' or 'bce'")
+    return focal_loss(logits[labelled], onehot, beta=beta, alpha=alpha, reduction="mean"), count

@@ -1,0 +1,104 @@
+"""The CrisisMMD reader on the real release's files (../shared/real-formats/crisismmd) and on the twin."""
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from datamodules.crisismmd import TASKS, read_crisismmd, read_task_file, random_split
+from datamodules.errors import DatasetFormatError
+from datamodules.synthetic.crisismmd import ensure_crisismmd
+from tests.conftest import REAL_FORMATS
+
+REAL = REAL_FORMATS / "crisismmd"
+AGREED = "crisismmd_datasplit_agreed_label"
+DAMAGE_FILES = {"damage": "task_data/task_damage_{split}.tsv"}
+
+
+def need_real():
+    if not (REAL / AGREED).is_dir():
+        pytest.skip(f"real CrisisMMD excerpts not found under {REAL}")
+
+
+@pytest.fixture
+def real_release(tmp_path) -> Path:
+    """A release folder built from the real excerpts (agreed-label informative + humanitarian, the
+    authors' damage files) with a tiny image for every listed image but one."""
+    need_real()
+    root = tmp_path / "release"
+    shutil.copytree(REAL / AGREED, root / AGREED)
+    shutil.copytree(REAL / "firojalam_multimodal_social_media_task_data", root / "task_data")
+    paths = set()
+    for tsv in list((root / AGREED).glob("*.tsv")) + list((root / "task_data").glob("task_damage_*.tsv")):
+        lines = tsv.read_text(encoding="utf-8").splitlines()
+        col = [h.lower() for h in lines[0].split("\t")].index("image")
+        paths |= {line.split("\t")[col] for line in lines[1:]}
+    paths = sorted(paths)
+    for rel in paths[1:]:
+        out = root / "CrisisMMD_v2.0" / rel
+        out.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(out)
+    return root
+
+
+def test_real_files_parse_with_their_labels():
+    need_real()
+    rows, repeats = read_task_file(REAL / AGREED / "task_humanitarian_text_img_agreed_lab_train.tsv", "humanitarian")
+    assert len(rows) + repeats == 299 and rows[0].image_id.startswith(rows[0].tweet_id)
+    assert rows[0].image.startswith("data_image/")
+    rows, _ = read_task_file(REAL / "crisismmd_datasplit_all" / "task_informative_text_img_train.tsv", "informative")
+    assert any("â€™" in r.text for r in rows)  # the release's mojibake is kept as is
+    damage, _ = read_task_file(REAL / "firojalam_multimodal_social_media_task_data" / "task_damage_dev.tsv", "damage")
+    assert damage[0].text is None and damage[0].tweet_id == damage[0].image_id.rsplit("_", 1)[0]
+
+
+def test_join_masks_and_counts_a_missing_image(real_release):
+    index = read_crisismmd(real_release, files=DAMAGE_FILES)
+    stats = index.stats
+    assert stats["missing_images"] == 1
+    assert stats["rows"]["informative"]["train"] + stats["duplicate_rows"] >= 299
+    labelled = {t: sum(s.labels[f] >= 0 for s in index.samples) for f, t in enumerate(TASKS)}
+    assert labelled == stats["labelled"]
+    # the excerpt files are cut independently, so every task leaves some samples unlabelled (masked)
+    for f in range(3):
+        assert any(s.labels[f] == -1 for s in index.samples)
+    assert all(max(s.labels) >= 0 for s in index.samples)
+    splits = random_split(index.samples, (0.6, 0.2, 0.2), seed=0)
+    assert sum(len(v) for v in splits.values()) == len(index.samples)
+    tweets = [{s.tweet_id for s in v} for v in splits.values()]
+    assert not (tweets[0] & tweets[1]) and not (tweets[0] & tweets[2])
+
+
+def test_malformed_row_names_file_and_line(real_release):
+    path = real_release / AGREED / "task_informative_text_img_agreed_lab_train.tsv"
+    with path.open("a", encoding="utf-8") as f:
+        f.write("hurricane_irma\t123\t123_0\tonly four fields\n")
+    with pytest.raises(DatasetFormatError) as err:
+        read_crisismmd(real_release, files=DAMAGE_FILES)
+    assert err.value.path == path and err.value.line == 301 and "expected 9 tab-separated fields" in str(err.value)
+
+
+def test_unknown_label_and_missing_file(real_release):
+    with pytest.raises(DatasetFormatError, match="missing file"):
+        read_crisismmd(real_release)  # the default damage files are not in this release
+    path = real_release / AGREED / "task_humanitarian_text_img_agreed_lab_dev.tsv"
+    lines = path.read_text(encoding="utf-8").split("\n")
+    fields = lines[5].split("\t")
+    fields[5] = "aliens"
+    lines[5] = "\t".join(fields)
+    path.write_text("\n".join(lines), encoding="utf-8")
+    with pytest.raises(DatasetFormatError, match="unknown humanitarian label 'aliens'") as err:
+        read_task_file(path, "humanitarian")
+    assert err.value.line == 6 and err.value.field == "label"
+
+
+def test_twin_round_trips(tmp_path):
+    root = ensure_crisismmd(tmp_path / "twin", num_tweets=60, image_size=32, seed=1)
+    meta = __import__("json").loads((root / "synthetic_meta.json").read_text())["summary"]
+    index = read_crisismmd(root)
+    assert index.stats["missing_images"] == 0 and index.stats["split_conflicts"] == 0
+    for task in TASKS:
+        assert index.stats["rows"][task] == meta["rows"][task]
+    assert ensure_crisismmd(tmp_path / "twin", num_tweets=60, image_size=32, seed=1) == root  # cached

@@ -1,0 +1,112 @@
+"""Fusion on hand-made vectors: the seed's formulas (eqs. 1-7), identical modalities, N = 2, 3, 4,
+gradients to every encoder; the baselines' shapes."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lit_modules.graph_fusion import build_fusion, graph_levels
+from lit_modules.graph_fusion.fusion import GraphFusion, pair_similarity, pair_weights
+
+
+def vectors(n, d=8, batch=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(batch, d, generator=g, requires_grad=True) for _ in range(n)]
+
+
+def test_node_counts_follow_the_seed():
+    assert [len(level) for level in graph_levels(2)] == [2, 1]
+    assert [len(level) for level in graph_levels(3)] == [3, 3, 6]  # Fig. 1
+    sets = sorted(sorted(n.modalities) for n in graph_levels(3)[1])
+    assert sets == [[0, 1], [0, 2], [1, 2]]
+    assert [len(level) for level in graph_levels(4)] == [4, 6, 24]
+    assert all(len(n.modalities) == 3 for n in graph_levels(4)[2])
+
+
+@pytest.mark.parametrize("n, levels", [(2, 2), (3, 3), (4, 3)])
+@pytest.mark.parametrize("kind", ["hierarchical_graph", "graph"])
+def test_shapes_and_gradients_reach_every_modality(n, levels, kind):
+    fusion = build_fusion(kind, n, 8)
+    vs = vectors(n)
+    out = fusion(vs)
+    assert out.shape == (3, 8 * levels) and fusion.out_dim == 8 * levels
+    out.pow(2).sum().backward()
+    assert all(v.grad is not None and v.grad.abs().sum() > 0 for v in vs)
+
+
+@pytest.mark.parametrize("kind, width", [("concat", 24), ("tensor", 9**3)])
+def test_baseline_shapes(kind, width):
+    fusion = build_fusion(kind, 3, 8)
+    vs = vectors(3)
+    out = fusion(vs)
+    assert out.shape == (3, width) and fusion.out_dim == width
+    out.sum().backward()
+    assert all(v.grad.abs().sum() > 0 for v in vs)
+
+
+def test_weights_follow_the_formulas():
+    torch.manual_seed(0)
+    fusion = GraphFusion(3, 8)
+    vs = vectors(3)
+    out, info = fusion(vs, return_info=True)
+    stacked = torch.stack(vs, 1)
+    w = fusion.scorer(stacked)
+    torch.testing.assert_close(info["weights"][0], w)
+    torch.testing.assert_close(w.sum(-1), torch.ones(3))  # softmax over modalities
+    # eq. (2)
+    torch.testing.assert_close(info["levels"][0], (w.unsqueeze(-1) * stacked).sum(1) / 3)
+    # eqs. (3)-(6), bimodal level, pairs (0,1), (0,2), (1,2)
+    pairs = [(0, 1), (0, 2), (1, 2)]
+    s = torch.stack([F.cosine_similarity(vs[x].softmax(-1), vs[y].softmax(-1), dim=-1) for x, y in pairs], 1)
+    q = torch.stack([(w[:, x] + w[:, y]) / (s[:, k] + 0.5) for k, (x, y) in enumerate(pairs)], 1)
+    w_bi = q.softmax(-1)
+    torch.testing.assert_close(info["weights"][1], w_bi)
+    nodes = torch.stack([fusion.pair_nets[0][0](vs[x], vs[y]) for x, y in pairs], 1)
+    torch.testing.assert_close(info["levels"][1], (w_bi.unsqueeze(-1) * nodes).sum(1))
+    # trimodal level: its 6 nodes from bimodal pairs and bimodal + missing unimodal, same formulas
+    lv = fusion.levels[2]
+    vec = {1: stacked, 2: nodes}
+    wts = {1: w, 2: w_bi}
+    tri_w, tri_v = [], []
+    for node in lv:
+        (la, ia), (lb, ib) = node.parents
+        a, b = vec[la][:, ia], vec[lb][:, ib]
+        sim = pair_similarity(a, b)
+        tri_w.append((wts[la][:, ia] + wts[lb][:, ib]) / (sim + 0.5))
+        tri_v.append(fusion.pair_nets[1][0](a, b))
+    w_tri = torch.stack(tri_w, 1).softmax(-1)
+    torch.testing.assert_close(info["weights"][2], w_tri)
+    torch.testing.assert_close(info["levels"][2], (w_tri.unsqueeze(-1) * torch.stack(tri_v, 1)).sum(1))
+    torch.testing.assert_close(out, torch.cat(info["levels"], -1))  # eq. (7)
+
+
+def test_pair_weight_decreases_with_similarity():
+    w = pair_weights(torch.tensor([[0.5, 0.5]]), torch.tensor([[0.5, 0.5]]), torch.tensor([[1.0, 0.2]]))
+    assert w[0, 1] > w[0, 0] and torch.isclose(w.sum(), torch.tensor(1.0))
+
+
+def test_identical_modalities():
+    torch.manual_seed(0)
+    fusion = GraphFusion(3, 8)
+    v = vectors(1)[0]
+    out, info = fusion([v, v, v], return_info=True)
+    bi = info["similarities"][0]
+    torch.testing.assert_close(bi, torch.ones_like(bi))  # S = cos(softmax(v), softmax(v)) = 1
+    tri = info["similarities"][1]  # trimodal: bimodal x bimodal nodes are identical too
+    both_bimodal = torch.tensor([n.parents[1][0] == 2 for n in fusion.levels[2]])
+    torch.testing.assert_close(tri[:, both_bimodal], torch.ones_like(tri[:, both_bimodal]))
+    node = fusion.pair_nets[0][0](v, v)
+    # every bimodal node is NN(v (+) v): the level's weighted sum is that node whatever the weights
+    torch.testing.assert_close(info["levels"][1], node)
+    torch.testing.assert_close(info["levels"][0], v * info["weights"][0].sum(-1, keepdim=True) / 3)
+    # Mai et al.'s shared scorer gives identical modalities identical weights
+    mai = build_fusion("graph", 3, 8)
+    _, mai_info = mai([v, v, v], return_info=True)
+    w = mai_info["weights"][0]
+    torch.testing.assert_close(w, w[:, :1].expand_as(w))
+
+
+def test_n_equals_two_stops_at_bimodal():
+    fusion = GraphFusion(2, 8)
+    _, info = fusion(vectors(2), return_info=True)
+    assert len(info["levels"]) == 2 and torch.allclose(info["weights"][1], torch.ones(3, 1))

@@ -1,0 +1,103 @@
+"""DBN's task-level and epoch-level weights, MGDA's min-norm weights, the per-task scores."""
+
+import itertools
+
+import pytest
+import torch
+from sklearn.metrics import f1_score
+
+from lit_modules.graph_fusion import DynamicTaskWeights, min_norm_weights
+from lit_modules.metrics.multitask import MulticlassTaskScores
+
+
+def test_step_update_moves_weight_to_the_slower_task_and_keeps_the_sum():
+    """Toy two-task problem: task 1 learns fast (its loss falls to 20 %), task 2 slowly (90 %);
+    equal gradient norms. The slow task must gain weight; the weights always sum to 2."""
+    dtw = DynamicTaskWeights(2, alpha=1.0, lr=0.05)
+    present = torch.tensor([True, True])
+    dtw.record(torch.tensor([1.0, 1.0]), present)
+    for t in range(1, 30):
+        losses = torch.tensor([0.2 ** (t / 29), 0.9 ** (t / 29)])
+        grad_norms = dtw.weights * torch.tensor([1.0, 1.0])  # G_W^(f) = w_f ||grad L_f||
+        dtw.record(losses, present)
+        dtw.step_update(grad_norms, losses, present)
+        assert dtw.weights.sum().item() == pytest.approx(2.0)
+    assert dtw.weights[1] > dtw.weights[0] > 0
+
+
+def test_step_update_gradient_by_hand():
+    dtw = DynamicTaskWeights(2, alpha=1.0, lr=0.1)
+    present = torch.tensor([True, True])
+    dtw.record(torch.tensor([2.0, 1.0]), present)  # L(0)
+    dtw.inverse_positive_share.copy_(torch.tensor([1.0, 1.0]))
+    # L(t) = (1, 1): ratios (0.5, 1) -> r = (2/3, 4/3); G = (1, 3) -> mean 2; targets (4/3, 8/3)
+    l_d = dtw.step_update(torch.tensor([1.0, 3.0]), torch.tensor([1.0, 1.0]), present)
+    assert l_d.item() == pytest.approx(1 / 3 + 1 / 3)
+    # dL_D/dw = sign(G - target) * G / w = (-1, +3): w = (1.1, 0.7), renormalised to sum 2
+    torch.testing.assert_close(dtw.weights, torch.tensor([1.1, 0.7]) * 2 / 1.8)
+
+
+def test_positive_shares_weight_the_rare_task_more():
+    dtw = DynamicTaskWeights(3)
+    dtw.set_positive_counts([500, 250, 100], total=1000)
+    share = dtw.inverse_positive_share
+    assert share.mean().item() == pytest.approx(1.0) and share[2] > share[1] > share[0]
+
+
+def test_epoch_rebalance_by_hand():
+    dtw = DynamicTaskWeights(3)
+    present = torch.tensor([True, True, True])
+    for losses in ([1.0, 2.0, 4.0], [1.0, 2.0, 4.0], [1.0, 2.0, 4.0]):
+        dtw.record(torch.tensor(losses), present)
+    weights = dtw.epoch_rebalance()
+    # means (1, 2, 4) -> max / mean = (4, 2, 1) -> x 3 / 7
+    torch.testing.assert_close(weights, torch.tensor([4.0, 2.0, 1.0]) * 3 / 7)
+    assert dtw.epoch_loss_count.sum() == 0
+
+
+def test_task_weight_state_round_trips_through_a_state_dict():
+    dtw = DynamicTaskWeights(2)
+    dtw.record(torch.tensor([1.0, 3.0]), torch.tensor([True, True]))
+    dtw.weights.copy_(torch.tensor([0.5, 1.5]))
+    fresh = DynamicTaskWeights(2)
+    fresh.load_state_dict(dtw.state_dict())
+    torch.testing.assert_close(fresh.weights, torch.tensor([0.5, 1.5]))
+    torch.testing.assert_close(fresh.initial_losses, torch.tensor([1.0, 3.0]))
+
+
+def test_mgda_two_known_gradients():
+    torch.testing.assert_close(min_norm_weights([torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])]),
+                               torch.tensor([0.5, 0.5]))
+    # the min-norm point of the segment between (1, 0) and (1, 1) is (1, 0)
+    torch.testing.assert_close(min_norm_weights([torch.tensor([1.0, 0.0]), torch.tensor([1.0, 1.0])]),
+                               torch.tensor([1.0, 0.0]))
+    # (2, 0) and (0, 1): alpha = 1/5 -> (0.4, 0.8)
+    torch.testing.assert_close(min_norm_weights([torch.tensor([2.0, 0.0]), torch.tensor([0.0, 1.0])]),
+                               torch.tensor([0.2, 0.8]))
+
+
+def test_mgda_frank_wolfe_matches_a_grid_search():
+    g = torch.Generator().manual_seed(1)
+    grads = torch.randn(3, 5, generator=g) + torch.tensor([1.0, 0, 0, 0, 0])
+    alpha = min_norm_weights(grads)
+    assert alpha.min() >= 0 and alpha.sum().item() == pytest.approx(1.0, abs=1e-5)
+    best = min((torch.tensor([a, b, 1 - a - b]) @ grads).norm().item()
+               for a, b in itertools.product(torch.linspace(0, 1, 101).tolist(), repeat=2) if a + b <= 1)
+    assert (alpha @ grads).norm().item() <= best + 1e-3
+
+
+def test_task_scores_match_sklearn_and_skip_missing_labels():
+    g = torch.Generator().manual_seed(0)
+    target = torch.randint(0, 4, (200,), generator=g)
+    preds = torch.where(torch.rand(200, generator=g) < 0.6, target, torch.randint(0, 4, (200,), generator=g))
+    target[::10] = -1
+    metric = MulticlassTaskScores(4)
+    metric.update(preds[:100], target[:100])
+    metric.update(preds[100:], target[100:])
+    scores = metric.compute()
+    keep = target >= 0
+    y, p = target[keep].numpy(), preds[keep].numpy()
+    assert scores["F1_macro"].item() == pytest.approx(f1_score(y, p, average="macro"), abs=1e-6)
+    assert scores["F1_weighted"].item() == pytest.approx(f1_score(y, p, average="weighted"), abs=1e-6)
+    onehot_p, onehot_y = torch.eye(4)[p], torch.eye(4)[y]
+    assert scores["HL"].item() == pytest.approx((onehot_p != onehot_y).float().mean().item(), abs=1e-6)
