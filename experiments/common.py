@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import tempfile
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +27,20 @@ def _stable_id(*parts: str) -> str:
     return hashlib.sha1("|".join(str(p) for p in parts).encode()).hexdigest()[:16]
 
 
+def _run_stamp() -> str:
+    """The run dir's last part: the SLURM job (array task) id inside a SLURM job, so that a requeued
+    job finds its own checkpoints again; the start time elsewhere."""
+    env = os.environ
+    if "SLURM_ARRAY_JOB_ID" in env and "SLURM_ARRAY_TASK_ID" in env:
+        return f"slurm-{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
+    if "SLURM_JOB_ID" in env:
+        return f"slurm-{env['SLURM_JOB_ID']}"
+    return datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+
+
 if not OmegaConf.has_resolver("stable_id"):
     OmegaConf.register_new_resolver("stable_id", _stable_id)
+    OmegaConf.register_new_resolver("run_stamp", _run_stamp, use_cache=True)
 
 
 def is_rank_zero() -> bool:

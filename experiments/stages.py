@@ -187,6 +187,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     last_result: dict[str, Any] = {}
     last_cfg = cfg
     model = datamodule = None
+    # Lightning's SLURM requeue left its checkpoint of the interrupted stage in the run dir: this is
+    # the requeued job. Finished stages resume from their last.ckpt (and return at once), the
+    # interrupted one from the requeue checkpoint.
+    requeue_ckpt = _requeue_checkpoint(run_dir)
+    if requeue_ckpt is not None and resume_all is None:
+        log.info("found %s: continuing a requeued run", requeue_ckpt)
+        resume_all = "last"
     for i, (name, stage_cfg) in enumerate(stages):
         resume = None
         if resume_all == "last":
@@ -195,6 +202,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             # max_epochs was raised) and is tested again; later stages start as usual.
             last_ckpt = Path(stage_cfg.paths.output_dir) / "checkpoints" / name / "last.ckpt"
             resume = str(last_ckpt) if last_ckpt.exists() else None
+            if requeue_ckpt is not None and not (run_dir / "stages" / f"{name}.json").exists():
+                resume = str(_archive_requeue_checkpoints(run_dir, name) / requeue_ckpt.name)
+                requeue_ckpt = None
         elif resume_all and i == 0:
             resume = str(resume_all)
         log.info("stage %d/%d: %s", i + 1, len(stages), name)
@@ -217,6 +227,23 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if is_rank_zero():
         write_json(run_dir / "metrics.json", summary)
     return summary
+
+
+def _requeue_checkpoint(run_dir: Path) -> Path | None:
+    """Lightning's newest ``hpc_ckpt_<n>.ckpt`` (written on SIGUSR1 before a SLURM requeue), if any."""
+    found = sorted(run_dir.glob("hpc_ckpt_*.ckpt"), key=lambda p: int(p.stem.rsplit("_", 1)[-1]))
+    return found[-1] if found else None
+
+
+def _archive_requeue_checkpoints(run_dir: Path, stage: str) -> Path:
+    """Move the requeue checkpoints next to their stage's checkpoints; the resumed stage reads its
+    copy from there, and later stages (Lightning looks for hpc_ckpt_* in the run dir whenever it runs
+    under SLURM) do not mistake it for theirs."""
+    target = run_dir / "checkpoints" / stage
+    target.mkdir(parents=True, exist_ok=True)
+    for path in run_dir.glob("hpc_ckpt_*.ckpt"):
+        path.replace(target / path.name)
+    return target
 
 
 def _lookup_metric(result: dict[str, Any], name: str | None) -> float | None:
