@@ -44,12 +44,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from lightning import LightningDataModule
-from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
+from datamodules.base import DecodedImages, SuiteDataModule
 from datamodules.errors import DatasetFormatError
-from datamodules.samplers import EpochFractionSampler, EvalSampler
 from datamodules.synthetic.crisismmd import DAMAGE, HUMANITARIAN, INFORMATIVE, ensure_crisismmd
 from datamodules.transforms import ImageTransforms
 
@@ -228,26 +226,13 @@ class CrisisMMDDataset(Dataset):
         self.text_ids, self.text_mask, self.extra_ids = text_ids, text_mask, extra_ids
         self.labels = torch.tensor([s.labels for s in self.samples], dtype=torch.long).view(len(self.samples), len(TASKS))
         self.transform = transform
-        self._cache: list[np.ndarray | None] | None = [None] * len(self.samples) if cache_decoded else None
+        self.images = DecodedImages(len(self.samples), cache_decoded)
 
     def __len__(self) -> int:
         return len(self.samples)
 
-    def _decode(self, i: int) -> Image.Image:
-        if self._cache is not None and self._cache[i] is not None:
-            return Image.fromarray(self._cache[i])
-        path = self.image_root / self.samples[i].image
-        try:
-            with Image.open(path) as img:
-                image = img.convert("RGB")
-        except (OSError, ValueError) as err:
-            raise DatasetFormatError(path, f"cannot read image ({err})") from err
-        if self._cache is not None:
-            self._cache[i] = np.asarray(image)
-        return image
-
     def __getitem__(self, i: int) -> dict[str, Any]:
-        image = self._decode(i)
+        image = self.images.load(i, self.image_root / self.samples[i].image)
         if self.transform is not None:
             image = self.transform(image)
         item = {"image": image, "text_ids": self.text_ids[i], "text_mask": self.text_mask[i],
@@ -257,7 +242,7 @@ class CrisisMMDDataset(Dataset):
         return item
 
 
-class CrisisMMDDataModule(LightningDataModule):
+class CrisisMMDDataModule(SuiteDataModule):
     """CrisisMMD (real release or synthetic twin) for the multimodal multi-task models.
 
     Args:
@@ -347,31 +332,6 @@ class CrisisMMDDataModule(LightningDataModule):
         self.data_train, self.data_val, self.data_test = made["train"], made["dev"], made["test"]
         log.info("CrisisMMD (%s split): %d train / %d dev / %d test samples; %s", hp.split_mode, len(self.data_train),
                  len(self.data_val), len(self.data_test), self.index.stats)
-
-    # ------------------------------------------------------------------ loaders
-    def _replicas(self) -> tuple[int, int]:
-        trainer = self.trainer
-        return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-
-    def _loader(self, dataset: Dataset, sampler) -> DataLoader:
-        pin = self.hparams.pin_memory
-        if pin == "auto":
-            pin = self.trainer is not None and self.trainer.accelerator.__class__.__name__ == "CUDAAccelerator"
-        workers = self.hparams.num_workers
-        return DataLoader(dataset, batch_size=self.hparams.batch_size, sampler=sampler, num_workers=workers,
-                          pin_memory=bool(pin), persistent_workers=workers > 0)
-
-    def train_dataloader(self) -> DataLoader:
-        world, rank = self._replicas()
-        sampler = EpochFractionSampler(len(self.data_train), self.hparams.epoch_fraction, shuffle=True,
-                                       seed=self.hparams.split_seed, num_replicas=world, rank=rank)
-        return self._loader(self.data_train, sampler)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.data_val, EvalSampler(len(self.data_val), *self._replicas()))
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.data_test, EvalSampler(len(self.data_test), *self._replicas()))
 
     # ------------------------------------------------------------------ for the model, figures, export
     def task_statistics(self) -> dict[str, Any]:

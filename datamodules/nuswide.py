@@ -34,12 +34,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from lightning import LightningDataModule
-from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
+from datamodules.base import DecodedImages, SuiteDataModule
 from datamodules.errors import DatasetFormatError
-from datamodules.samplers import EpochFractionSampler, EvalSampler
 from datamodules.synthetic.nuswide import ensure_nuswide
 from datamodules.transforms import ImageTransforms
 
@@ -450,7 +448,7 @@ class NusWideDataset(Dataset):
         self.records = list(records)
         self.num_labels, self.num_tags = num_labels, num_tags
         self.transform = transform
-        self._cache: list[np.ndarray | None] | None = [None] * len(self.records) if cache_decoded else None
+        self.images = DecodedImages(len(self.records), cache_decoded)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -461,29 +459,16 @@ class NusWideDataset(Dataset):
             vec[torch.as_tensor(idx, dtype=torch.long)] = 1.0
         return vec
 
-    def _decode(self, i: int) -> Image.Image:
-        if self._cache is not None and self._cache[i] is not None:
-            return Image.fromarray(self._cache[i])
-        path = self.image_root / self.records[i].image
-        try:
-            with Image.open(path) as img:
-                image = img.convert("RGB")
-        except (OSError, ValueError) as err:
-            raise DatasetFormatError(path, f"cannot read image ({err}); rebuild the index to drop it") from err
-        if self._cache is not None:
-            self._cache[i] = np.asarray(image)
-        return image
-
     def __getitem__(self, i: int) -> dict[str, Any]:
         rec = self.records[i]
-        image = self._decode(i)
+        image = self.images.load(i, self.image_root / rec.image)
         if self.transform is not None:
             image = self.transform(image)
         return {"image": image, "tags": self._multi_hot(rec.tags, self.num_tags),
                 "labels": self._multi_hot(rec.labels, self.num_labels), "index": i}
 
 
-class NusWideDataModule(LightningDataModule):
+class NusWideDataModule(SuiteDataModule):
     """NUS-WIDE (real release or its synthetic twin) for the multi-label tagger.
 
     ``prepare_data`` (once per node) writes the synthetic twin if configured and builds the compact
@@ -567,31 +552,6 @@ class NusWideDataModule(LightningDataModule):
         self.data_test = make(test, transform=self.transforms.eval())
         log.info("NUS-WIDE: %d train / %d val / %d test images (%s)", len(self.data_train), len(self.data_val),
                  len(self.data_test), ", ".join(f"{k}={v}" for k, v in self.index.stats.items()))
-
-    # ------------------------------------------------------------------ loaders
-    def _replicas(self) -> tuple[int, int]:
-        trainer = self.trainer
-        return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-
-    def _loader(self, dataset: Dataset, sampler) -> DataLoader:
-        pin = self.hparams.pin_memory
-        if pin == "auto":
-            pin = self.trainer is not None and self.trainer.accelerator.__class__.__name__ == "CUDAAccelerator"
-        workers = self.hparams.num_workers
-        return DataLoader(dataset, batch_size=self.hparams.batch_size, sampler=sampler, num_workers=workers,
-                          pin_memory=bool(pin), persistent_workers=workers > 0, generator=sampler.loader_generator)
-
-    def train_dataloader(self) -> DataLoader:
-        world, rank = self._replicas()
-        sampler = EpochFractionSampler(len(self.data_train), self.hparams.epoch_fraction, shuffle=True,
-                                       seed=self.hparams.split_seed, num_replicas=world, rank=rank)
-        return self._loader(self.data_train, sampler)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.data_val, EvalSampler(len(self.data_val), *self._replicas()))
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.data_test, EvalSampler(len(self.data_test), *self._replicas()))
 
     # ------------------------------------------------------------------ for figures and export
     @property

@@ -32,12 +32,11 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
-from lightning import LightningDataModule
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from datamodules.base import DecodedImages, SuiteDataModule
 from datamodules.errors import DatasetFormatError
-from datamodules.samplers import EpochFractionSampler, EvalSampler
 from datamodules.transforms import ImageTransforms
 
 log = logging.getLogger(__name__)
@@ -261,23 +260,13 @@ class Sun397Dataset(Dataset):
         self.records = list(records)
         self.targets = list(targets)
         self.transform = transform
-        self._cache: list[np.ndarray | None] | None = [None] * len(self.records) if cache_decoded else None
+        self.images = DecodedImages(len(self.records), cache_decoded)
 
     def __len__(self) -> int:
         return len(self.records)
 
     def decode(self, i: int) -> Image.Image:
-        if self._cache is not None and self._cache[i] is not None:
-            return Image.fromarray(self._cache[i])
-        path = self.image_root / self.records[i][0]
-        try:
-            with Image.open(path) as img:
-                image = img.convert("RGB")
-        except (OSError, ValueError) as err:
-            raise DatasetFormatError(path, f"cannot read image ({err}); set data.check_images=true to drop it") from err
-        if self._cache is not None:
-            self._cache[i] = np.asarray(image)
-        return image
+        return self.images.load(i, self.image_root / self.records[i][0])
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         image = self.decode(i)
@@ -287,7 +276,7 @@ class Sun397Dataset(Dataset):
         return {"image": image, "label": self.targets[scene], "scene": scene, "index": i}
 
 
-class Sun397DataModule(LightningDataModule):
+class Sun397DataModule(SuiteDataModule):
     """SUN397 (real or the synthetic twin) with hashtag labels, for the hashtag scene classifier.
 
     Args:
@@ -365,31 +354,6 @@ class Sun397DataModule(LightningDataModule):
         log.info("SUN397 (%s): %d train / %d val / %d test images, %d scene classes -> %d of %d hashtags; %s",
                  hp.split, len(train), len(val), len(self.data_test), len(self.index.classes), len(present),
                  len(self.hashtags), ", ".join(f"{k}={v}" for k, v in self.index.stats.items()))
-
-    # ------------------------------------------------------------------ loaders
-    def _replicas(self) -> tuple[int, int]:
-        trainer = self.trainer
-        return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-
-    def _loader(self, dataset: Dataset, sampler) -> DataLoader:
-        pin = self.hparams.pin_memory
-        if pin == "auto":
-            pin = self.trainer is not None and self.trainer.accelerator.__class__.__name__ == "CUDAAccelerator"
-        workers = self.hparams.num_workers
-        return DataLoader(dataset, batch_size=self.hparams.batch_size, sampler=sampler, num_workers=workers,
-                          pin_memory=bool(pin), persistent_workers=workers > 0)
-
-    def train_dataloader(self) -> DataLoader:
-        world, rank = self._replicas()
-        sampler = EpochFractionSampler(len(self.data_train), self.hparams.epoch_fraction, shuffle=True,
-                                       seed=self.hparams.split_seed, num_replicas=world, rank=rank)
-        return self._loader(self.data_train, sampler)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.data_val, EvalSampler(len(self.data_val), *self._replicas()))
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.data_test, EvalSampler(len(self.data_test), *self._replicas()))
 
     def predict_dataloader(self) -> DataLoader:
         return self.test_dataloader()

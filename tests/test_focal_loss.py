@@ -31,8 +31,10 @@ def test_missing_labels_are_masked_not_imputed():
     target = torch.tensor([2, -1, 0, -1])
     loss, count = one_vs_rest_loss(logits, target, kind="focal")
     assert count == 2
-    ref = focal_loss(logits[[0, 2]], torch.nn.functional.one_hot(target[[0, 2]], 3).float())
-    torch.testing.assert_close(loss, ref)
+    ref = focal_loss(logits[[0, 2]], torch.nn.functional.one_hot(target[[0, 2]], 3).float(), reduction="none")
+    torch.testing.assert_close(loss, ref.sum(1).mean())  # summed over the classes, averaged over samples
+    mean, _ = one_vs_rest_loss(logits, target, kind="focal", class_reduction="mean")
+    torch.testing.assert_close(mean, ref.mean())
     loss.backward()
     assert logits.grad[[1, 3]].abs().sum() == 0 and logits.grad[[0, 2]].abs().sum() > 0
     none, zero = one_vs_rest_loss(logits, torch.full((4,), -1))

@@ -45,6 +45,8 @@ def test_training_learns_and_reports_tta_and_abstaining(run):
 
 
 def test_predict_a_folder_with_the_inverse_check(run, tmp_path):
+    from experiments import predict
+
     config = __import__("yaml").safe_load((run / "config.yaml").read_text())
     root = Path(config["data"]["root"]) / "SUN397"
     folder = tmp_path / "images"

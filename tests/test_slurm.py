@@ -62,7 +62,7 @@ def test_requeue_on_signal_resumes_with_the_step_count(cluster, tmp_path, synthe
                 break
             time.sleep(0.2)
         assert last is not None, "the job never wrote a checkpoint"
-        job_id = next(iter(last.parents[3].glob(".submitit/*"))).name
+        job_id = next(p.name for p in last.parents[3].glob(".submitit/*") if p.is_dir() and p.name.isdigit())
         # SIGUSR1 to the job step (the training process): Lightning saves hpc_ckpt_1 and requeues.
         subprocess.run(["scancel", "--signal=USR1", job_id], check=True, timeout=30)
         while time.time() < deadline:  # skip SLURM's requeue hold (EligibleTime = now + 2 min)

@@ -30,7 +30,8 @@ def only_run(parent: Path) -> Path:
 def main_job(tmp_path_factory, synthetic_dir) -> Path:
     """The README's main job, unchanged but for where it writes."""
     logs = tmp_path_factory.mktemp("main_job")
-    run_cli("experiments.train", "experiment=tagger", f"paths.log_dir={logs}", f"paths.synthetic_dir={synthetic_dir}")
+    run_cli("experiments.train", "experiment=tagger", f"paths.log_dir={logs}", f"paths.synthetic_dir={synthetic_dir}",
+            timeout=1800)
     return only_run(logs)
 
 
