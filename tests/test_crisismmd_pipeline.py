@@ -6,12 +6,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import read_metrics, run_cli
+from tests.conftest import evaluate_on_one_and_two_processes, read_metrics, run_cli
 
 pytestmark = pytest.mark.slow
 
-SMALL = ["data.synthetic.num_tweets=1600", "data.synthetic.image_size=32", "augmentation.resize=32",
-         "augmentation.crop=32", "trainer.max_epochs=14", "callbacks.rich_progress_bar=null"]
+SMALL = ["data.synthetic.num_tweets=3000", "data.synthetic.image_size=32", "augmentation.resize=32",
+         "augmentation.crop=32", "trainer.max_epochs=20", "callbacks.rich_progress_bar=null"]
 
 
 def only_run(parent: Path) -> Path:
@@ -87,3 +87,13 @@ def test_four_modalities_network_runs():
         assert out["logits"]["a"].shape == (3, 2) and out["logits"]["b"].shape == (3, 3)
         sum(o.sum() for o in out["logits"].values()).backward()
         assert net.fourth.embedding.weight.grad is not None
+
+
+def test_ddp_two_cpu_processes_give_the_same_test_metrics(small_run, tmp_path, synthetic_dir):
+    ckpt = read_metrics(small_run)["stages"]["main"]["best_checkpoint"]
+    results = evaluate_on_one_and_two_processes(
+        ckpt, ["experiment=crisismmd", f"paths.synthetic_dir={synthetic_dir}", *SMALL], tmp_path)
+    for key, value in results["cpu"].items():
+        if key.endswith("loss"):  # a mean of per-batch means: the batches differ
+            continue
+        assert results["ddp_cpu"][key] == pytest.approx(value, abs=1e-6), key

@@ -27,6 +27,11 @@ and 0-2 rubble glyphs. Drawn with :mod:`datamodules.synthetic.world` (glyphs on 
   infrastructure images are assessed): the rubble count, lowered by one when the image's hazard is not
   the event's (image x event interaction): 2 -> severe, 1 -> mild, 0 -> little_or_no_damage.
 
+A tweet's text is 1-3 filler words, the hazard word (if any) and the topic phrase in random order,
+sometimes an ``RT @user:`` prefix, the event's hashtag in 80 % of tweets and a ``t.co`` link from a
+fixed pool of 20 (version 3; version 1 had 2-5 fillers, a fresh random link per tweet and the hashtag
+in half of the tweets, which left too little signal for small encoders trained from scratch).
+
 Each label is replaced by a random class with probability ``label_noise``. The classes are imbalanced
 by construction (recorded per task and split in ``synthetic_meta.json``).
 """

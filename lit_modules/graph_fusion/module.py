@@ -16,7 +16,7 @@ means focal for ``dbn`` and binary cross-entropy for the baselines (``focal``/``
 Automatic optimisation throughout: the extra gradients (per-task ``G_W^(f)``, MGDA's per-task
 gradients) are taken with ``torch.autograd.grad`` before the step's single backward.
 
-Logged: ``<split>/loss`` (the unweighted sum of the task losses: the early-stopping monitor),
+Logged: ``<split>/loss`` (the unweighted sum of the task losses: the monitor of `crisismmd_real`, as in the seed),
 ``<split>/<task>/loss``, ``<split>/<task>/{F1_macro,F1_weighted,HL,accuracy,MAP}``, their means
 over tasks ``<split>/{F1_macro,...}``, and ``train/weight/<task>``.
 """
