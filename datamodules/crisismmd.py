@@ -47,7 +47,7 @@ import torch
 from torch.utils.data import Dataset
 
 from datamodules.base import DecodedImages, SuiteDataModule
-from datamodules.errors import DatasetFormatError
+from datamodules.errors import DatasetFormatError, read_lines
 from datamodules.synthetic.crisismmd import DAMAGE, HUMANITARIAN, INFORMATIVE, ensure_crisismmd
 from datamodules.transforms import ImageTransforms
 
@@ -63,7 +63,6 @@ DEFAULT_FILES = {
     "damage": "crisismmd_datasplit_all/task_damage_text_img_{split}.tsv",
 }
 _LABEL_COLUMNS = ("label", "label_image")
-_BOM = b"\xef\xbb\xbf"
 _MAX_EXAMPLES = 5
 
 
@@ -101,13 +100,7 @@ class CrisisMMDIndex:
 def read_task_file(path: str | Path, task: str) -> tuple[list[TaskRow], int]:
     """Parse one task's split TSV; returns the rows (first of repeated image ids) and the repeats count."""
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise DatasetFormatError(path, f"missing file; it should hold the {task} task's tab-separated rows") from None
-    lines = data.removeprefix(_BOM).split(b"\n")
-    while lines and not lines[-1].strip():
-        lines.pop()
+    lines = read_lines(path, f"the {task} task's tab-separated rows")
     if not lines:
         raise DatasetFormatError(path, "empty file; expected a header line", line=1)
 

@@ -31,3 +31,20 @@ class DatasetFormatError(ValueError):
         where = str(self.path) + (f":{line}" if line is not None else "")
         what = f"field {field!r}: " if field else ""
         super().__init__(f"{where}: {what}{message}")
+
+
+_BOM = b"\xef\xbb\xbf"
+
+
+def read_lines(path: Path, contents: str) -> list[bytes]:
+    """Raw lines of a publisher's text file, without line ends (LF or CRLF: a trailing ``\\r`` stays for
+    the caller to strip), a UTF-8 BOM and trailing blank lines dropped. A missing file raises a
+    :class:`DatasetFormatError` saying what it should contain (``contents``)."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise DatasetFormatError(path, f"missing file; it should contain {contents}") from None
+    lines = data.removeprefix(_BOM).split(b"\n")
+    while lines and not lines[-1].strip():
+        lines.pop()
+    return lines

@@ -37,7 +37,7 @@ import torch
 from torch.utils.data import Dataset
 
 from datamodules.base import DecodedImages, SuiteDataModule
-from datamodules.errors import DatasetFormatError
+from datamodules.errors import DatasetFormatError, read_lines
 from datamodules.synthetic.nuswide import ensure_nuswide
 from datamodules.transforms import ImageTransforms
 
@@ -53,7 +53,6 @@ INDEX_FILENAME = "nuswide.ndjson"
 CONCEPTS_FILE = Path("ConceptsList", "Concepts81.txt")
 TAGLIST_FILE = Path("NUS_WID_Tags", "TagList1k.txt")
 _SPLIT_FILE_WORD = {"train": "Train", "test": "Test"}
-_BOM = b"\xef\xbb\xbf"
 _MAX_EXAMPLES = 5
 
 
@@ -111,21 +110,6 @@ def multi_hot(index_lists: Sequence[Sequence[int]], width: int) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 
 
-def _read_lines(path: Path, contents: str) -> list[bytes]:
-    """Lines of a text file without line ends; trailing blank lines and a UTF-8 BOM are ignored.
-
-    ``contents`` describes what the file should hold, for the error raised when it is missing.
-    """
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise DatasetFormatError(path, f"missing file; it should contain {contents}") from None
-    lines = data.removeprefix(_BOM).split(b"\n")
-    while lines and not lines[-1].strip():
-        lines.pop()
-    return lines
-
-
 def _decode(raw: bytes, path: Path, line: int) -> str:
     try:
         return raw.decode("utf-8")
@@ -146,7 +130,7 @@ def _check_aligned(path: Path, rows: int, aligned_with: Path, expected: int) -> 
 def read_name_list(path: Path, expected: int, contents: str) -> list[str]:
     """A list of ``expected`` distinct, non-empty names, one per line (surrounding blanks ignored)."""
     path = Path(path)
-    lines = _read_lines(path, contents)
+    lines = read_lines(path, contents)
     names: list[str] = []
     first_seen: dict[str, int] = {}
     for number, raw in enumerate(lines, start=1):
@@ -176,7 +160,7 @@ def read_tag_list(path: Path) -> list[str]:
 
 def read_image_list(path: Path) -> list[str]:
     """Parse an image list: one Windows-style relative path per line, returned as posix paths."""
-    lines = _read_lines(path, r"one image path per line, like actor\0001_2124494179.jpg")
+    lines = read_lines(path, r"one image path per line, like actor\0001_2124494179.jpg")
     images: list[str] = []
     for number, raw in enumerate(lines, start=1):
         image = _decode(raw, path, number).strip().replace("\\", "/")
@@ -195,7 +179,7 @@ def _first_bad_value(values: Sequence[bytes]) -> tuple[int, str]:
 def read_binary_column(path: Path, aligned_with: Path, expected_rows: int) -> np.ndarray:
     """Parse a label file (one 0/1 per line) into a uint8 vector row-aligned with ``aligned_with``."""
     contents = f"one 0/1 label per line for each image of {aligned_with.name}"
-    values = [line.strip() for line in _read_lines(path, contents)]
+    values = [line.strip() for line in read_lines(path, contents)]
     _check_aligned(path, len(values), aligned_with, expected_rows)
     joined = b"".join(values)
     if len(joined) != len(values) or joined.translate(None, b"01"):
@@ -209,7 +193,7 @@ def read_binary_rows(
 ) -> list[list[int]]:
     """Parse a 0/1 matrix file (``width`` blank-separated values per row) into the 1-columns per row."""
     contents = f"one row of {width} blank-separated 0/1 values per image of {aligned_with.name}"
-    lines = _read_lines(path, contents)
+    lines = read_lines(path, contents)
     _check_aligned(path, len(lines), aligned_with, expected_rows)
     rows: list[list[int]] = []
     for number, line in enumerate(lines, start=1):
