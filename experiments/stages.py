@@ -242,7 +242,10 @@ def _archive_requeue_checkpoints(run_dir: Path, stage: str) -> Path:
     target = run_dir / "checkpoints" / stage
     target.mkdir(parents=True, exist_ok=True)
     for path in run_dir.glob("hpc_ckpt_*.ckpt"):
-        path.replace(target / path.name)
+        try:
+            path.replace(target / path.name)
+        except FileNotFoundError:  # another DDP rank moved it first
+            pass
     return target
 
 
