@@ -48,6 +48,7 @@ from torch.utils.data import Dataset
 
 from datamodules.base import DecodedImages, SuiteDataModule
 from datamodules.errors import DatasetFormatError, read_lines
+from datamodules.feature_cache import FeatureCache, load_feature_cache
 from datamodules.synthetic.crisismmd import DAMAGE, HUMANITARIAN, INFORMATIVE, ensure_crisismmd
 from datamodules.transforms import ImageTransforms
 
@@ -209,29 +210,40 @@ def hashtags(text: str) -> list[str]:
     return [w.lower() for w in text.split() if w.startswith("#") and len(w) > 1]
 
 
+def sample_key(sample: CrisisSample) -> str:
+    """A sample's identity in a feature cache: ``<tweet_id>/<image_id>``."""
+    return f"{sample.tweet_id}/{sample.image_id}"
+
+
 class CrisisMMDDataset(Dataset):
-    """Items ``{image, text_ids, text_mask, extra_ids, labels [T] (-1: none), index}``."""
+    """Items ``{image, text_ids, text_mask, extra_ids, labels [T] (-1: none), index}``.
+
+    With ``features`` (precomputed by frozen encoders, :mod:`datamodules.feature_cache`) an item
+    carries ``<modality>_features`` instead, and images are not decoded when ``image`` is cached.
+    """
 
     def __init__(self, image_root: Path, samples: Sequence[CrisisSample], text_ids: torch.Tensor,
                  text_mask: torch.Tensor, extra_ids: torch.Tensor | None, transform: Callable | None = None,
-                 cache_decoded: bool = False) -> None:
+                 cache_decoded: bool = False, features: dict[str, torch.Tensor] | None = None) -> None:
         self.image_root, self.samples = Path(image_root), list(samples)
         self.text_ids, self.text_mask, self.extra_ids = text_ids, text_mask, extra_ids
         self.labels = torch.tensor([s.labels for s in self.samples], dtype=torch.long).view(len(self.samples), len(TASKS))
         self.transform = transform
+        self.features = dict(features or {})
         self.images = DecodedImages(len(self.samples), cache_decoded)
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        image = self.images.load(i, self.image_root / self.samples[i].image)
-        if self.transform is not None:
-            image = self.transform(image)
-        item = {"image": image, "text_ids": self.text_ids[i], "text_mask": self.text_mask[i],
-                "labels": self.labels[i], "index": i}
+        item = {"text_ids": self.text_ids[i], "text_mask": self.text_mask[i], "labels": self.labels[i], "index": i}
+        if "image" not in self.features:
+            image = self.images.load(i, self.image_root / self.samples[i].image)
+            item["image"] = self.transform(image) if self.transform is not None else image
         if self.extra_ids is not None:
             item["extra_ids"] = self.extra_ids[i]
+        for modality, table in self.features.items():
+            item[f"{modality}_features"] = table[i]
         return item
 
 
@@ -248,6 +260,8 @@ class CrisisMMDDataModule(SuiteDataModule):
         text_vocab_size, text_min_freq, text_max_length: the offline vocabulary and the token budget.
         extra_modality: ``event``, ``hashtags`` or ``None``; extra_vocab_size, max_hashtags: its ids.
         synthetic: ``None`` for real data, else the arguments of :func:`ensure_crisismmd`.
+        features_dir: a feature cache of frozen encoders (``python -m experiments.precompute_features``):
+            batches carry ``<modality>_features`` and skip those encoders (and image decoding).
     """
 
     def __init__(self, root: str, files: Mapping[str, str] | None = None, image_root: str = "CrisisMMD_v2.0",
@@ -257,7 +271,7 @@ class CrisisMMDDataModule(SuiteDataModule):
                  epoch_fraction: float = 1.0, text_encoder: str = "bilstm", text_vocab_size: int = 5000,
                  text_min_freq: int = 1, text_max_length: int = 48, extra_modality: str | None = "event",
                  extra_vocab_size: int = 64, max_hashtags: int = 8, synthetic: dict[str, Any] | None = None,
-                 cache_decoded: bool = False) -> None:
+                 cache_decoded: bool = False, features_dir: str | None = None) -> None:
         super().__init__()
         if split_mode not in ("official", "random"):
             raise ValueError(f"split_mode must be official or random, got {split_mode!r}")
@@ -276,6 +290,7 @@ class CrisisMMDDataModule(SuiteDataModule):
         self.tokenizer = None
         self.extra_vocab = None
         self.data_train = self.data_val = self.data_test = None
+        self.feature_cache: FeatureCache | None = None
 
     def prepare_data(self) -> None:
         if self.hparams.synthetic:
@@ -316,15 +331,32 @@ class CrisisMMDDataModule(SuiteDataModule):
         if hp.extra_modality:
             self.extra_vocab = WordVocabulary.build((" ".join(self._extra_tokens(s)) for s in train),
                                                     max_size=hp.extra_vocab_size, tokenize=str.split)
+        if hp.features_dir:
+            self.feature_cache = load_feature_cache(hp.features_dir)
+            log.info("CrisisMMD: %s features from the cache %s (encoders not run; augmentation of those "
+                     "modalities off)", "/".join(self.feature_cache.modalities), hp.features_dir)
         made = {}
         for split, transform in (("train", self.transforms.train()), ("dev", self.transforms.eval()),
                                  ("test", self.transforms.eval())):
-            samples = self.splits[split]
-            made[split] = CrisisMMDDataset(Path(self.index.image_root), samples, *self._encode(samples),
-                                           transform=transform, cache_decoded=hp.cache_decoded)
+            made[split] = self.make_dataset(split, transform)
         self.data_train, self.data_val, self.data_test = made["train"], made["dev"], made["test"]
         log.info("CrisisMMD (%s split): %d train / %d dev / %d test samples; %s", hp.split_mode, len(self.data_train),
                  len(self.data_val), len(self.data_test), self.index.stats)
+
+    def make_dataset(self, split: str, transform: Callable | None, use_cache: bool = True) -> CrisisMMDDataset:
+        """The dataset of one split (``train``/``dev``/``test``) with the given image transform."""
+        samples = self.splits[split]
+        features = None
+        if use_cache and self.feature_cache is not None:
+            features = self.feature_cache.split(split, [sample_key(s) for s in samples])
+        return CrisisMMDDataset(Path(self.index.image_root), samples, *self._encode(samples), transform=transform,
+                                cache_decoded=self.hparams.cache_decoded, features=features)
+
+    def feature_datasets(self) -> dict[str, tuple[list[str], CrisisMMDDataset]]:
+        """Per split: the sample keys and a dataset with evaluation transforms and no cached features,
+        what :mod:`experiments.precompute_features` runs the frozen encoders over."""
+        return {split: ([sample_key(s) for s in self.splits[split]], self.make_dataset(split, self.transforms.eval(), False))
+                for split in SPLITS}
 
     # ------------------------------------------------------------------ for the model, figures, export
     def task_statistics(self) -> dict[str, Any]:

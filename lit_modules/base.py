@@ -30,6 +30,16 @@ class SuiteModule(LightningModule):
         self.scheduler_factory = scheduler
         self.scheduler_interval = scheduler_interval
 
+    def on_train_start(self) -> None:
+        """Put the module in training mode through its own ``train()``.
+
+        Lightning (>= 2.2) never calls ``train()`` at the start of fit: each submodule keeps the mode
+        it had (training, for a freshly built one) and the evaluation loops restore those modes. The
+        ``train()`` overrides that keep frozen parts in eval mode (fixed batch-norm statistics, no
+        dropout) would never run, and a "frozen" encoder would drift. Subclasses call ``super()``.
+        """
+        self.train()
+
     def trainable_parameters(self) -> Iterable[torch.nn.Parameter] | list[dict[str, Any]]:
         """Parameters (or parameter groups) handed to the optimizer; frozen ones are left out."""
         return [p for p in self.parameters() if p.requires_grad]

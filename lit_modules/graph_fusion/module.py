@@ -141,7 +141,27 @@ class GraphFusionMultiTask(SuiteModule):
         return len(self.task_names) * (full * losses).sum()
 
     # ----------------------------------------------------------------------------- steps
+    def check_feature_cache(self) -> None:
+        """Refuse precomputed features that this network's frozen encoders would not give: a modality
+        whose encoder trains, or a fingerprint that differs (another checkpoint, another random init)."""
+        from datamodules.feature_cache import encoder_fingerprint
+
+        cache = getattr(self.trainer.datamodule, "feature_cache", None) if self._trainer is not None else None
+        if cache is None:
+            return
+        frozen = self.net.frozen_modalities()
+        for modality in cache.modalities:
+            if modality not in self.net.modalities:
+                continue
+            if modality not in frozen:
+                raise ValueError(f"{cache.root}: features of {modality!r} are cached, but its encoder trains here; "
+                                 f"freeze it (model.net.freeze=[{modality}]) or drop data.features_dir")
+            if encoder_fingerprint(self.net.encoders[modality]) != cache.fingerprint(modality):
+                raise ValueError(f"{cache.root}: the cached {modality!r} features come from another encoder "
+                                 "(weights differ: pretrained checkpoint or seed); re-run experiments.precompute_features")
+
     def on_fit_start(self) -> None:
+        self.check_feature_cache()
         stats = getattr(self.trainer.datamodule, "task_statistics", None)
         if callable(stats):
             s = stats()
@@ -210,6 +230,9 @@ class GraphFusionMultiTask(SuiteModule):
 
     def on_validation_epoch_end(self) -> None:
         self._log_epoch("val")
+
+    def on_test_start(self) -> None:
+        self.check_feature_cache()
 
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         self._eval_step(batch, "test")

@@ -85,21 +85,36 @@ class MultimodalMultiTaskNet(nn.Module):
 
     def train(self, mode: bool = True) -> MultimodalMultiTaskNet:
         super().train(mode)
-        for m in self.frozen:  # fixed feature extractors keep their batch-norm statistics
+        # Fixed feature extractors keep their batch-norm statistics and run without dropout, so they
+        # give the same features in training as in evaluation (and as a precomputed feature cache).
+        for m in self.frozen_modalities():
             self.encoders[m].eval()
         return self
 
+    def frozen_modalities(self) -> list[str]:
+        """Modalities whose encoder has nothing to train (``freeze`` or a frozen pretrained encoder):
+        their features can be precomputed once (:mod:`datamodules.feature_cache`)."""
+        return [m for m in self.modalities
+                if m in self.frozen or not any(p.requires_grad for p in self.encoders[m].parameters())]
+
+    def encode_modality(self, modality: str, batch: Mapping[str, Tensor]) -> Tensor:
+        """The encoder's output for one modality, before alignment (``[n, num_features]``)."""
+        enc = self.encoders[modality]
+        if modality == "image":
+            return enc(batch["image"])
+        if modality == "text":
+            return enc(batch["text_ids"], batch.get("text_mask"))
+        return enc(batch["extra_ids"])
+
     def encode(self, batch: Mapping[str, Tensor]) -> list[Tensor]:
-        """The aligned unimodal vectors ``V_i`` (``[n, D]`` each), in ``modalities`` order."""
+        """The aligned unimodal vectors ``V_i`` (``[n, D]`` each), in ``modalities`` order.
+
+        A batch that carries ``<modality>_features`` (precomputed by a frozen encoder) skips that encoder.
+        """
         out = []
         for m in self.modalities:
-            enc = self.encoders[m]
-            if m == "image":
-                v = enc(batch["image"])
-            elif m == "text":
-                v = enc(batch["text_ids"], batch.get("text_mask"))
-            else:
-                v = enc(batch["extra_ids"])
+            cached = batch.get(f"{m}_features")
+            v = cached if cached is not None else self.encode_modality(m, batch)
             if self.aligners is not None:
                 v = self.aligners[m](v)
             elif v.shape[-1] < self.dim:

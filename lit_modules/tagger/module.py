@@ -163,6 +163,7 @@ class MultiLabelTagger(SuiteModule):
         return self
 
     def on_train_start(self) -> None:
+        super().on_train_start()
         self.net.mark_trained(self.hparams.stage)
 
     # ----------------------------------------------------------------------------- steps
