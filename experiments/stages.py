@@ -34,6 +34,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from lit_modules.callbacks import compile_children
 from experiments.common import finish_wandb, instantiate_list, is_rank_zero, save_resolved_config, to_float_dict, write_json
 from experiments.export import export_model
 
@@ -102,7 +103,10 @@ def build_model(cfg: DictConfig) -> L.LightningModule:
     """The LightningModule of ``cfg.model`` with the ``_partial_`` optimizer and scheduler groups."""
     optimizer = instantiate_partial(cfg.optimizer)
     scheduler = instantiate_partial(cfg.scheduler) if cfg.get("scheduler") else None
-    return instantiate(cfg.model, optimizer=optimizer, scheduler=scheduler)
+    model = instantiate(cfg.model, optimizer=optimizer, scheduler=scheduler)
+    if cfg.get("compile") and hasattr(model, "net"):
+        log.info("torch.compile: %s", ", ".join(compile_children(model.net)))
+    return model
 
 
 def load_weights(model: L.LightningModule, checkpoint: str | Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from lightning import Callback, LightningModule, Trainer
 from lightning.fabric.utilities.seed import seed_everything
 
@@ -32,3 +33,28 @@ class EpochSeed(Callback):
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._reseed(trainer)
+
+
+class ChannelsLast(Callback):
+    """Convolution weights (and so activations) in channels-last memory format, the layout tensor
+    cores use for convolutions under bf16/fp16 autocast; images arrive NCHW and the first convolution
+    converts them. A no-op for models without 4-D weights."""
+
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        pl_module.to(memory_format=torch.channels_last)
+
+    def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        pl_module.to(memory_format=torch.channels_last)
+
+
+def compile_children(module: torch.nn.Module) -> list[str]:
+    """``torch.compile`` each direct child of ``module`` that has parameters, in place
+    (``nn.Module.compile``: the state-dict keys, checkpoints and exports are unchanged). Compiling
+    the parts rather than the whole keeps the stage-specific code paths (a stage that runs one
+    branch only) out of the compiled graphs. Returns the compiled children's names."""
+    names = []
+    for name, child in module.named_children():
+        if any(True for _ in child.parameters()):
+            child.compile()
+            names.append(name)
+    return names

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lit_modules.base import SuiteModule
+from lit_modules.base import EpochMeans, SuiteModule
 from lit_modules.graph_fusion.multitask import DynamicTaskWeights, min_norm_weights
 from lit_modules.graph_fusion.networks import MultimodalMultiTaskNet
 from lit_modules.losses import one_vs_rest_loss
@@ -73,6 +73,7 @@ class GraphFusionMultiTask(SuiteModule):
         self.task_names = list(net.tasks)
         self.sample_loss = sample_loss
         self.task_weights = DynamicTaskWeights(len(self.task_names), alpha=dbn_alpha, lr=dbn_lr)
+        self.train_means = EpochMeans()
         self.scores = nn.ModuleDict({s: nn.ModuleDict({t: MulticlassTaskScores(c) for t, c in net.tasks.items()})
                                      for s in ("val", "test")})
         self.average_precision = nn.ModuleDict(
@@ -93,6 +94,14 @@ class GraphFusionMultiTask(SuiteModule):
             present.append(count > 0)
         return torch.stack(losses), torch.tensor(present, device=labels.device)
 
+    def _train_log_names(self) -> list[str]:
+        names = [f"train/{t}/loss" for t in self.task_names]
+        if self.hparams.multitask in ("dbn", "mgda"):
+            names += [f"train/weight/{t}" for t in self.task_names]
+        if self.hparams.multitask == "dbn":
+            names.append("train/dbn_LD")
+        return names
+
     def _reduce_mean(self, value: Tensor) -> Tensor:
         """Average across DDP ranks so every rank keeps the same task weights."""
         trainer = self._trainer
@@ -100,7 +109,8 @@ class GraphFusionMultiTask(SuiteModule):
             return value
         return trainer.strategy.reduce(value, reduce_op="mean")
 
-    def _dbn_loss(self, losses: Tensor, present: Tensor) -> Tensor:
+    def _dbn_loss(self, losses: Tensor, present: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``(sum_f w_f L_f, w [T] used this step, L_D)``; the weights are then updated (eq. 11)."""
         weights = self.task_weights.current().to(losses.device)
         weighted = weights * losses
         norms = torch.zeros(len(self.task_names), device=losses.device)
@@ -116,13 +126,12 @@ class GraphFusionMultiTask(SuiteModule):
         mean_losses = torch.where(present_all, mean_losses / share.clamp_min(1e-12), mean_losses)
         self.task_weights.record(mean_losses, present_all)
         l_d = self.task_weights.step_update(norms, mean_losses, present_all)
-        self.log("train/dbn_LD", l_d.to(losses.device), on_step=False, on_epoch=True)
-        return weighted.sum()
+        return weighted.sum(), weights, l_d.to(losses.device)
 
-    def _mgda_loss(self, losses: Tensor, present: Tensor, features: Tensor) -> Tensor:
+    def _mgda_loss(self, losses: Tensor, present: Tensor, features: Tensor) -> tuple[Tensor, Tensor]:
         idx = [f for f in range(len(self.task_names)) if present[f]]
         if len(idx) < 2:
-            return losses.sum()
+            return losses.sum(), present.float()
         grads = []
         for f in idx:
             (g,) = torch.autograd.grad(losses[f], features, retain_graph=True)
@@ -136,9 +145,7 @@ class GraphFusionMultiTask(SuiteModule):
         alpha = self._reduce_mean(alpha)
         full = torch.zeros(len(self.task_names), device=losses.device)
         full[idx] = alpha
-        for f, task in enumerate(self.task_names):
-            self.log(f"train/weight/{task}", full[f] * len(self.task_names), on_step=False, on_epoch=True)
-        return len(self.task_names) * (full * losses).sum()
+        return len(self.task_names) * (full * losses).sum(), full * len(self.task_names)
 
     # ----------------------------------------------------------------------------- steps
     def check_feature_cache(self) -> None:
@@ -174,22 +181,24 @@ class GraphFusionMultiTask(SuiteModule):
         labels = batch["labels"]
         losses, present = self.task_losses(out["logits"], labels)
         mode = self.hparams.multitask
+        # Per-task values go to epoch means (one tensor add per step; see EpochMeans): the task
+        # losses weighted by the labelled samples of each task, the task weights, DBN's L_D.
+        values, counts = [losses], [(labels >= 0).sum(0)]
         if mode == "dbn":
-            total = self._dbn_loss(losses, present)
+            total, weights, l_d = self._dbn_loss(losses, present)
+            values += [weights, l_d.view(1)]
         elif mode == "mgda":
-            total = self._mgda_loss(losses, present, out["features"])
+            total, weights = self._mgda_loss(losses, present, out["features"])
+            values.append(weights)
         else:
             total = losses.sum()
-        n = len(labels)
-        self.log("train/loss", total, on_step=True, on_epoch=True, prog_bar=True, batch_size=n)
-        for f, task in enumerate(self.task_names):
-            if present[f]:
-                self.log(f"train/{task}/loss", losses[f], on_step=False, on_epoch=True, batch_size=n)
-            if mode == "dbn":
-                self.log(f"train/weight/{task}", self.task_weights.weights[f], on_step=False, on_epoch=True)
+        ones = torch.ones(len(self._train_log_names()) - len(self.task_names), device=losses.device)
+        self.train_means.add(self._train_log_names(), torch.cat(values), torch.cat([counts[0].float(), ones]))
+        self.log("train/loss", total, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(labels))
         return total
 
     def on_train_epoch_end(self) -> None:
+        self.train_means.log(self)
         if self.hparams.multitask == "dbn" and self.hparams.epoch_rebalance:
             weights = self.task_weights.epoch_rebalance()
             log.info("DBN epoch rebalance -> %s", dict(zip(self.task_names, [round(w, 4) for w in weights.tolist()])))

@@ -1,0 +1,176 @@
+"""``overhead``: what the suite costs per training step over a bare PyTorch loop.
+
+Both loops train the same module (two deep copies of one initialisation) on the same batches
+(drawn once from the experiment's DataModule and kept in memory, so data loading is not measured),
+with the same optimizer (the module's ``configure_optimizers``) and precision:
+
+* bare: ``zero_grad; loss = module.training_step(batch); backward; step``, ``self.log`` switched off;
+* suite: ``trainer.fit`` with the experiment's trainer, callbacks and logger (validation off).
+
+The per-step time is taken between the start of the first timed step and the end of the last, after
+warm-up steps, as the median of interleaved repeats. A third, profiled suite run (Lightning's
+SimpleProfiler) says where the difference goes. Manually optimised modules are measured the same way
+when their ``training_step`` works without a Trainer; otherwise they are reported as skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import time
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import Callback
+from omegaconf import open_dict
+from torch.utils.data import DataLoader
+
+from experiments.bench.common import compose_experiment, synchronize
+from experiments.stages import build_model, build_trainer
+
+DEFAULT_EXPERIMENTS = ["tagger", "hashtag", "crisismmd"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--experiments", nargs="+", default=DEFAULT_EXPERIMENTS)
+    parser.add_argument("--steps", type=int, default=40, help="timed steps per repeat")
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides for every experiment")
+
+
+def draw_batches(datamodule: L.LightningDataModule, count: int) -> list[Any]:
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    batches: list[Any] = []
+    while len(batches) < count:
+        for batch in datamodule.train_dataloader():
+            batches.append(batch)
+            if len(batches) == count:
+                break
+    return batches
+
+
+class _StepTimer(Callback):
+    def __init__(self, first: int, last: int) -> None:
+        self.first, self.last, self.seconds = first, last, float("nan")
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.first:
+            synchronize()
+            self.start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == self.last + 1:
+            synchronize()
+            self.seconds = time.perf_counter() - self.start
+
+
+def _no_log(*args: Any, **kwargs: Any) -> None:
+    return None
+
+
+def bare_loop(module: L.LightningModule, batches: list[Any], warmup: int) -> float:
+    """Seconds for the steps after ``warmup`` of a plain PyTorch training loop."""
+    module.train()
+    module.log = module.log_dict = _no_log
+    optimizer = module.configure_optimizers()["optimizer"]
+    start = 0.0
+    for i, batch in enumerate(batches):
+        if i == warmup:
+            synchronize()
+            start = time.perf_counter()
+        optimizer.zero_grad(set_to_none=True)
+        loss = module.training_step(batch, i)
+        loss.backward()
+        optimizer.step()
+    synchronize()
+    return time.perf_counter() - start
+
+
+def suite_loop(cfg: Any, module: L.LightningModule, batches: list[Any], warmup: int,
+               profiler: str | None = None) -> tuple[float, Any]:
+    """Seconds for the same steps through ``trainer.fit`` (experiment's callbacks and logger)."""
+    with open_dict(cfg):
+        cfg.trainer.max_steps = len(batches)
+        cfg.trainer.max_epochs = 1
+        cfg.trainer.limit_val_batches = 0
+        cfg.trainer.num_sanity_val_steps = 0
+        cfg.trainer.enable_checkpointing = False
+        if profiler:  # written to a file (not printed) under the bench's scratch run dir
+            cfg.trainer.profiler = {"_target_": "lightning.pytorch.profilers.SimpleProfiler",
+                                    "dirpath": str(cfg.paths.output_dir), "filename": "profile"}
+        callbacks = {k: v for k, v in (cfg.get("callbacks") or {}).items()
+                     if v is not None and "ModelCheckpoint" not in str(v.get("_target_", ""))
+                     and "EarlyStopping" not in str(v.get("_target_", ""))}
+        cfg.callbacks = callbacks
+    trainer = build_trainer(cfg)
+    timer = _StepTimer(warmup, len(batches) - 1)
+    trainer.callbacks.append(timer)
+    loader = DataLoader(batches, batch_size=None, shuffle=False)
+    trainer.fit(module, train_dataloaders=loader)
+    return timer.seconds, trainer
+
+
+# Profiled actions that contain the model's own forward/backward/step (the part both loops share).
+_MODEL_WORK = ("run_training_batch", "optimizer_step", "training_step", "backward", "run_training_epoch",
+               "fit_loop", "_run_train", "train_dataloader_next")
+
+
+def profile_breakdown(trainer: Any, steps: int, top: int = 8) -> list[dict[str, Any]]:
+    """What the suite adds, per step (ms): the profiled actions that are not the model's own work
+    (hooks of callbacks, loggers and the loop), largest first."""
+    durations = getattr(trainer.profiler, "recorded_durations", {})
+    rows = [{"action": k, "ms_per_step": 1e3 * sum(v) / max(1, steps)} for k, v in durations.items()
+            if not any(w in k for w in _MODEL_WORK)]
+    return sorted(rows, key=lambda r: -r["ms_per_step"])[:top]
+
+
+def measure(experiment: str, args: argparse.Namespace) -> dict[str, Any]:
+    cfg = compose_experiment(experiment, args.overrides)
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule = instantiate(cfg.data)
+    model = build_model(cfg)
+    if not model.automatic_optimization:
+        return {"experiment": experiment, "note": "manual optimisation: no bare loop to compare with"}
+    batches = draw_batches(datamodule, args.warmup + args.steps)
+    initial = copy.deepcopy(model.state_dict())
+
+    def fresh() -> L.LightningModule:
+        m = copy.deepcopy(model)
+        m.load_state_dict(initial)
+        return m
+
+    def bare() -> float:
+        return bare_loop(fresh(), batches, args.warmup)
+
+    def suite() -> float:
+        return suite_loop(copy.deepcopy(cfg), fresh(), batches, args.warmup, None)[0]
+
+    times: dict[str, list[float]] = {"bare": [], "suite": []}
+    for _ in range(args.repeats):  # interleaved, so drifts of a noisy machine hit both alike
+        times["bare"].append(bare())
+        times["suite"].append(suite())
+    bare_s, suite_s = statistics.median(times["bare"]), statistics.median(times["suite"])
+    _, profiled = suite_loop(copy.deepcopy(cfg), fresh(), batches, args.warmup, "simple")
+    bare_ms, suite_ms = 1e3 * bare_s / args.steps, 1e3 * suite_s / args.steps
+    return {"experiment": experiment, "batch_size": int(cfg.data.batch_size), "precision": str(cfg.trainer.precision),
+            "bare_ms": bare_ms, "suite_ms": suite_ms, "overhead_pct": 100.0 * (suite_ms / bare_ms - 1.0),
+            "bare_runs_s": times["bare"], "suite_runs_s": times["suite"],
+            "suite_breakdown": profile_breakdown(profiled, len(batches))}
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    rows = [measure(e, args) for e in args.experiments]
+    notes = ["overhead_pct = suite / bare - 1 per step (target <= 3 %); data loading excluded (batches in memory)",
+             f"{args.steps} timed steps after {args.warmup} warm-up steps, median of {args.repeats} interleaved repeats"]
+    for r in rows:
+        if r.get("suite_breakdown"):
+            top = ", ".join(f"{b['action']} {b['ms_per_step']:.2f} ms" for b in r["suite_breakdown"][:5])
+            notes.append(f"{r['experiment']}: largest suite-only actions per step (SimpleProfiler): {top}")
+    return {"title": "suite training step vs bare PyTorch loop",
+            "columns": ["experiment", "batch_size", "precision", "bare_ms", "suite_ms", "overhead_pct", "note"],
+            "rows": rows, "notes": notes, "settings": vars(args)}
