@@ -77,7 +77,9 @@ class GraphFusionMultiTask(SuiteModule):
         self.scores = nn.ModuleDict({s: nn.ModuleDict({t: MulticlassTaskScores(c) for t, c in net.tasks.items()})
                                      for s in ("val", "test")})
         self.average_precision = nn.ModuleDict(
-            {s: nn.ModuleDict({t: MultilabelMeanAveragePrecision(c) for t, c in net.tasks.items()})
+            # no per-update value checks: one-hot targets and sigmoid scores are built here, and the
+            # checks would synchronise host and device every step on a GPU
+            {s: nn.ModuleDict({t: MultilabelMeanAveragePrecision(c, validate_args=False) for t, c in net.tasks.items()})
              for s in ("val", "test")})
 
     # ----------------------------------------------------------------------------- losses

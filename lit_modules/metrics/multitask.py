@@ -59,9 +59,11 @@ class MulticlassTaskScores(Metric):
                        dist_reduce_fx="sum")
 
     def update(self, preds: Tensor, target: Tensor) -> None:
+        # A scatter-add of 0/1 weights instead of indexing the labelled rows out: no data-dependent
+        # shapes, so no host-device synchronisation per update.
         keep = target >= 0
-        idx = target[keep].long() * self.num_classes + preds[keep].long()
-        self.confusion += torch.bincount(idx, minlength=self.num_classes**2).view(self.num_classes, -1)
+        idx = target.clamp_min(0).long() * self.num_classes + preds.long()
+        self.confusion.view(-1).scatter_add_(0, idx, keep.long())
 
     def compute(self) -> dict[str, Tensor]:
         return scores_from_confusion(self.confusion)

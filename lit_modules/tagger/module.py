@@ -116,15 +116,17 @@ class MultiLabelTagger(SuiteModule):
             getattr(net, part).requires_grad_(part == stage)
         # One metric set per rule and split; which rules are scored depends on which parts are
         # trained (net.trained), known only once weights are loaded: see _refresh_active().
+        # validate_args=False: the inputs are built here (thresholded outputs, 0/1 labels), and the
+        # value checks would cost a host-device synchronisation per update on a GPU.
         self.metrics = nn.ModuleDict(
             {
-                split: nn.ModuleDict({rule: MultilabelAnnotationMetrics(net.num_labels) for rule in RULES})
+                split: nn.ModuleDict({rule: MultilabelAnnotationMetrics(net.num_labels, validate_args=False) for rule in RULES})
                 for split in ("val", "test")
             }
         )
         self.average_precision = nn.ModuleDict(
             {
-                split: nn.ModuleDict({out: MultilabelMeanAveragePrecision(net.num_labels) for out in OUTPUTS})
+                split: nn.ModuleDict({out: MultilabelMeanAveragePrecision(net.num_labels, validate_args=False) for out in OUTPUTS})
                 for split in ("val", "test")
             }
         )
