@@ -49,6 +49,8 @@ def read_user_tags(path: Path | None) -> dict[str, list[str]]:
 PREDICTORS = {
     "multilabel_tagger": "lit_modules.tagger.predict:predict_images",
     "hashtag_classifier": "lit_modules.hashtag.predict:predict_images",
+    "captioned_image_classifier": "lit_modules.relevance.predict:predict_images",
+    "cycle_retrieval": "lit_modules.retrieval.predict:predict_images",
 }
 
 

@@ -133,6 +133,48 @@ def plot_curves(runs: list[dict[str, Any]], metric: str, path: Path) -> Path | N
     return path
 
 
+def _run_value(run: dict[str, Any], dotted: str) -> Any:
+    """A run's command-line value of ``dotted`` (a config group choice such as ``model``), else its config value."""
+    for override in run["overrides"]:
+        if override.startswith(f"{dotted}="):
+            return override.split("=", 1)[1]
+    config = run["config"]
+    for key in dotted.split("."):
+        config = config.get(key) if isinstance(config, dict) else None
+    return config
+
+
+def plot_against(runs: list[dict[str, Any]], spec: dict[str, str], path: Path) -> Path | None:
+    """A test metric against a swept config value, one line per value of ``group`` (e.g. R@5 against
+    the paired fraction per model): ``report.against: [{x: data.paired_fraction, y: test/i2t_r5, group: model}]``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lines: dict[str, list[tuple[float, float]]] = {}
+    for r in runs:
+        x, y = _run_value(r, spec["x"]), r["summary"].get("test", {}).get(spec["y"])
+        if x is None or y is None:
+            continue
+        group = str(_run_value(r, spec["group"])) if spec.get("group") else spec["y"]
+        lines.setdefault(group, []).append((float(x), float(y)))
+    if not lines:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for group, points in sorted(lines.items()):
+        xs, ys = zip(*sorted(points))
+        ax.plot(xs, ys, marker="o", label=group)
+    ax.set_xlabel(spec["x"])
+    ax.set_ylabel(spec["y"])
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def make_report(sweep_dir: Path, metrics: list[str] | None = None, curve: str | None = None,
                 out_dir: Path | None = None) -> dict[str, Path]:
     runs = [read_run(r) for r in find_runs(sweep_dir)]
@@ -150,6 +192,10 @@ def make_report(sweep_dir: Path, metrics: list[str] | None = None, curve: str | 
     figure = plot_curves(runs, curve, out_dir / "val_curves.png")
     if figure:
         written["figure"] = figure
+    for k, spec in enumerate(report_cfg.get("against") or []):
+        name = f"{spec['y'].replace('/', '_')}_vs_{spec['x'].replace('.', '_')}.png"
+        if plot_against(runs, spec, out_dir / name):
+            written[f"against{k}"] = out_dir / name
     return written
 
 

@@ -76,3 +76,25 @@ def one_vs_rest_loss(logits: Tensor, target: Tensor, kind: str = "focal", beta: 
     if class_reduction == "mean":
         return per_element.mean(), count
     raise ValueError(f"unknown class_reduction {class_reduction!r}; use 'sum' or 'mean'")
+
+
+def weighted_classification_loss(logits: Tensor, target: Tensor, weight: Tensor | None = None,
+                                 kind: str = "bce") -> Tensor:
+    """Single-label classification loss with optional per-sample weights (relevance coefficients).
+
+    ``kind="bce"``: sigmoid outputs against one-hot targets, ``l_i = sum_c BCE(z_ic, y_ic)`` (summed
+    over classes, as :func:`one_vs_rest_loss`); ``kind="ce"``: softmax cross-entropy ``l_i = -log
+    softmax(z_i)_{y_i}``. Reduced as ``(1/n) sum_i w_i l_i`` (``w_i = 1`` without weights): a
+    coefficient scales a sample's gradient, and a batch of low-relevance captions moves the model less
+    (normalising by ``sum_i w_i`` would undo that per batch).
+    """
+    if kind == "bce":
+        onehot = F.one_hot(target, logits.shape[1]).to(logits.dtype)
+        per_sample = F.binary_cross_entropy_with_logits(logits, onehot, reduction="none").sum(1)
+    elif kind == "ce":
+        per_sample = F.cross_entropy(logits, target, reduction="none")
+    else:
+        raise ValueError(f"unknown classification loss {kind!r}; use 'bce' or 'ce'")
+    if weight is not None:
+        per_sample = per_sample * weight.to(per_sample.dtype)
+    return per_sample.mean()

@@ -5,6 +5,9 @@ Two families, picked by one name in the config:
 * ``bilstm`` (offline default): a :class:`WordVocabulary` built from the training texts (lower-cased
   word / ``#hashtag`` / ``@mention`` tokens, most frequent first, ``<pad>`` = 0 and ``<unk>`` = 1)
   + :class:`BiLSTMTextEncoder` (embeddings -> bidirectional LSTM -> max/mean pooling over tokens).
+* ``roberta_small`` (offline default of the relevance filter): a byte-level BPE tokenizer trained
+  in-process on the training texts (:class:`ByteLevelBPE`, saved with the run through ``state()``)
+  + :class:`SmallRobertaEncoder` (a randomly initialised ``RobertaConfig`` model), masked-mean pooled.
 * any other name: a Hugging Face encoder loaded with ``AutoModel.from_pretrained(name)`` and its
   ``AutoTokenizer`` (a hub name such as ``bert-base-uncased``, online or pre-cached, or a local
   folder written by ``save_pretrained``); pooled as the first token (``cls``) or the masked mean.
@@ -86,6 +89,11 @@ class HFTokenizer:
     def __len__(self) -> int:
         return len(self.tokenizer)
 
+    @property
+    def pad_id(self) -> int:
+        """The id batches are padded with (RoBERTa: 1; its positions skip it)."""
+        return int(self.tokenizer.pad_token_id or 0)
+
     def encode(self, texts: Sequence[str], max_length: int = 48) -> tuple[Tensor, Tensor]:
         enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
         return enc["input_ids"].long(), enc["attention_mask"].bool()
@@ -94,13 +102,76 @@ class HFTokenizer:
         return {"kind": "hf", "name": self.name}
 
 
+class ByteLevelBPE(HFTokenizer):
+    """A RoBERTa-style byte-level BPE tokenizer trained in-process with the ``tokenizers`` library.
+
+    Special tokens in RoBERTa's order: ``<s>`` = 0, ``<pad>`` = 1, ``</s>`` = 2, ``<unk>`` = 3,
+    ``<mask>`` = 4; texts are encoded as ``<s> ... </s>``. The Hugging Face wrapper is built from the
+    trained tokenizer *object* (``PreTrainedTokenizerFast(tokenizer_object=...)``): in transformers 5
+    the v4-style ``RobertaTokenizer(vocab_file=..., merges_file=...)`` ignores the files and leaves a
+    5-token vocabulary, so the size is checked after wrapping.
+    """
+
+    SPECIALS = ("<s>", "<pad>", "</s>", "<unk>", "<mask>")
+
+    def __init__(self, serialized: str) -> None:
+        from tokenizers import Tokenizer
+        from transformers import PreTrainedTokenizerFast
+
+        self.name = "byte_level_bpe"
+        backend = Tokenizer.from_str(serialized)
+        self.tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>",
+                                                 unk_token="<unk>", pad_token="<pad>", mask_token="<mask>")
+        if len(self.tokenizer) != backend.get_vocab_size() or len(self.tokenizer) <= len(self.SPECIALS) + 256:
+            raise ValueError(f"byte-level BPE wrapper has {len(self.tokenizer)} tokens, the trained tokenizer "
+                             f"{backend.get_vocab_size()}: the vocabulary was lost")
+
+    @classmethod
+    def train(cls, texts: Iterable[str], vocab_size: int = 5000, min_freq: int = 2) -> ByteLevelBPE:
+        """Train on ``texts`` (no download); ``vocab_size`` includes the 256 byte symbols and 5 specials."""
+        from tokenizers import ByteLevelBPETokenizer
+        from tokenizers.processors import RobertaProcessing
+
+        bpe = ByteLevelBPETokenizer()
+        bpe.train_from_iterator(texts, vocab_size=vocab_size, min_frequency=min_freq, special_tokens=list(cls.SPECIALS),
+                                show_progress=False)
+        bpe._tokenizer.post_processor = RobertaProcessing(("</s>", bpe.token_to_id("</s>")),
+                                                          ("<s>", bpe.token_to_id("<s>")))
+        return cls(bpe._tokenizer.to_str())
+
+    def state(self) -> dict[str, Any]:
+        return {"kind": "byte_level_bpe", "tokenizer_json": self.tokenizer.backend_tokenizer.to_str()}
+
+
+def tokenizer_from_state(state: dict[str, Any]) -> WordVocabulary | HFTokenizer:
+    """The tokenizer an exported model was trained with (its ``state()``, kept in ``model.json``)."""
+    kind = state.get("kind")
+    if kind == "word_vocabulary":
+        return WordVocabulary(state["words"])
+    if kind == "byte_level_bpe":
+        return ByteLevelBPE(state["tokenizer_json"])
+    if kind == "hf":
+        return HFTokenizer(state["name"])
+    raise ValueError(f"unknown tokenizer state kind {kind!r}")
+
+
 def build_tokenizer(name: str, train_texts: Iterable[str] = (), vocab_size: int = 5000,
                     min_freq: int = 1) -> WordVocabulary | HFTokenizer:
-    """The tokenizer that goes with :func:`build_text_encoder` ``name``: a vocabulary built from
-    ``train_texts`` for the offline encoders, else the Hugging Face tokenizer of ``name``."""
+    """The tokenizer that goes with :func:`build_text_encoder` ``name``: a vocabulary (``bilstm``) or
+    a byte-level BPE (``roberta_small``) built from ``train_texts``, else the Hugging Face tokenizer
+    of ``name``."""
+    if name == "roberta_small":
+        return ByteLevelBPE.train(train_texts, vocab_size=vocab_size, min_freq=min_freq)
     if name in OFFLINE_ENCODERS:
         return WordVocabulary.build(train_texts, max_size=vocab_size, min_freq=min_freq)
     return HFTokenizer(name)
+
+
+def masked_mean(values: Tensor, mask: Tensor) -> Tensor:
+    """Mean over dimension 1 of ``values [n, L, d]`` over the positions where ``mask [n, L]`` is
+    true (padding excluded): ``h = sum_t m_t e_t / max(1, sum_t m_t)``; an all-padding row gives 0."""
+    m = mask.unsqueeze(-1).to(values.dtype)
+    return (values * m).sum(1) / m.sum(1).clamp_min(1.0)
 
 
 class BiLSTMTextEncoder(nn.Module):
@@ -133,7 +204,7 @@ class BiLSTMTextEncoder(nn.Module):
         out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=ids.shape[1])
         m = mask.unsqueeze(-1).to(out.dtype)
         if self.pooling == "mean":
-            return (out * m).sum(1) / m.sum(1).clamp_min(1.0)
+            return masked_mean(out, mask)
         return out.masked_fill(m == 0, torch.finfo(out.dtype).min).amax(1).masked_fill(m.sum(1) == 0, 0.0)
 
 
@@ -161,8 +232,32 @@ class HFTextEncoder(nn.Module):
         hidden = self.model(input_ids=ids, attention_mask=mask.long()).last_hidden_state
         if self.pooling == "cls":
             return hidden[:, 0]
-        m = mask.unsqueeze(-1).to(hidden.dtype)
-        return (hidden * m).sum(1) / m.sum(1).clamp_min(1.0)
+        return masked_mean(hidden, mask)
+
+
+class SmallRobertaEncoder(HFTextEncoder):
+    """A randomly initialised RoBERTa (``RobertaConfig``) for offline runs, pooled like
+    :class:`HFTextEncoder`; the tokenizer is a :class:`ByteLevelBPE` (pad id 1, RoBERTa's).
+
+    Args:
+        vocab_size: rows of the token embedding (at least the trained tokenizer's size).
+        hidden, layers, heads, intermediate: width, depth, attention heads, feed-forward width.
+        max_length: longest input in tokens (RoBERTa's positions start after the padding id).
+        pooling: ``"mean"`` (masked) or ``"cls"``.
+    """
+
+    def __init__(self, vocab_size: int, hidden: int = 64, layers: int = 2, heads: int = 2, intermediate: int = 128,
+                 max_length: int = 64, pooling: str = "mean", dropout: float = 0.1) -> None:
+        nn.Module.__init__(self)
+        from transformers import RobertaConfig, RobertaModel
+
+        config = RobertaConfig(vocab_size=vocab_size, hidden_size=hidden, num_hidden_layers=layers,
+                               num_attention_heads=heads, intermediate_size=intermediate,
+                               max_position_embeddings=max_length + 2, pad_token_id=1, bos_token_id=0,
+                               eos_token_id=2, hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
+        self.model = RobertaModel(config, add_pooling_layer=False)
+        self.pooling = pooling
+        self.num_features = hidden
 
 
 class TokenBagEncoder(nn.Module):
@@ -176,18 +271,21 @@ class TokenBagEncoder(nn.Module):
 
     def forward(self, ids: Tensor, mask: Tensor | None = None) -> Tensor:
         mask = ids > 0 if mask is None else mask
-        m = mask.unsqueeze(-1).to(self.embedding.weight.dtype)
-        return (self.embedding(ids) * m).sum(1) / m.sum(1).clamp_min(1.0)
+        return masked_mean(self.embedding(ids), mask)
 
 
-OFFLINE_ENCODERS = ("bilstm",)
+OFFLINE_ENCODERS = ("bilstm", "roberta_small")
 
 
 def build_text_encoder(name: str = "bilstm", vocab_size: int = 5000, **kwargs: Any) -> nn.Module:
-    """A text encoder by name: ``bilstm`` (kwargs of :class:`BiLSTMTextEncoder`) or a Hugging Face
-    name/path (kwargs of :class:`HFTextEncoder`; ``vocab_size`` is ignored)."""
+    """A text encoder by name: ``bilstm`` (kwargs of :class:`BiLSTMTextEncoder`), ``roberta_small``
+    (kwargs of :class:`SmallRobertaEncoder`) or a Hugging Face name/path (kwargs of
+    :class:`HFTextEncoder`; ``vocab_size`` and the small models' size arguments are ignored)."""
     if name == "bilstm":
         return BiLSTMTextEncoder(vocab_size=vocab_size, **kwargs)
-    for key in ("embed_dim", "hidden", "num_layers", "dropout"):
+    if name == "roberta_small":
+        kwargs.pop("freeze", None)
+        return SmallRobertaEncoder(vocab_size=vocab_size, **kwargs)
+    for key in ("embed_dim", "hidden", "num_layers", "dropout", "layers", "heads", "intermediate", "max_length"):
         kwargs.pop(key, None)
     return HFTextEncoder(name, **kwargs)

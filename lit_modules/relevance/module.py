@@ -1,0 +1,95 @@
+"""LightningModule of seed 000's relevance classifier (caption + class sentence -> class).
+
+Training and evaluation of :class:`~lit_modules.relevance.networks.RelevanceNet` with sigmoid
+outputs and one-hot BCE (the seed) or softmax + cross-entropy (``activation: softmax``). Batches
+may carry per-sample loss weights (``batch["weight"]``, e.g. relevance coefficients):
+:func:`lit_modules.losses.weighted_classification_loss`.
+
+Logged: ``train/loss``, ``<split>/loss``, ``<split>/top1``, ``<split>/top5`` (torchmetrics, DDP-synced).
+The filter's thresholds (``min_prob``, ``saturate_above``, ``shift``) are not used in training; they
+travel with the export so ``experiments.score_relevance`` scores with the run's settings.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from lit_modules.base import SuiteModule
+from lit_modules.losses import weighted_classification_loss
+from lit_modules.relevance.networks import RelevanceNet
+
+ACTIVATIONS = {"sigmoid": "bce", "softmax": "ce"}
+
+
+class RelevanceClassifier(SuiteModule):
+    """Args:
+        net: a :class:`RelevanceNet` (``self.net``; what the export writes).
+        optimizer, scheduler: ``functools.partial`` objects (``conf/optimizer``, ``conf/scheduler``).
+        activation: ``sigmoid`` (seed; BCE on one-hot targets) or ``softmax`` (CE).
+        top_k: the k of the second accuracy (seed: top-5).
+        min_prob, saturate_above, shift: the filter's thresholds (:mod:`lit_modules.relevance.rules`).
+    """
+
+    def __init__(self, net: RelevanceNet, optimizer: Any = None, scheduler: Any = None, activation: str = "sigmoid",
+                 top_k: int = 5, min_prob: float = 0.5, saturate_above: float = 0.9, shift: float = 0.1,
+                 scheduler_interval: str = "epoch") -> None:
+        super().__init__(optimizer, scheduler, scheduler_interval)
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+        self.save_hyperparameters(logger=False, ignore=["net", "optimizer", "scheduler"])
+        self.net = net
+        self.loss_kind = ACTIVATIONS[activation]
+        k = min(top_k, net.num_classes)
+        # validate_args=False: labels come from the dataset; checks would sync host and device per step
+        def accuracy(k: int) -> MulticlassAccuracy:
+            return MulticlassAccuracy(net.num_classes, top_k=k, average="micro", validate_args=False)
+
+        self.accuracy = nn.ModuleDict({split: nn.ModuleDict({"top1": accuracy(1), f"top{top_k}": accuracy(k)})
+                                       for split in ("val", "test")})
+
+    def forward(self, batch: dict[str, Tensor]) -> Tensor:
+        return self.net(batch["ids"], batch["mask"])
+
+    def probabilities(self, logits: Tensor) -> Tensor:
+        return torch.sigmoid(logits) if self.hparams.activation == "sigmoid" else logits.softmax(-1)
+
+    def loss(self, logits: Tensor, batch: dict[str, Tensor]) -> Tensor:
+        return weighted_classification_loss(logits, batch["labels"], batch.get("weight"), kind=self.loss_kind)
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        loss = self.loss(self(batch), batch)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(batch["labels"]))
+        return loss
+
+    def _eval_step(self, split: str, batch: dict[str, Tensor]) -> None:
+        logits = self(batch)
+        self.log(f"{split}/loss", self.loss(logits, batch), on_epoch=True, batch_size=len(batch["labels"]),
+                 sync_dist=True)
+        for metric in self.accuracy[split].values():
+            metric.update(logits, batch["labels"])
+
+    def _eval_epoch_end(self, split: str) -> None:
+        for name, metric in self.accuracy[split].items():
+            self.log(f"{split}/{name}", metric.compute(), prog_bar=name == "top1")
+            metric.reset()
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self._eval_step("val", batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end("val")
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self._eval_step("test", batch)
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end("test")
+
+    def export_metadata(self) -> dict[str, Any]:
+        hp = self.hparams
+        return {"kind": "relevance", "activation": hp.activation,
+                "filter": {"min_prob": hp.min_prob, "saturate_above": hp.saturate_above, "shift": hp.shift}}

@@ -1,0 +1,205 @@
+"""Loss terms, stage recipes (freezing) and resume of the cycle-consistent embedder."""
+
+from __future__ import annotations
+
+import copy
+from functools import partial
+
+import lightning as L
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from lit_modules.retrieval import PARTS, TERMS, CycleRetrieval, CycleRetrievalNet
+from lit_modules.retrieval import losses
+from lit_modules.retrieval.networks import CRITIC_PARTS
+
+ALL_ON = {t: 1.0 for t in TERMS}
+
+
+def small_net() -> CycleRetrievalNet:
+    return CycleRetrievalNet(vocab_size=20, image_size=16, image_dim=8, text_dim=8, latent_dim=8, hidden=16,
+                             critic_hidden=8, word_dim=8, decoder_width=4, image_backbone={"width": 4, "depth": 2})
+
+
+def module(stage: str = "joint", trainable=None, weights=None, **kwargs) -> CycleRetrieval:
+    recipes = {stage: {"trainable": trainable, "loss_weights": weights or ALL_ON}}
+    return CycleRetrieval(small_net(), optimizer=partial(torch.optim.Adam, lr=1e-3), stage=stage, recipes=recipes, **kwargs)
+
+
+def batch(n: int = 6) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(1, 20, (n, 7), generator=g)
+    ids[:, 5:] = 0
+    return {"image": torch.randn(n, 3, 16, 16, generator=g), "ids": ids,
+            "paired": torch.tensor([True, True, True, False, False, False][:n])}
+
+
+# ----------------------------------------------------------------------------- loss terms
+def test_triplet_sum_and_hardest_by_hand() -> None:
+    a = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    b = torch.tensor([[1.0, 0.0], [1.0, 1.0]])  # s = [[1, .707], [0, .707]]
+    s01, s11 = 2 ** -0.5, 2 ** -0.5
+    # k=0: [m - 1 + s01]_+ (a0 vs b1) + [m - 1 + s(a1, b0) = 0]_+ ; k=1: [m - s11 + 0]_+ + [m - s11 + s01]_+
+    k0 = max(0, 0.2 - 1 + s01) + max(0, 0.2 - 1 + 0.0)
+    k1 = max(0, 0.2 - s11 + 0.0) + max(0, 0.2 - s11 + s01)
+    ones = torch.ones(2)
+    assert float(losses.triplet_ranking(a, b, ones, 0.2)) == pytest.approx((k0 + k1) / 2, abs=1e-6)
+    assert float(losses.triplet_ranking(a, b, ones, 0.2, hardest=True)) == pytest.approx((k0 + k1) / 2, abs=1e-6)
+    c = torch.randn(5, 3)
+    assert float(losses.triplet_ranking(c, c, torch.ones(5), 0.2)) <= 0.2 * 8  # sum over 4 negatives, both ways
+
+
+def test_triplet_row_weights_select_rows() -> None:
+    g = torch.Generator().manual_seed(1)
+    a, b = torch.randn(6, 4, generator=g), torch.randn(6, 4, generator=g)
+    w = torch.tensor([1.0, 0, 1, 1, 0, 0])
+    keep = w.bool()
+    for hardest in (False, True):
+        assert float(losses.triplet_ranking(a, b, w, hardest=hardest)) == pytest.approx(
+            float(losses.triplet_ranking(a[keep], b[keep], torch.ones(3), hardest=hardest)), abs=1e-6)
+
+
+def test_reconstruction_terms() -> None:
+    x = torch.randn(4, 3)
+    w = torch.tensor([1.0, 1, 0, 0])
+    y = x.clone()
+    y[2:] += 10  # unselected rows do not count
+    assert float(losses.reconstruction(y, x, w)) == 0.0
+    logits = torch.full((1, 3, 5), -20.0)
+    ids = torch.tensor([[2, 4, 0]])
+    logits[0, 0, 2] = logits[0, 1, 4] = 20.0  # the right tokens; the pad position is ignored
+    assert float(losses.token_reconstruction(logits, ids, torch.ones(1))) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_critic_losses() -> None:
+    critic = nn.Linear(2, 1)
+    with torch.no_grad():
+        critic.weight.copy_(torch.tensor([[1.0, 0.0]]))
+        critic.bias.zero_()
+    real, fake, ones = torch.tensor([[2.0, 0.0]]), torch.tensor([[-1.0, 0.0]]), torch.ones(1)
+    # linear critic with a unit gradient: no penalty; E[C(fake)] - E[C(real)] = -1 - 2
+    assert float(losses.critic_loss(critic, real, fake, ones, ones)) == pytest.approx(-3.0)
+    assert float(losses.generator_loss(critic, fake, ones)) == pytest.approx(1.0)
+    bce = losses.critic_loss(critic, real, fake, ones, ones, kind="bce")
+    expected = nn.functional.softplus(torch.tensor(-2.0)) + nn.functional.softplus(torch.tensor(-1.0))
+    assert float(bce) == pytest.approx(float(expected), abs=1e-6)
+    with torch.no_grad():
+        critic.weight.mul_(3)  # gradient norm 3: penalty 10 * (3 - 1)^2
+    assert float(losses.critic_loss(critic, real, fake, ones, ones)) == pytest.approx(-9.0 + 40.0, abs=1e-4)
+
+
+def test_every_term_is_finite_and_differentiable() -> None:
+    model = module()
+    b = batch()
+    terms = model.generator_terms(b, model._encode(b))
+    assert set(terms) == set(TERMS)
+    for name, value in terms.items():
+        assert torch.isfinite(value), name
+    sum(terms.values()).backward()
+    assert model.critic_terms(b, {k: v.detach() for k, v in model._encode(b).items()}).isfinite()
+
+
+def test_use_unpaired_false_ignores_unpaired_rows() -> None:
+    model = module(use_unpaired=False)
+    b = batch()
+    changed = dict(b, image=b["image"].clone(), ids=b["ids"].clone())
+    changed["image"][3:] = 5.0
+    changed["ids"][3:, :3] = 7
+    torch.manual_seed(0)
+    with torch.no_grad():
+        model.eval()  # batch-norm statistics fixed: rows do not mix
+        base = model.generator_terms(b, model._encode(b))
+        other = model.generator_terms(changed, model._encode(changed))
+    for name in TERMS:
+        if name not in ("unpaired_retrieval",):
+            assert float(base[name]) == pytest.approx(float(other[name]), abs=1e-5), name
+    assert float(base["unpaired_retrieval"]) == 0.0
+
+
+def test_unknown_terms_or_parts_are_refused() -> None:
+    with pytest.raises(ValueError):
+        module(weights={"cycles": 1.0})
+    with pytest.raises(ValueError):
+        module(trainable=["image_encoder", "pixel_critic"])
+
+
+# ----------------------------------------------------------------------------- stages and resume
+class Batches(Dataset):
+    def __len__(self) -> int:
+        return 12
+
+    def __getitem__(self, k: int) -> dict:
+        b = batch(6)
+        return {key: value[k % 6] for key, value in b.items()}
+
+
+def fit(model: CycleRetrieval, root, max_steps: int, ckpt_path=None) -> L.Trainer:
+    trainer = L.Trainer(max_steps=max_steps, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=root)
+    trainer.fit(model, DataLoader(Batches(), batch_size=6), ckpt_path=ckpt_path)
+    return trainer
+
+
+def test_stage_switch_freezes_what_it_says(tmp_path) -> None:
+    frozen_parts = ["image_encoder", "image_decoder", "text_encoder", "text_decoder"]
+    trainable = [p for p in PARTS if p not in frozen_parts]
+    model = module("latent", trainable=trainable)
+    before = {name: p.detach().clone() for name, p in model.net.named_parameters()}
+    buffers = {name: b.clone() for name, b in model.net.named_buffers() if "running" in name}
+    fit(model, tmp_path, max_steps=2)
+    for name, p in model.net.named_parameters():
+        part = name.split(".")[0]
+        assert p.requires_grad == (part in trainable), name
+        if part in frozen_parts:
+            assert torch.equal(p, before[name]), f"frozen {name} changed"
+    assert any(not torch.equal(p, before[n]) for n, p in model.net.named_parameters() if n.split(".")[0] in CRITIC_PARTS)
+    assert any(not torch.equal(p, before[n]) for n, p in model.net.named_parameters() if n.startswith("image_to_latent"))
+    for name, b in model.net.named_buffers():
+        if name in buffers:
+            assert torch.equal(b, buffers[name]), f"batch-norm statistics of frozen {name} changed"
+    model.train()
+    assert not model.net.image_encoder.training and model.net.image_to_latent.training
+
+
+def test_resume_restores_every_optimizer_state(tmp_path) -> None:
+    model = module()
+    trainer = fit(model, tmp_path, max_steps=2)
+    path = tmp_path / "two.ckpt"
+    trainer.save_checkpoint(path)
+    saved = torch.load(path, weights_only=True)["optimizer_states"]
+    assert len(saved) == 2 and all(s["state"] for s in saved)  # generator and critic, both with moments
+
+    resumed = module()
+    restored = {}
+
+    class Capture(L.Callback):
+        def on_train_start(self, trainer, pl_module) -> None:
+            restored["states"] = [copy.deepcopy(opt.state_dict()) for opt in trainer.optimizers]
+
+    trainer = L.Trainer(max_steps=3, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, callbacks=[Capture()])
+    trainer.fit(resumed, DataLoader(Batches(), batch_size=6), ckpt_path=path)
+    for before, after in zip(saved, restored["states"]):
+        assert before["state"].keys() == after["state"].keys()
+        for key, state in before["state"].items():
+            assert torch.equal(state["exp_avg"], after["state"][key]["exp_avg"])
+            assert torch.equal(state["step"], after["state"][key]["step"])
+
+
+def test_predictor_ranks_candidate_captions(tmp_path) -> None:
+    from PIL import Image
+
+    from datamodules.transforms import ImageTransforms
+    from lit_modules.retrieval.predict import predict_images
+    from lit_modules.text_encoders import WordVocabulary
+
+    Image.new("RGB", (20, 20), (200, 10, 10)).save(tmp_path / "a.jpg")
+    vocabulary = WordVocabulary.build(["a red circle", "a blue star"])
+    spec = {"data": {"transforms": ImageTransforms(16, 16).describe(), "vocabulary": vocabulary.state(),
+                     "max_length": 8}}
+    net = small_net().eval()
+    rows = list(predict_images(net, spec, [tmp_path / "a.jpg"], tmp_path, {"a.jpg": ["a red circle", "a blue star"]}))
+    assert len(rows) == 1 and sorted(rows[0]["captions"]) == ["a blue star", "a red circle"]
+    assert rows[0]["scores"] == sorted(rows[0]["scores"], reverse=True) and len(rows[0]["embedding"]) == 8
