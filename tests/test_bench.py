@@ -59,3 +59,10 @@ def test_walltime(tmp_path, synthetic_dir):
                    "tests/test_configs.py -k tagger_table", "debug=fdr", *TINY_CRISISMMD,
                    f"paths.synthetic_dir={synthetic_dir}")
     assert [r["exit_code"] for r in result["rows"]] == [0, 0]
+
+
+def test_relevance(tmp_path):
+    result = bench("relevance", tmp_path, "--captions", "40", "--batch-size", "8", "--max-length", "32", "--repeats", "1")
+    rows = {r["batching"]: r for r in result["rows"]}
+    # the padding share is arithmetic, not timing: grouping by length must pad less
+    assert rows["length_grouped"]["padding_share_pct"] < rows["pad_to_longest"]["padding_share_pct"]
