@@ -123,8 +123,15 @@ def plot_curves(runs: list[dict[str, Any]], metric: str, path: Path) -> Path | N
     if not drawn:
         plt.close(fig)
         return None
-    ax.set_xlabel("epoch")
-    ax.set_ylabel(metric)
+    return _save_axes(fig, ax, "epoch", metric, path)
+
+
+def _save_axes(fig: Any, ax: Any, xlabel: str, ylabel: str, path: Path) -> Path:
+    """Label, grid and legend the axes, save the figure to ``path`` and close it."""
+    import matplotlib.pyplot as plt
+
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
@@ -165,14 +172,7 @@ def plot_against(runs: list[dict[str, Any]], spec: dict[str, str], path: Path) -
     for group, points in sorted(lines.items()):
         xs, ys = zip(*sorted(points))
         ax.plot(xs, ys, marker="o", label=group)
-    ax.set_xlabel(spec["x"])
-    ax.set_ylabel(spec["y"])
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save_axes(fig, ax, spec["x"], spec["y"], path)
 
 
 def make_report(sweep_dir: Path, metrics: list[str] | None = None, curve: str | None = None,
