@@ -26,16 +26,15 @@ RECALL_KS = (1, 5, 10)
 METRIC_KEYS = (*(f"i2t_r{k}" for k in RECALL_KS), *(f"t2i_r{k}" for k in RECALL_KS), "rsum", "i2t_medr", "t2i_medr")
 
 
-def retrieval_ranks(image_emb: Tensor, caption_emb: Tensor, chunk_size: int = 1000) -> tuple[Tensor, Tensor]:
+def retrieval_ranks(image_emb: Tensor, caption_emb: Tensor, chunk_size: int = 250) -> tuple[Tensor, Tensor]:
     """1-based ranks ``(i2t [N], t2i [5N])`` of the ground truth (see module doc)."""
     n = image_emb.shape[0]
     if caption_emb.shape[0] != CAPTIONS_PER_IMAGE * n:
         raise ValueError(f"expected {CAPTIONS_PER_IMAGE * n} caption rows for {n} images, got {caption_emb.shape[0]}")
     images = F.normalize(image_emb.float(), dim=1)
     captions = F.normalize(caption_emb.float(), dim=1)
-    owner = torch.arange(n, device=images.device).repeat_interleave(CAPTIONS_PER_IMAGE)
-    # s_g(j)j for every caption: the score image retrieval has to beat.
-    caption_gt = (captions * images[owner]).sum(dim=1)
+    # s_g(j)j for every caption: the score image retrieval has to beat (no [5N, d] gather of the images).
+    caption_gt = (captions.view(n, CAPTIONS_PER_IMAGE, -1) * images[:, None, :]).sum(dim=2).reshape(-1)
     i2t = torch.empty(n, dtype=torch.long, device=images.device)
     t2i_beaten = torch.zeros(CAPTIONS_PER_IMAGE * n, dtype=torch.long, device=images.device)
     for start in range(0, n, chunk_size):
@@ -58,7 +57,7 @@ def _median(ranks: Tensor) -> float:
     return float(ranks.float().median())
 
 
-def coco_retrieval_metrics(image_emb: Tensor, caption_emb: Tensor, chunk_size: int = 1000) -> dict[str, float]:
+def coco_retrieval_metrics(image_emb: Tensor, caption_emb: Tensor, chunk_size: int = 250) -> dict[str, float]:
     """R@1/5/10 both ways (percent), ``rsum`` and median ranks for one fold.
 
     Args:
@@ -100,7 +99,7 @@ class CocoRetrievalMetrics(Metric):
 
     full_state_update = False
 
-    def __init__(self, chunk_size: int = 1000, five_fold: bool = True, **kwargs) -> None:
+    def __init__(self, chunk_size: int = 250, five_fold: bool = True, **kwargs) -> None:
         super().__init__(**kwargs)
         self.chunk_size, self.five_fold = chunk_size, five_fold
         self.add_state("image_emb", default=[], dist_reduce_fx="cat")
