@@ -17,6 +17,15 @@ REAL_FORMATS = PROJECT_ROOT.parent / "shared" / "real-formats"
 SMALL_TWIN = {"num_images": 900, "image_size": 32, "seed": 0}
 
 
+def real_format_file(*parts: str) -> Path:
+    """A publisher's excerpt under ``../shared/real-formats``; skips the test with the reason when absent
+    (users of the project do not have that folder)."""
+    path = REAL_FORMATS.joinpath(*parts)
+    if not path.is_file():
+        pytest.skip(f"real-format excerpt {path} is absent (../shared/real-formats not checked out)")
+    return path
+
+
 def run_cli(module: str, *args: str, timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run ``python -m <module> <args>`` from the project root, as a user would; fail with its output."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "1", **(env or {})}

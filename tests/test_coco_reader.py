@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 
@@ -11,18 +10,13 @@ import pytest
 
 from datamodules.coco import CocoDataModule, five_captions, read_coco, read_coco_captions, read_karpathy_split, split_pairs
 from datamodules.errors import DatasetFormatError
-from datamodules.synthetic.coco import ensure_coco
 from datamodules.transforms import ImageTransforms
-from tests.conftest import REAL_FORMATS
+from tests.conftest import real_format_file
 
-COCO_FORMATS = REAL_FORMATS / "mscoco"
 
 
 def real_file(relative: str) -> Path:
-    path = COCO_FORMATS / relative
-    if not path.is_file():
-        pytest.skip(f"real-format excerpt {path} is absent (../shared/real-formats not checked out)")
-    return path
+    return real_format_file("mscoco", relative)
 
 
 def test_reads_the_real_captions_excerpt() -> None:

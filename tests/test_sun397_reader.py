@@ -19,16 +19,12 @@ from datamodules.sun397 import (
     read_sun397,
 )
 from datamodules.synthetic.sun397 import ensure_sun397
-from tests.conftest import REAL_FORMATS
+from tests.conftest import real_format_file
 
-REAL = REAL_FORMATS / "sun397"
 
 
 def _real(name: str) -> Path:
-    path = REAL / name
-    if not path.is_file():
-        pytest.skip(f"real SUN397 excerpt {path} absent")
-    return path
+    return real_format_file("sun397", name)
 
 
 def test_real_class_list_and_partitions_parse():
