@@ -22,7 +22,6 @@ import time
 from typing import Any
 
 import lightning as L
-import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback
 from omegaconf import open_dict

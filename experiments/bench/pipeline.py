@@ -16,7 +16,6 @@ from typing import Any
 
 import lightning as L
 from hydra.utils import instantiate
-from omegaconf import open_dict
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
