@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from lightning import Callback, LightningModule, Trainer
 from lightning.fabric.utilities.seed import seed_everything
+from lightning.pytorch.callbacks import RichProgressBar
 
 
 class EpochSeed(Callback):
@@ -45,6 +48,31 @@ class ChannelsLast(Callback):
 
     def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         pl_module.to(memory_format=torch.channels_last)
+
+
+class SyncFreeRichProgressBar(RichProgressBar):
+    """Lightning's ``RichProgressBar`` with the metrics column (``prog_bar=True`` values) refreshed
+    every ``metrics_interval`` training steps (default: the trainer's ``log_every_n_steps``)
+    instead of after every step; the bar itself still advances every step.
+
+    Why: showing a logged tensor means ``.item()``, and on a GPU each ``.item()`` waits for every
+    queued kernel, so a per-step refresh puts a host-device synchronisation into every step.
+    Validation and epoch-end refreshes are unchanged.
+    """
+
+    def __init__(self, metrics_interval: int | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.metrics_interval = metrics_interval
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if not self.is_disabled and self.train_progress_bar_id is None:  # a mid-epoch resume
+            self._initialize_train_progress_bar_id()
+        self._update(self.train_progress_bar_id, batch_idx + 1)
+        interval = self.metrics_interval or trainer.log_every_n_steps or 1
+        if (batch_idx + 1) % interval == 0:
+            self._update_metrics(trainer, pl_module)
+        self.refresh()
 
 
 def compile_children(module: torch.nn.Module) -> list[str]:

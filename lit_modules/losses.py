@@ -44,8 +44,13 @@ def focal_loss(logits: Tensor, targets: Tensor, beta: float = 2.0, alpha: float 
 
 
 def one_vs_rest_loss(logits: Tensor, target: Tensor, kind: str = "focal", beta: float = 2.0,
-                     alpha: float | None = None, class_reduction: str = "sum") -> tuple[Tensor, int]:
+                     alpha: float | None = None, class_reduction: str = "sum") -> tuple[Tensor, Tensor]:
     """Masked one-vs-rest loss of a multi-class task.
+
+    ``L = sum_i m_i l_i / max(1, sum_i m_i)`` with ``m_i = [y_i >= 0]`` and ``l_i`` the sample's
+    focal (or BCE) terms summed (or averaged) over the ``C`` outputs. Unlabelled rows are weighted
+    by zero instead of indexed out, so the shapes never depend on the data and nothing waits for the
+    device (no host-device synchronisation per step on a GPU).
 
     Args:
         logits: ``[n, C]`` one logit per class.
@@ -57,25 +62,23 @@ def one_vs_rest_loss(logits: Tensor, target: Tensor, kind: str = "focal", beta: 
             first epochs; the sum keeps every output's gradient at the scale of one binary problem.
 
     Returns:
-        ``(loss, count)``: the per-sample loss (summed or averaged over classes) averaged over the
-        labelled samples, and the number of labelled samples. Without any labelled sample the loss is a zero that still depends on ``logits``
-        (so DDP and autograd see every parameter used).
+        ``(loss, count)``: the loss averaged over the labelled samples, and their number (a 0-d
+        integer tensor on the logits' device). Without any labelled sample the loss is a zero that
+        still depends on ``logits`` (so DDP and autograd see every parameter used).
     """
-    labelled = target >= 0
-    count = int(labelled.sum())
-    if count == 0:
-        return logits.sum() * 0.0, 0
-    onehot = F.one_hot(target[labelled], logits.shape[1]).to(logits.dtype)
     if kind == "bce":
         beta = 0.0
     elif kind != "focal":
         raise ValueError(f"unknown sample loss {kind!r}; use 'focal' or 'bce'")
-    per_element = focal_loss(logits[labelled], onehot, beta=beta, alpha=alpha, reduction="none")
-    if class_reduction == "sum":
-        return per_element.sum(1).mean(), count
-    if class_reduction == "mean":
-        return per_element.mean(), count
-    raise ValueError(f"unknown class_reduction {class_reduction!r}; use 'sum' or 'mean'")
+    if class_reduction not in ("sum", "mean"):
+        raise ValueError(f"unknown class_reduction {class_reduction!r}; use 'sum' or 'mean'")
+    labelled = target >= 0
+    count = labelled.sum()
+    onehot = F.one_hot(target.clamp_min(0).long(), logits.shape[1]).to(logits.dtype)
+    per_element = focal_loss(logits, onehot, beta=beta, alpha=alpha, reduction="none")
+    per_sample = per_element.sum(1) if class_reduction == "sum" else per_element.mean(1)
+    loss = (per_sample * labelled.to(per_sample.dtype)).sum() / count.clamp_min(1).to(per_sample.dtype)
+    return loss, count
 
 
 def weighted_classification_loss(logits: Tensor, target: Tensor, weight: Tensor | None = None,

@@ -101,3 +101,40 @@ def test_task_scores_match_sklearn_and_skip_missing_labels():
     assert scores["F1_weighted"].item() == pytest.approx(f1_score(y, p, average="weighted"), abs=1e-6)
     onehot_p, onehot_y = torch.eye(4)[p], torch.eye(4)[y]
     assert scores["HL"].item() == pytest.approx((onehot_p != onehot_y).float().mean().item(), abs=1e-6)
+
+
+def test_multitask_scores_match_sklearn_per_task_with_missing_labels():
+    from sklearn.metrics import average_precision_score
+
+    from lit_modules.metrics import MultiTaskScores
+
+    g = torch.Generator().manual_seed(3)
+    tasks = {"a": 2, "b": 4}
+    n = 120
+    labels = torch.stack([torch.randint(0, 2, (n,), generator=g), torch.randint(0, 4, (n,), generator=g)], 1)
+    labels[::7, 0] = -1
+    labels[::5, 1] = -1
+    logits = {"a": torch.randn(n, 2, generator=g), "b": torch.randn(n, 4, generator=g)}
+    logits["b"][torch.arange(n), labels[:, 1].clamp_min(0)] += 1.0  # better than chance
+    losses = torch.rand(3, 2, generator=g)
+    metric = MultiTaskScores(tasks)
+    batches = [slice(0, 50), slice(50, 90), slice(90, n)]
+    for b, rows in enumerate(batches):
+        metric.update({t: v[rows] for t, v in logits.items()}, labels[rows], losses[b])
+    out = metric.compute()
+    for f, (task, c) in enumerate(tasks.items()):
+        keep = labels[:, f] >= 0
+        y, scores = labels[keep, f].numpy(), logits[task][keep]
+        p = scores.argmax(1).numpy()
+        assert out[f"{task}/F1_macro"].item() == pytest.approx(f1_score(y, p, average="macro"), abs=1e-6)
+        assert out[f"{task}/F1_weighted"].item() == pytest.approx(f1_score(y, p, average="weighted"), abs=1e-6)
+        assert out[f"{task}/accuracy"].item() == pytest.approx((y == p).mean(), abs=1e-6)
+        onehot = torch.nn.functional.one_hot(torch.as_tensor(y), c).numpy()
+        present = onehot.sum(0) > 0
+        ap = average_precision_score(onehot[:, present], scores.sigmoid().numpy()[:, present], average="macro")
+        assert out[f"{task}/MAP"].item() == pytest.approx(ap, abs=1e-6)
+        # the task loss: batch means weighted by each batch's labelled samples
+        counts = torch.tensor([int((labels[rows, f] >= 0).sum()) for rows in batches], dtype=torch.float)
+        expected = float((losses[:, f] * counts).sum() / counts.sum())
+        assert out[f"{task}/loss"].item() == pytest.approx(expected, rel=1e-6)
+    assert out["F1_macro"].item() == pytest.approx((out["a/F1_macro"] + out["b/F1_macro"]).item() / 2, abs=1e-6)

@@ -33,8 +33,7 @@ from lit_modules.base import EpochMeans, SuiteModule
 from lit_modules.graph_fusion.multitask import DynamicTaskWeights, min_norm_weights
 from lit_modules.graph_fusion.networks import MultimodalMultiTaskNet
 from lit_modules.losses import one_vs_rest_loss
-from lit_modules.metrics import MultilabelMeanAveragePrecision
-from lit_modules.metrics.multitask import TASK_SCORE_NAMES, MulticlassTaskScores
+from lit_modules.metrics.multitask import TASK_SCORE_NAMES, MultiTaskScores
 
 log = logging.getLogger(__name__)
 
@@ -74,13 +73,9 @@ class GraphFusionMultiTask(SuiteModule):
         self.sample_loss = sample_loss
         self.task_weights = DynamicTaskWeights(len(self.task_names), alpha=dbn_alpha, lr=dbn_lr)
         self.train_means = EpochMeans()
-        self.scores = nn.ModuleDict({s: nn.ModuleDict({t: MulticlassTaskScores(c) for t, c in net.tasks.items()})
-                                     for s in ("val", "test")})
-        self.average_precision = nn.ModuleDict(
-            # no per-update value checks: one-hot targets and sigmoid scores are built here, and the
-            # checks would synchronise host and device every step on a GPU
-            {s: nn.ModuleDict({t: MultilabelMeanAveragePrecision(c, validate_args=False) for t, c in net.tasks.items()})
-             for s in ("val", "test")})
+        # One metric object per split for every task's scores (one update per step, no value checks,
+        # no host-device synchronisation; see lit_modules.metrics.multitask).
+        self.scores = nn.ModuleDict({s: MultiTaskScores(net.tasks) for s in ("val", "test")})
 
     # ----------------------------------------------------------------------------- losses
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Any]:
@@ -94,7 +89,7 @@ class GraphFusionMultiTask(SuiteModule):
                                            beta=self.hparams.focal_beta)
             losses.append(loss)
             present.append(count > 0)
-        return torch.stack(losses), torch.tensor(present, device=labels.device)
+        return torch.stack(losses), torch.stack(present)
 
     def _train_log_names(self) -> list[str]:
         names = [f"train/{t}/loss" for t in self.task_names]
@@ -117,8 +112,8 @@ class GraphFusionMultiTask(SuiteModule):
         weighted = weights * losses
         norms = torch.zeros(len(self.task_names), device=losses.device)
         for f, task in enumerate(self.task_names):
-            if not present[f]:
-                continue
+            # a task without labels in the batch has a zero loss, hence a zero norm (no branch on
+            # device values: that would synchronise every step)
             layer = self.net.head_weight(task) if self.hparams.dbn_layer == "head" else self.net.shared_weight()
             (grad,) = torch.autograd.grad(weighted[f], layer, retain_graph=True)
             norms[f] = grad.norm()
@@ -211,30 +206,14 @@ class GraphFusionMultiTask(SuiteModule):
     def _eval_step(self, batch: dict[str, Tensor], split: str) -> None:
         out = self(batch)
         labels = batch["labels"]
-        losses, present = self.task_losses(out["logits"], labels)
-        n = len(labels)
-        self.log(f"{split}/loss", losses.sum(), on_epoch=True, sync_dist=True, batch_size=n)
-        for f, task in enumerate(self.task_names):
-            logits, target = out["logits"][task], labels[:, f]
-            self.scores[split][task].update(logits.argmax(-1), target)
-            keep = target >= 0
-            if keep.any():
-                onehot = torch.nn.functional.one_hot(target[keep], logits.shape[1])
-                self.average_precision[split][task].update(logits[keep].sigmoid(), onehot)
-                self.log(f"{split}/{task}/loss", losses[f], on_epoch=True, sync_dist=True, batch_size=int(keep.sum()))
+        losses, _ = self.task_losses(out["logits"], labels)
+        self.log(f"{split}/loss", losses.sum(), on_epoch=True, sync_dist=True, batch_size=len(labels))
+        self.scores[split].update(out["logits"], labels, losses)
 
     def _log_epoch(self, split: str) -> None:
-        means: dict[str, list[Tensor]] = {}
-        for task in self.task_names:
-            scores = dict(self.scores[split][task].compute())
-            scores["MAP"] = self.average_precision[split][task].compute()
-            for key, value in scores.items():
-                self.log(f"{split}/{task}/{key}", value.float())
-                means.setdefault(key, []).append(value.float().cpu())
-            self.scores[split][task].reset()
-            self.average_precision[split][task].reset()
-        for key, values in means.items():
-            self.log(f"{split}/{key}", torch.stack(values).mean())
+        # compute() has already synchronised the states across ranks: every rank logs the same values
+        self.log_dict({f"{split}/{key}": value for key, value in self.scores[split].compute().items()})
+        self.scores[split].reset()
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         self._eval_step(batch, "val")

@@ -76,7 +76,7 @@ class DynamicTaskWeights(nn.Module):
         self.epoch_loss_sum += torch.where(present, losses, torch.zeros_like(losses))
         self.epoch_loss_count += present.float()
         first = torch.isnan(self.initial_losses) & present
-        self.initial_losses[first] = losses[first]
+        self.initial_losses.copy_(torch.where(first, losses, self.initial_losses))
 
     @torch.no_grad()
     def step_update(self, grad_norms: Tensor, losses: Tensor, present: Tensor) -> Tensor:
@@ -87,22 +87,25 @@ class DynamicTaskWeights(nn.Module):
             losses: ``L_f(t)`` (unweighted); present: tasks with labels in this batch (others keep
                 their weight this step).
         """
+        # Masked means instead of boolean indexing and an early return: the same arithmetic without
+        # data-dependent shapes or branches, so a GPU step never waits for this update.
         present = present & ~torch.isnan(self.initial_losses) & (self.initial_losses > 0)
-        if present.sum() < 2:
-            return torch.zeros(())
+        mask = present.float()
+        n = mask.sum()
+        enough = n >= 2  # eq. 11 needs at least two tasks to balance; otherwise nothing changes
         w = self.weights
         g = grad_norms.detach().float()
         ratio = torch.where(present, losses.detach().float() / self.initial_losses, torch.ones_like(w))
-        r = ratio / ratio[present].mean()
-        target = g[present].mean() * r.pow(self.alpha)
+        r = ratio / ((ratio * mask).sum() / n.clamp_min(1))
+        target = (g * mask).sum() / n.clamp_min(1) * r.pow(self.alpha)
         diff = g - target
         c = self.inverse_positive_share
-        l_d = (c * diff.abs())[present].sum()
+        l_d = (c * diff.abs() * mask).sum()
         unit_norm = g / w.clamp_min(1e-12)  # g_f = ||grad_W L_f||
         grad = torch.where(present, c * torch.sign(diff) * unit_norm, torch.zeros_like(w))
         new = (w - self.lr * grad).clamp_min(self.min_weight)
-        self.weights.copy_(new * self.num_tasks / new.sum())
-        return l_d
+        self.weights.copy_(torch.where(enough, new * self.num_tasks / new.sum(), w))
+        return torch.where(enough, l_d, torch.zeros_like(l_d))
 
     @torch.no_grad()
     def epoch_rebalance(self) -> Tensor:

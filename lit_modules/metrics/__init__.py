@@ -1,6 +1,6 @@
 """Evaluation metrics of the lit modules."""
 
-from lit_modules.metrics.average_precision import MultilabelMeanAveragePrecision
+from lit_modules.metrics.average_precision import MultilabelMeanAveragePrecision, mean_average_precision
 from lit_modules.metrics.multilabel import (
     SCORE_NAMES,
     MultilabelAnnotationMetrics,
@@ -8,6 +8,7 @@ from lit_modules.metrics.multilabel import (
     annotation_scores_from_counts,
     multilabel_annotation_scores,
 )
+from lit_modules.metrics.multitask import MulticlassTaskScores, MultiTaskScores
 from lit_modules.metrics.retrieval import CocoRetrievalMetrics, coco_1k_folds, coco_retrieval_metrics
 from lit_modules.metrics.selective import (
     SelectivePredictions,
@@ -25,6 +26,9 @@ __all__ = [
     "SCORE_NAMES",
     "MultilabelAnnotationMetrics",
     "MultilabelMeanAveragePrecision",
+    "MulticlassTaskScores",
+    "MultiTaskScores",
+    "mean_average_precision",
     "annotation_counts",
     "annotation_scores_from_counts",
     "multilabel_annotation_scores",

@@ -14,7 +14,21 @@ import warnings
 import torch
 from torch import Tensor
 from torchmetrics.classification import MultilabelAveragePrecision
+from torchmetrics.functional.classification import multilabel_average_precision
 from torchmetrics.utilities.data import dim_zero_cat
+
+
+def mean_average_precision(scores: Tensor, target: Tensor) -> Tensor:
+    """``mAP`` of ``scores [n, L]`` against 0/1 ``target [n, L]`` over the labels with a positive
+    (``0`` when no label has one)."""
+    has_positive = (target == 1).any(dim=0)
+    if not has_positive.any():
+        return torch.tensor(0.0, device=target.device)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*No positive samples.*")
+        per_label = multilabel_average_precision(scores, target, num_labels=target.shape[1], average=None,
+                                                 thresholds=None, validate_args=False)
+    return per_label[has_positive].nan_to_num(0.0).mean()
 
 
 class MultilabelMeanAveragePrecision(MultilabelAveragePrecision):
@@ -30,11 +44,4 @@ class MultilabelMeanAveragePrecision(MultilabelAveragePrecision):
     def compute(self) -> Tensor:  # type: ignore[override]
         if isinstance(self.target, list) and not self.target:  # nothing seen (after a DDP sync: a tensor)
             return torch.tensor(0.0)
-        target = dim_zero_cat(self.target)
-        has_positive = (target == 1).any(dim=0)
-        if not has_positive.any():
-            return torch.tensor(0.0, device=target.device)
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*No positive samples.*")
-            per_label = super().compute()
-        return per_label[has_positive].nan_to_num(0.0).mean()
+        return mean_average_precision(dim_zero_cat(self.preds), dim_zero_cat(self.target))

@@ -10,15 +10,21 @@ From the confusion matrix ``M[y, y_hat]`` of the labelled samples (``C`` classes
   classes it is the error rate;
 * ``accuracy``.
 
-MAP (mean average precision over the classes) is :class:`lit_modules.metrics.MultilabelMeanAveragePrecision`
-on the one-hot targets and the sigmoid scores.
+MAP (mean average precision over the classes) is
+:func:`lit_modules.metrics.average_precision.mean_average_precision` on the one-hot targets and the
+sigmoid scores. :class:`MultiTaskScores` gathers all of it for several tasks in one metric object.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from torch import Tensor
 from torchmetrics import Metric
+from torchmetrics.utilities.data import dim_zero_cat
+
+from lit_modules.metrics.average_precision import mean_average_precision
 
 TASK_SCORE_NAMES = ("F1_macro", "F1_weighted", "HL", "accuracy")
 
@@ -59,11 +65,78 @@ class MulticlassTaskScores(Metric):
                        dist_reduce_fx="sum")
 
     def update(self, preds: Tensor, target: Tensor) -> None:
-        # A scatter-add of 0/1 weights instead of indexing the labelled rows out: no data-dependent
-        # shapes, so no host-device synchronisation per update.
-        keep = target >= 0
-        idx = target.clamp_min(0).long() * self.num_classes + preds.long()
-        self.confusion.view(-1).scatter_add_(0, idx, keep.long())
+        add_to_confusion(self.confusion, preds, target)
 
     def compute(self) -> dict[str, Tensor]:
         return scores_from_confusion(self.confusion)
+
+
+def add_to_confusion(confusion: Tensor, preds: Tensor, target: Tensor) -> None:
+    """``confusion[y, y_hat] += 1`` for the labelled samples (``target >= 0``), in place.
+
+    A scatter-add of 0/1 weights instead of indexing the labelled rows out: no data-dependent
+    shapes, so no host-device synchronisation per update."""
+    num_classes = confusion.shape[0]
+    keep = target >= 0
+    idx = target.clamp_min(0).long() * num_classes + preds.long()
+    confusion.view(-1).scatter_add_(0, idx, keep.long())
+
+
+class MultiTaskScores(Metric):
+    """Every per-task score of a multi-task classifier with missing labels, in one metric object.
+
+    ``update(logits, labels, losses=None)``: ``logits`` maps task name -> ``[B, C_f]`` one-vs-rest
+    logits, ``labels [B, T]`` class indices in task order (``-1`` = no label for that task),
+    ``losses [T]`` the batch's mean loss per task over its labelled samples (optional).
+
+    ``compute()`` returns ``<task>/{F1_macro, F1_weighted, HL, accuracy, MAP}`` (MAP on the labelled
+    samples only), ``<task>/loss`` (the per-task loss averaged over all labelled samples, when
+    losses were given) and the mean over tasks of each score, ``{F1_macro, ...}``.
+
+    One update per step for all tasks, no value checks and no data-dependent indexing in
+    ``update`` (unlabelled rows are dropped in ``compute``): cheap, and no host-device
+    synchronisation. States: confusion matrices and loss sums (``dist_reduce_fx="sum"``), sigmoid
+    scores and labels (``"cat"``), so DDP counts every sample once.
+    """
+
+    full_state_update = False
+
+    def __init__(self, tasks: Mapping[str, int], **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.tasks = dict(tasks)
+        for task, num_classes in self.tasks.items():
+            self.add_state(f"confusion_{task}", default=torch.zeros(num_classes, num_classes, dtype=torch.long),
+                           dist_reduce_fx="sum")
+            self.add_state(f"scores_{task}", default=[], dist_reduce_fx="cat")
+        self.add_state("labels", default=[], dist_reduce_fx="cat")
+        self.add_state("loss_sum", default=torch.zeros(len(self.tasks)), dist_reduce_fx="sum")
+        self.add_state("loss_count", default=torch.zeros(len(self.tasks)), dist_reduce_fx="sum")
+
+    def update(self, logits: Mapping[str, Tensor], labels: Tensor, losses: Tensor | None = None) -> None:
+        for f, task in enumerate(self.tasks):
+            task_logits = logits[task].detach()
+            add_to_confusion(getattr(self, f"confusion_{task}"), task_logits.argmax(-1), labels[:, f])
+            getattr(self, f"scores_{task}").append(task_logits.float().sigmoid())
+        self.labels.append(labels)
+        if losses is not None:
+            counts = (labels >= 0).sum(0).to(self.loss_sum.dtype)
+            self.loss_sum += losses.detach().float() * counts
+            self.loss_count += counts
+
+    def compute(self) -> dict[str, Tensor]:
+        out: dict[str, Tensor] = {}
+        labels = dim_zero_cat(self.labels) if len(self.labels) else None
+        for f, (task, num_classes) in enumerate(self.tasks.items()):
+            scores = scores_from_confusion(getattr(self, f"confusion_{task}"))
+            scores["MAP"] = torch.tensor(0.0)
+            if labels is not None:
+                keep = labels[:, f] >= 0
+                if keep.any():
+                    onehot = torch.nn.functional.one_hot(labels[keep, f].long(), num_classes)
+                    scores["MAP"] = mean_average_precision(dim_zero_cat(getattr(self, f"scores_{task}"))[keep], onehot)
+            if self.loss_count[f] > 0:
+                scores["loss"] = self.loss_sum[f] / self.loss_count[f]
+            out.update({f"{task}/{name}": value.float().cpu() for name, value in scores.items()})
+        for name in (*TASK_SCORE_NAMES, "MAP"):
+            out[name] = torch.stack([out[f"{task}/{name}"] for task in self.tasks]).mean()
+        return out
