@@ -191,10 +191,11 @@ class GraphFusionMultiTask(SuiteModule):
             total = losses.sum()
         ones = torch.ones(len(self._train_log_names()) - len(self.task_names), device=losses.device)
         self.train_means.add(self._train_log_names(), torch.cat(values), torch.cat([counts[0].float(), ones]))
-        self.log("train/loss", total, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(labels))
+        self.log_train_loss(total, batch_size=len(labels))
         return total
 
     def on_train_epoch_end(self) -> None:
+        super().on_train_epoch_end()
         self.train_means.log(self)
         if self.hparams.multitask == "dbn" and self.hparams.epoch_rebalance:
             weights = self.task_weights.epoch_rebalance()

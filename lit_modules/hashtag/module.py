@@ -119,7 +119,7 @@ class HashtagClassifier(SuiteModule):
             loss = F.cross_entropy(out[0], target) + AUX_WEIGHT * F.cross_entropy(out[1], target)
         else:
             loss = F.cross_entropy(out, target)
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(target))
+        self.log_train_loss(loss, batch_size=len(target))
         return loss
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:

@@ -95,8 +95,8 @@ class MultiTaskScores(Metric):
 
     One update per step for all tasks, no value checks and no data-dependent indexing in
     ``update`` (unlabelled rows are dropped in ``compute``): cheap, and no host-device
-    synchronisation. States: confusion matrices and loss sums (``dist_reduce_fx="sum"``), sigmoid
-    scores and labels (``"cat"``), so DDP counts every sample once.
+    synchronisation. States: the confusion matrices (one flat tensor) and loss sums
+    (``dist_reduce_fx="sum"``), logits and labels (``"cat"``), so DDP counts every sample once.
     """
 
     full_state_update = False
@@ -104,36 +104,50 @@ class MultiTaskScores(Metric):
     def __init__(self, tasks: Mapping[str, int], **kwargs) -> None:
         super().__init__(**kwargs)
         self.tasks = dict(tasks)
-        for task, num_classes in self.tasks.items():
-            self.add_state(f"confusion_{task}", default=torch.zeros(num_classes, num_classes, dtype=torch.long),
-                           dist_reduce_fx="sum")
-            self.add_state(f"scores_{task}", default=[], dist_reduce_fx="cat")
+        sizes = torch.tensor(list(self.tasks.values()))
+        # All confusion matrices in one flat state, task f's at offsets[f] (one scatter-add per update).
+        offsets = torch.cat([torch.zeros(1, dtype=torch.long), (sizes**2).cumsum(0)[:-1]])
+        self.register_buffer("num_classes", sizes, persistent=False)
+        self.register_buffer("offsets", offsets, persistent=False)
+        self.add_state("confusion", default=torch.zeros(int((sizes**2).sum()), dtype=torch.long), dist_reduce_fx="sum")
+        for task in self.tasks:
+            self.add_state(f"logits_{task}", default=[], dist_reduce_fx="cat")
         self.add_state("labels", default=[], dist_reduce_fx="cat")
         self.add_state("loss_sum", default=torch.zeros(len(self.tasks)), dist_reduce_fx="sum")
         self.add_state("loss_count", default=torch.zeros(len(self.tasks)), dist_reduce_fx="sum")
 
     def update(self, logits: Mapping[str, Tensor], labels: Tensor, losses: Tensor | None = None) -> None:
-        for f, task in enumerate(self.tasks):
-            task_logits = logits[task].detach()
-            add_to_confusion(getattr(self, f"confusion_{task}"), task_logits.argmax(-1), labels[:, f])
-            getattr(self, f"scores_{task}").append(task_logits.float().sigmoid())
+        task_logits = [logits[task].detach() for task in self.tasks]
+        preds = torch.stack([x.argmax(-1) for x in task_logits], dim=1)  # [B, T]
+        keep = labels >= 0
+        idx = self.offsets + labels.clamp_min(0).long() * self.num_classes + preds
+        self.confusion.scatter_add_(0, idx.reshape(-1), keep.reshape(-1).long())
+        for task, x in zip(self.tasks, task_logits):
+            getattr(self, f"logits_{task}").append(x)  # the sigmoid waits for compute()
         self.labels.append(labels)
         if losses is not None:
-            counts = (labels >= 0).sum(0).to(self.loss_sum.dtype)
+            counts = keep.sum(0).to(self.loss_sum.dtype)
             self.loss_sum += losses.detach().float() * counts
             self.loss_count += counts
+
+    def task_confusion(self, f: int) -> Tensor:
+        """Task ``f``'s ``[C, C]`` confusion matrix (rows: targets)."""
+        c = int(self.num_classes[f])
+        start = int(self.offsets[f])
+        return self.confusion[start:start + c * c].view(c, c)
 
     def compute(self) -> dict[str, Tensor]:
         out: dict[str, Tensor] = {}
         labels = dim_zero_cat(self.labels) if len(self.labels) else None
         for f, (task, num_classes) in enumerate(self.tasks.items()):
-            scores = scores_from_confusion(getattr(self, f"confusion_{task}"))
+            scores = scores_from_confusion(self.task_confusion(f))
             scores["MAP"] = torch.tensor(0.0)
             if labels is not None:
                 keep = labels[:, f] >= 0
                 if keep.any():
                     onehot = torch.nn.functional.one_hot(labels[keep, f].long(), num_classes)
-                    scores["MAP"] = mean_average_precision(dim_zero_cat(getattr(self, f"scores_{task}"))[keep], onehot)
+                    probs = dim_zero_cat(getattr(self, f"logits_{task}"))[keep].float().sigmoid()
+                    scores["MAP"] = mean_average_precision(probs, onehot)
             if self.loss_count[f] > 0:
                 scores["loss"] = self.loss_sum[f] / self.loss_count[f]
             out.update({f"{task}/{name}": value.float().cpu() for name, value in scores.items()})

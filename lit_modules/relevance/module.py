@@ -5,7 +5,7 @@ outputs and one-hot BCE (the seed) or softmax + cross-entropy (``activation: sof
 may carry per-sample loss weights (``batch["weight"]``, e.g. relevance coefficients):
 :func:`lit_modules.losses.weighted_classification_loss`.
 
-Logged: ``train/loss``, ``<split>/loss``, ``<split>/top1``, ``<split>/top5`` (torchmetrics, DDP-synced).
+Logged: ``train/loss_step`` and ``train/loss_epoch``, ``<split>/loss``, ``<split>/top1``, ``<split>/top5`` (torchmetrics, DDP-synced).
 The filter's thresholds (``min_prob``, ``saturate_above``, ``shift``) are not used in training; they
 travel with the export so ``experiments.score_relevance`` scores with the run's settings.
 """
@@ -62,7 +62,7 @@ class RelevanceClassifier(SuiteModule):
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         loss = self.loss(self(batch), batch)
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(batch["labels"]))
+        self.log_train_loss(loss, batch_size=len(batch["labels"]))
         return loss
 
     def _eval_step(self, split: str, batch: dict[str, Tensor]) -> None:

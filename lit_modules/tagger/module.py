@@ -189,7 +189,7 @@ class MultiLabelTagger(SuiteModule):
         else:
             out = self(batch["image"], batch["tags"])
         loss = self._loss(out, labels)
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(labels))
+        self.log_train_loss(loss, batch_size=len(labels))
         return loss
 
     def predict_labels(self, out: dict[str, Tensor], rule: str) -> Tensor:
