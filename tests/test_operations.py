@@ -72,7 +72,7 @@ def test_wandb_offline_run_holds_metrics_and_config(tmp_path, synthetic_dir):
     # wandb >= 0.2x keeps an offline run in one binary transaction log (protobuf records; `wandb sync`
     # uploads it): the config keys, metric names and the figure must be in it.
     log = next(runs[0].glob("run-*.wandb")).read_bytes()
-    for needle in (b"experiment_name", b"num_labels", b"val/HF1", b"test/HF1", b"train/loss_step"):
+    for needle in (b"experiment_name", b"num_labels", b"val/HF1", b"test/HF1", b"train/loss_epoch"):
         assert needle in log, needle
     assert list((runs[0] / "files" / "media" / "images").rglob("examples_image_cnn*.png"))
     assert list((run_dir / "tensorboard").rglob("events.out.tfevents.*"))
