@@ -8,7 +8,7 @@ from lit_modules.metrics.multilabel import (
     annotation_scores_from_counts,
     multilabel_annotation_scores,
 )
-from lit_modules.metrics.multitask import MulticlassTaskScores, MultiTaskScores
+from lit_modules.metrics.multitask import MultiTaskScores, scores_from_confusion
 from lit_modules.metrics.retrieval import CocoRetrievalMetrics, coco_1k_folds, coco_retrieval_metrics
 from lit_modules.metrics.selective import (
     SelectivePredictions,
@@ -26,8 +26,8 @@ __all__ = [
     "SCORE_NAMES",
     "MultilabelAnnotationMetrics",
     "MultilabelMeanAveragePrecision",
-    "MulticlassTaskScores",
     "MultiTaskScores",
+    "scores_from_confusion",
     "mean_average_precision",
     "annotation_counts",
     "annotation_scores_from_counts",

@@ -52,36 +52,6 @@ def scores_from_confusion(confusion: Tensor) -> dict[str, Tensor]:
     }
 
 
-class MulticlassTaskScores(Metric):
-    """Confusion-matrix metric (``dist_reduce_fx="sum"``) giving :data:`TASK_SCORE_NAMES`.
-    ``update(preds, target)`` takes class indices; targets ``< 0`` (no label) are skipped."""
-
-    full_state_update = False
-
-    def __init__(self, num_classes: int, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.num_classes = num_classes
-        self.add_state("confusion", default=torch.zeros(num_classes, num_classes, dtype=torch.long),
-                       dist_reduce_fx="sum")
-
-    def update(self, preds: Tensor, target: Tensor) -> None:
-        add_to_confusion(self.confusion, preds, target)
-
-    def compute(self) -> dict[str, Tensor]:
-        return scores_from_confusion(self.confusion)
-
-
-def add_to_confusion(confusion: Tensor, preds: Tensor, target: Tensor) -> None:
-    """``confusion[y, y_hat] += 1`` for the labelled samples (``target >= 0``), in place.
-
-    A scatter-add of 0/1 weights instead of indexing the labelled rows out: no data-dependent
-    shapes, so no host-device synchronisation per update."""
-    num_classes = confusion.shape[0]
-    keep = target >= 0
-    idx = target.clamp_min(0).long() * num_classes + preds.long()
-    confusion.view(-1).scatter_add_(0, idx, keep.long())
-
-
 class MultiTaskScores(Metric):
     """Every per-task score of a multi-task classifier with missing labels, in one metric object.
 
