@@ -96,7 +96,7 @@ class EpochMeans:
 
     def add(self, names: Sequence[str], values: torch.Tensor, counts: torch.Tensor | float | None = None) -> None:
         values = values.detach().float()
-        if counts is None or not isinstance(counts, torch.Tensor):  # a number: a fill, no host->device copy
+        if not isinstance(counts, torch.Tensor):  # None or a number: a fill, no host->device copy
             counts = torch.full_like(values, 1.0 if counts is None else float(counts))
         counts = counts.detach().float()
         if self.sums is None:

@@ -11,12 +11,14 @@ The per-step time is taken between the start of the first timed step and the end
 warm-up steps, from the fastest of interleaved repeats. A third, profiled suite run (Lightning's
 SimpleProfiler) says where the difference goes.
 
+Manually optimised modules are measured the same way when their ``training_step`` works without a
+Trainer; otherwise they are reported as skipped.
+
 On a shared CPU the two loops' times vary by 10-40 % from repeat to repeat, more than the few per
 cent being measured. So the suite's fixed per-step cost is also measured on its own: the same
-trainer, callbacks and logger around a one-layer module (``fixed_ms``: suite minus bare per step,
-steps of well under a millisecond, so the noise of that difference is a few hundredths of a
-millisecond), and ``fixed_share_pct = fixed_ms / bare_ms`` is the overhead it implies for the model. Manually optimised modules are measured the same way
-when their ``training_step`` works without a Trainer; otherwise they are reported as skipped.
+trainer, callbacks and logger around a one-layer module (``fixed_ms``: suite minus bare per step;
+its steps take well under a millisecond, and the figure moved by under 0.1 ms between runs here),
+and ``fixed_share_pct = fixed_ms / bare_ms`` is the overhead it implies for the model.
 """
 
 from __future__ import annotations
@@ -35,8 +37,8 @@ from omegaconf import open_dict
 from torch.utils.data import DataLoader
 
 from experiments.bench.common import compose_experiment, synchronize
-from lit_modules.base import SuiteModule
 from experiments.stages import build_model, build_trainer
+from lit_modules.base import SuiteModule
 
 DEFAULT_EXPERIMENTS = ["tagger", "hashtag", "crisismmd"]
 
@@ -190,9 +192,8 @@ def measure(experiment: str, args: argparse.Namespace) -> dict[str, Any]:
             wall[name].append(w)
             cpu[name].append(c)
     # The fastest repeat of each loop is the least disturbed one (a shared machine only ever adds
-    # time). On a CPU the process's CPU time is reported too: time stolen by other tenants of the
-    # machine does not count in it, so it is the steadier figure there (on a GPU only wall time
-    # means anything).
+    # time). The process's CPU time is reported too, which would leave out time stolen by other
+    # tenants (on the 2-core machine of README it tracked wall time; on a GPU only wall time counts).
     _, profiled = suite_loop(copy.deepcopy(cfg), fresh(), batches, args.warmup, "simple")
     bare_ms, suite_ms = 1e3 * min(wall["bare"]) / args.steps, 1e3 * min(wall["suite"]) / args.steps
     cpu_pct = 100.0 * (min(cpu["suite"]) / min(cpu["bare"]) - 1.0)
@@ -213,8 +214,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     notes = ["overhead_pct = suite / bare - 1 per step (target <= 3 %); data loading excluded (batches in memory)",
              f"{args.steps} timed steps after {args.warmup} warm-up steps, {args.repeats} interleaved repeats; "
              "bare_ms / suite_ms: the fastest repeat of each (noise only adds time); overhead_median_pct: from "
-             "the medians; overhead_cpu_pct: from the process CPU time (fastest repeats), immune to time "
-             "stolen by other tenants; bare_spread_pct: slowest / fastest bare repeat, the machine's noise",
+             "the medians; overhead_cpu_pct: from the process CPU time (fastest repeats), which leaves out "
+             "time stolen by other tenants; bare_spread_pct: slowest / fastest bare repeat, the machine's noise",
              "fixed_ms: the suite's per-step cost around a one-layer module (same trainer, callbacks, logger); "
              "fixed_share_pct = fixed_ms / bare_ms, the overhead it implies (steady where the direct figures are noisy)"]
     for r in rows:
