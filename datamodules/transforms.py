@@ -1,8 +1,9 @@
 """The image pipeline shared by every image model (torchvision transforms v2).
 
 Eval: ``Resize(resize, bilinear) -> CenterCrop(crop) -> [0, 1] -> Normalize(mean, std)`` (the seed's
-ImageNet preprocessing: 232 -> 224). Training uses the same pipeline unless augmentations are
-configured in ``conf/augmentation``:
+ImageNet preprocessing: 232 -> 224); with ``keep_aspect=False`` the resize is to ``resize x resize``
+whatever the aspect ratio (the hashtag seed's "reduce every image to 256 x 256"). Training uses the
+same pipeline unless augmentations are configured in ``conf/augmentation``:
 
 * ``hflip`` (``augmentation=flip``): a horizontal flip with that probability;
 * ``k`` (``augmentation=strength augmentation.k=2``): the hashtag seed's (002) single strength
@@ -17,7 +18,7 @@ configured in ``conf/augmentation``:
   aspect ratio                one side stretched by ``s`` in ``[1 - 0.1k, 1 + 0.1k]`` (either side), center crop / pad back
   horizontal flip             probability ``p``
   colour                      brightness, contrast, saturation factors in ``[max(0, 1 - 0.1k), 1 + 0.1k]``;
-                              hue shifted by up to ``0.05k`` of the hue circle (torchvision's hue range is +-0.5)
+                              hue shifted by up to ``0.1k`` of the hue circle (the same 0.1k; torchvision caps it at 0.5)
   ==========================  ====================================================================
 
   ``k = 0`` is off (the pipeline is exactly the eval one plus ``hflip``); ``0 <= k <= 6`` keeps
@@ -91,7 +92,7 @@ def strength_augmentations(k: float, size: int) -> list[v2.Transform]:
         maybe(RandomAspectRatio(0.1 * k)),
         v2.RandomHorizontalFlip(p),
         maybe(v2.ColorJitter(brightness=(low, high), contrast=(low, high), saturation=(low, high),
-                             hue=min(0.5, 0.05 * k))),
+                             hue=min(0.5, 0.1 * k))),
     ]
 
 
@@ -99,8 +100,10 @@ class ImageTransforms:
     """Builds the train and eval transforms from one config node.
 
     Args:
-        resize: shorter side after resizing (bilinear, antialiased).
+        resize: shorter side after resizing (bilinear, antialiased); both sides with ``keep_aspect=False``.
         crop: side of the square center crop (eval) / final size (train).
+        keep_aspect: ``False`` stretches every image to ``resize x resize`` instead of cropping its
+            longer side away (4:3 SUN397 scenes keep their whole width).
         mean, std: normalisation statistics.
         hflip: probability of a horizontal flip at training time (0 = off).
         k: augmentation strength of the hashtag seed (0 = off; see module doc). With ``k > 0`` the
@@ -115,8 +118,10 @@ class ImageTransforms:
         std: Sequence[float] = IMAGENET_STD,
         hflip: float = 0.0,
         k: float = 0.0,
+        keep_aspect: bool = True,
     ) -> None:
         self.resize, self.crop = int(resize), int(crop)
+        self.keep_aspect = bool(keep_aspect)
         self.mean, self.std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
         self.hflip = float(hflip)
         self.k = float(k)
@@ -124,7 +129,8 @@ class ImageTransforms:
             raise ValueError(f"augmentation strength k must be in [0, {MAX_STRENGTH}], got {k}")
 
     def _head(self) -> list[v2.Transform]:
-        return [v2.ToImage(), v2.Resize(self.resize, interpolation=v2.InterpolationMode.BILINEAR, antialias=True),
+        size = self.resize if self.keep_aspect else [self.resize, self.resize]
+        return [v2.ToImage(), v2.Resize(size, interpolation=v2.InterpolationMode.BILINEAR, antialias=True),
                 v2.CenterCrop(self.crop)]
 
     def _tail(self) -> list[v2.Transform]:
@@ -151,6 +157,8 @@ class ImageTransforms:
     def describe(self) -> dict:
         """What a predictor needs to rebuild the eval pipeline (written next to exported models)."""
         out = {"resize": self.resize, "crop": self.crop, "mean": list(self.mean), "std": list(self.std)}
+        if not self.keep_aspect:
+            out["keep_aspect"] = False
         if self.k > 0:  # what test-time augmentation needs
             out.update(k=self.k, hflip=self.hflip)
         return out

@@ -3,8 +3,10 @@
 One row per run (labelled by its command-line overrides, those shared by all runs left out), the
 chosen metrics as columns, written as ``report.md`` and ``report.csv``, plus ``val_curves.png``
 with a validation curve per run. Metrics default to the sweep config's ``report.metrics`` (see
-e.g. ``conf/experiment/tagger_table5_1.yaml``), else every test metric. Names may be glob patterns
-(``'test/*/HF1'``). Values in [0, 1] named like scores are shown as percentages, as in the papers.
+e.g. ``conf/experiment/tagger_table5_1.yaml``), else every test metric; ``report.tables`` (a list of
+``{title, metrics}``) writes one table each instead, as a paper with a table per task does. Names
+may be glob patterns (``'test/*/HF1'``); ``fit_minutes`` is the run's training time over all stages.
+Values in [0, 1] named like scores are shown as percentages, as in the papers.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ def read_run(run: Path) -> dict[str, Any]:
     config_file = run / "config.yaml"
     config = yaml.safe_load(config_file.read_text()) if config_file.exists() else {}
     flat = dict(metrics.get("test", {}))
+    if metrics.get("fit_minutes") is not None:
+        flat["fit_minutes"] = metrics["fit_minutes"]
     value = (metrics.get("optimized_metric") or {}).get("value")
     if value is not None:
         flat["optimized_metric"] = value
@@ -76,21 +80,25 @@ def _fmt(name: str, value: float | None, percent: bool) -> str:
 
 
 def _is_score(name: str) -> bool:
-    return not any(word in name.lower() for word in ("loss", "mae", "medr", "seconds", "optimized"))
+    return not any(word in name.lower() for word in ("loss", "mae", "medr", "seconds", "minutes", "optimized"))
 
 
-def render(runs: list[dict[str, Any]], metrics: list[str], title: str) -> tuple[str, str]:
-    labels = row_labels(runs)
+def render_markdown(runs: list[dict[str, Any]], metrics: list[str], title: str, level: int = 1) -> str:
     percent = {m: _is_score(m) and all(0 <= r["metrics"].get(m, 0) <= 1 for r in runs) for m in metrics}
     header = ["run"] + [m + (" (%)" if percent[m] else "") for m in metrics]
-    md = [f"# {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    md = [f"{'#' * level} {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for label, r in zip(row_labels(runs), runs):
+        md.append("| " + " | ".join([label] + [_fmt(m, r["metrics"].get(m), percent[m]) for m in metrics]) + " |")
+    return "\n".join(md) + "\n"
+
+
+def render_csv(runs: list[dict[str, Any]], metrics: list[str]) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(["run", "dir"] + metrics)
-    for label, r in zip(labels, runs):
-        md.append("| " + " | ".join([label] + [_fmt(m, r["metrics"].get(m), percent[m]) for m in metrics]) + " |")
+    for label, r in zip(row_labels(runs), runs):
         writer.writerow([label, str(r["dir"])] + [r["metrics"].get(m, "") for m in metrics])
-    return "\n".join(md) + "\n", buf.getvalue()
+    return buf.getvalue()
 
 
 def read_curve(run: Path, metric: str) -> tuple[list[float], list[float]]:
@@ -183,11 +191,17 @@ def make_report(sweep_dir: Path, metrics: list[str] | None = None, curve: str | 
     out_dir = out_dir or sweep_dir / "report"
     out_dir.mkdir(parents=True, exist_ok=True)
     report_cfg = runs[0]["config"].get("report") or {}
-    chosen = select_metrics(runs, metrics)
     title = report_cfg.get("title") or f"{runs[0]['summary'].get('experiment') or sweep_dir.name}: {sweep_dir.name}"
-    md, table = render(runs, chosen, title)
+    tables = report_cfg.get("tables") if metrics is None else None
+    if tables:
+        parts = [(t["title"], select_metrics(runs, t["metrics"])) for t in tables]
+        md = f"# {title}\n\n" + "\n".join(render_markdown(runs, cols, sub, level=2) for sub, cols in parts)
+        chosen = [m for _, cols in parts for m in cols if m]
+    else:
+        chosen = select_metrics(runs, metrics)
+        md = render_markdown(runs, chosen, title)
     written = {"markdown": atomic_write_text(out_dir / "report.md", md),
-               "csv": atomic_write_text(out_dir / "report.csv", table)}
+               "csv": atomic_write_text(out_dir / "report.csv", render_csv(runs, list(dict.fromkeys(chosen))))}
     curve = curve or report_cfg.get("curve") or runs[0]["config"].get("monitor") or "val/loss"
     figure = plot_curves(runs, curve, out_dir / "val_curves.png")
     if figure:

@@ -224,6 +224,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             write_json(run_dir / "stages" / f"{name}.json", last_result)
 
     summary["test"] = last_result.get("test", {})
+    # Training time over all stages (the hashtag seed's tables report it in minutes).
+    summary["fit_minutes"] = round(sum(s.get("fit_seconds", 0.0) for s in summary["stages"].values()) / 60, 4)
     metric = cfg.get("optimized_metric")
     summary["optimized_metric"] = {"name": metric, "value": _lookup_metric(last_result, metric)}
     if cfg.get("export", True) and model is not None and is_rank_zero():

@@ -56,5 +56,19 @@ def test_transform_parameters_follow_k():
     assert crop.scale[0] == pytest.approx(0.64) and crop.ratio == (1.0, 1.0)
     jitter = aug[-1].transforms[0]
     assert jitter.brightness == pytest.approx((0.8, 1.2)) and jitter.saturation == pytest.approx((0.8, 1.2))
+    assert jitter.hue == pytest.approx((-0.2, 0.2))
     out = v2.Compose(aug)(torch.zeros(3, 32, 32, dtype=torch.uint8))
     assert out.shape == (3, 32, 32)
+
+
+def test_keep_aspect_false_squashes_the_whole_image_into_the_square():
+    # A 2:1 image with white bands at its left and right edges: a center crop drops them, a square resize keeps them.
+    pixels = np.zeros((30, 60, 3), dtype=np.uint8)
+    pixels[:, :8] = pixels[:, -8:] = 255
+    image = Image.fromarray(pixels)
+    cropped = ImageTransforms(resize=16, crop=16, mean=(0, 0, 0), std=(1, 1, 1)).eval()(image)
+    squashed_tf = ImageTransforms(resize=16, crop=16, mean=(0, 0, 0), std=(1, 1, 1), keep_aspect=False)
+    squashed = squashed_tf.eval()(image)
+    assert cropped.shape == squashed.shape == (3, 16, 16)
+    assert cropped[:, :, 0].max() < 0.1 and squashed[:, :, 0].min() > 0.9
+    assert ImageTransforms(**squashed_tf.describe()).keep_aspect is False  # exports carry it

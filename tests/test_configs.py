@@ -54,6 +54,16 @@ def test_table5_1_sweep_rows():
     assert cfg.report.metrics[-1] == "test/HF1"
 
 
+@pytest.mark.parametrize("row", ["tagger_image_count", "tagger_composite"])
+def test_table5_1_on_nuswide_uses_the_seed_settings_and_builds(row):
+    from experiments.stages import build_model
+
+    cfg = compose_train("experiment=tagger_nuswide_table5_1", f"ablation={row}", "model.net.image_cnn.weights=null")
+    assert cfg.model.net.image_cnn.name == "resnext101_32x8d" and cfg.data.epoch_fraction == 0.2
+    assert cfg.optimizer.lr == 1e-3 and list(cfg.scheduler.milestones) == [5, 10]
+    assert build_model(cfg).net.image_cnn is not None
+
+
 def test_group_specific_keys_do_not_break_a_group_swap():
     from experiments.stages import instantiate_partial
 
@@ -65,3 +75,54 @@ def test_group_specific_keys_do_not_break_a_group_swap():
     opt = instantiate_partial(stage.optimizer)(params=[torch.nn.Parameter(torch.zeros(1))])
     sched = instantiate_partial(stage.scheduler)(optimizer=opt)
     assert type(sched).__name__ == "CosineAnnealingLR" and type(opt).__name__ == "Adam"
+
+
+# Seed 002's Table 4: (optimizer, lr, annealing half-period T or None, k, side), row by row.
+TABLE4 = {1: ("Adam", 1e-2, None, 1, 256), 2: ("SGD", 1e-2, None, 1, 256), 3: ("SGD", 0.1, None, 1, 256),
+          4: ("SGD", 1e-2, None, 3, 256), 5: ("SGD", 1e-2, None, 5, 256), 6: ("SGD", 0.1, 3, 1, 256),
+          7: ("Adam", 1e-3, None, 2, 256), 8: ("SGD", 1e-2, None, 1, 512), 9: ("SGD", 0.1, 3, 2, 512),
+          10: ("SGD", 0.1, 50, 2, 512), 11: ("SGD", 1e-2, None, 2, 512)}
+
+
+@pytest.mark.parametrize("row", sorted(TABLE4))
+def test_hashtag_table4_rows_are_the_seeds(row):
+    optimizer, lr, half_period, k, side = TABLE4[row]
+    cfg = compose_train("experiment=hashtag_table4", f"ablation=hashtag_table4_row{row:02d}")
+    assert cfg.optimizer._target_ == f"torch.optim.{optimizer}" and cfg.optimizer.lr == lr
+    if optimizer == "SGD":  # the seed's plain SGD (eq. 7)
+        assert cfg.optimizer.momentum == 0 and cfg.optimizer.weight_decay == 0
+    if half_period is None:
+        assert cfg.scheduler is None
+    else:
+        assert cfg.scheduler.T_max == half_period and cfg.scheduler.eta_min == 1e-3
+    assert cfg.augmentation.k == k and cfg.augmentation.resize == cfg.augmentation.crop == side
+    assert cfg.augmentation.keep_aspect is False
+    assert cfg.trainer.max_epochs == (50 if side == 256 else 30)
+    assert cfg.callbacks.early_stopping.patience == 15
+
+
+def test_table4_sweep_runs_every_row_and_reports_training_time():
+    import yaml
+
+    sweep = yaml.safe_load(Path(CONF, "experiment", "hashtag_table4.yaml").read_text())
+    assert sweep["hydra"]["sweeper"]["params"]["ablation"] == "glob(hashtag_table4_row*)"
+    assert len(list(Path(CONF, "ablation").glob("hashtag_table4_row*.yaml"))) == len(TABLE4)
+    assert "fit_minutes" in compose_train("experiment=hashtag_table4").report.metrics
+
+
+def test_cosine_annealing_is_the_seeds_eq14():
+    """lr_i = lr_min + (lr_max - lr_min) (1 + cos(pi i / T)) / 2 at every epoch i, past T too (no restart)."""
+    import math
+
+    import torch
+
+    from experiments.stages import instantiate_partial
+
+    cfg = compose_train("experiment=hashtag_table4", "ablation=hashtag_table4_row06")
+    optimizer = instantiate_partial(cfg.optimizer)(params=[torch.nn.Parameter(torch.zeros(1))])
+    scheduler = instantiate_partial(cfg.scheduler)(optimizer=optimizer)
+    for epoch in range(10):
+        expected = 1e-3 + (0.1 - 1e-3) * (1 + math.cos(math.pi * epoch / 3)) / 2
+        assert optimizer.param_groups[0]["lr"] == pytest.approx(expected)
+        optimizer.step()
+        scheduler.step()

@@ -3,6 +3,7 @@ predict and DDP. Runs as a user would (``python -m experiments.<tool> ...``) wit
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 from pathlib import Path
@@ -162,8 +163,11 @@ def test_sweep_over_two_optimizers_and_report(tmp_path, synthetic_dir):
     assert len(jobs) == 2
     optimizers = {yaml.safe_load((j / "config.yaml").read_text())["optimizer"]["_target_"] for j in jobs}
     assert optimizers == {"torch.optim.AdamW", "torch.optim.SGD"}
-    run_cli("experiments.report", str(sweep_dirs[0]), "--metrics", "test/HF1", "test/image/mAP")
+    run_cli("experiments.report", str(sweep_dirs[0]), "--metrics", "test/HF1", "test/image/mAP", "fit_minutes")
     report = (sweep_dirs[0] / "report" / "report.md").read_text()
     assert "optimizer=adamw" in report and "optimizer=sgd" in report
-    rows = (sweep_dirs[0] / "report" / "report.csv").read_text().splitlines()
-    assert rows[0].split(",")[2:] == ["test/HF1", "test/image/mAP"] and len(rows) == 3
+    rows = list(csv.reader((sweep_dirs[0] / "report" / "report.csv").read_text().splitlines()))
+    assert rows[0][2:] == ["test/HF1", "test/image/mAP", "fit_minutes"] and len(rows) == 3
+    for job, row in zip(jobs, rows[1:]):  # the training time over the stages, in minutes
+        stages = read_metrics(job)["stages"]
+        assert float(row[4]) == pytest.approx(sum(s["fit_seconds"] for s in stages.values()) / 60, abs=1e-3)

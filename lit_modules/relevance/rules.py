@@ -1,15 +1,15 @@
 """The seed's caption filter and relevance coefficients (seed 000, section "scoring").
 
-For a caption of class ``y`` with class probabilities ``P = (P_1 .. P_C)`` from the classifier (the
-caption alone, no class sentence), ``p = P_y``:
+The rules as the relevance issue numbers them, for a caption of class ``y``:
 
-1. drop it if ``p < mean_c P_c`` (its own class is less likely than an average class);
-2. drop it if ``p < min_prob`` (0.5);
-3. keep it with raw relevance ``r = p``;
-4. ``r' = 1`` if ``r > saturate_above`` (0.9), else ``r' = r + shift`` (0.1);
-5. map the kept ``r'`` by rank to a uniform spread on (0, 1]:
-   ``coef_i = #{j : r'_j <= r'_i} / m`` (m kept captions; the largest maps to 1, ties share the
-   larger rank).
+1. ``P = (P_1 .. P_C)``, the classifier's class probabilities for the caption alone (no class
+   sentence); ``p = P_y``;
+2. drop it if ``p < mean_c P_c`` (its own class is less likely than an average class);
+3. drop it if ``p < min_prob`` (0.5);
+4. keep it with raw relevance ``r = p``;
+5. ``r' = 1`` if ``r > saturate_above`` (0.9), else ``r' = r + shift`` (0.1); then map the kept
+   ``r'`` by rank to a uniform spread on (0, 1]: ``coef_i = #{j : r'_j <= r'_i} / m`` (m kept
+   captions; the largest maps to 1, ties share the larger rank).
 """
 
 from __future__ import annotations
