@@ -14,6 +14,27 @@ from datamodules.errors import DatasetFormatError
 from datamodules.samplers import EpochFractionSampler, EvalSampler
 
 
+def image_is_readable(path: Path) -> bool:
+    """A cheap check of an image file for index/setup time (no pixel decoding: too slow for 100k images).
+
+    PIL's ``verify()`` parses the headers (and the chunk checksums of a PNG) but not JPEG pixel data, so
+    a JPEG cut short (an interrupted download or extraction) passes it; such a file lacks the end-of-image
+    marker ``FF D9``, looked for in its last KiB. Damage inside a complete file is only found when the
+    image is decoded, where :class:`DecodedImages` raises a :class:`DatasetFormatError` naming the file.
+    """
+    try:
+        with open(path, "rb") as f:
+            with Image.open(f) as img:
+                is_jpeg = img.format in ("JPEG", "MPO")  # MPO: a camera JPEG with extra frames
+                img.verify()
+            if is_jpeg:
+                f.seek(max(0, f.seek(0, 2) - 1024))
+                return b"\xff\xd9" in f.read()
+        return True
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return False
+
+
 class DecodedImages:
     """Opens images as RGB; with ``cache`` keeps the decoded uint8 pixels of item ``i`` in memory
     (small datasets such as the synthetic twins; the cache lives per worker process)."""
@@ -27,8 +48,10 @@ class DecodedImages:
         try:
             with Image.open(path) as img:
                 image = img.convert("RGB")
-        except (OSError, ValueError) as err:
-            raise DatasetFormatError(path, f"cannot read image ({err}); rebuild the index to drop it") from err
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+            raise DatasetFormatError(path, f"cannot read image ({err}); replace the file with a good copy, or "
+                                           "delete it and rerun: readers drop and count missing images (delete "
+                                           "a cached index, e.g. NUS-WIDE's index.ndjson, so it is rebuilt)") from err
         if self._pixels is not None:
             self._pixels[i] = np.asarray(image)
         return image

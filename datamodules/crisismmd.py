@@ -21,8 +21,10 @@ fields than the header, an unknown label, an empty id, or bytes that are not UTF
 tweet id). A task that does not list a sample has label ``-1`` for it: masked out of that task's loss
 and metrics, never imputed. The official split of a sample is the split of the first task file that
 lists it (task order informative, humanitarian, damage); a later task listing it in another split has
-its label masked there (counted as ``split_conflicts``). Repeated rows in one file keep the first
-(``duplicate_rows``). Images missing on disk drop the sample (``missing_images``, logged).
+its label masked there (counted as ``split_conflicts``). Repeated image ids in one file keep the first
+row (``duplicate_rows``; a repeat with another label is logged as a warning naming both lines). Images
+missing on disk drop the sample (``missing_images``, logged). A task file without rows, or a split
+left without samples, is an error.
 
 **Splits.** ``split_mode="official"``: the release's train/dev/test. ``"random"``: the seed's 60/20/20,
 drawn by tweet (all images of a tweet on one side) with ``split_seed``.
@@ -47,7 +49,7 @@ import torch
 from torch.utils.data import Dataset
 
 from datamodules.base import DecodedImages, SuiteDataModule
-from datamodules.errors import DatasetFormatError, read_lines
+from datamodules.errors import DatasetFormatError, DuplicateRows, decode_utf8, read_lines, require_rows
 from datamodules.feature_cache import FeatureCache, load_feature_cache
 from datamodules.synthetic.crisismmd import DAMAGE, HUMANITARIAN, INFORMATIVE, ensure_crisismmd
 from datamodules.transforms import ImageTransforms
@@ -106,10 +108,7 @@ def read_task_file(path: str | Path, task: str) -> tuple[list[TaskRow], int]:
         raise DatasetFormatError(path, "empty file; expected a header line", line=1)
 
     def decode(raw: bytes, number: int) -> str:
-        try:
-            return raw.removesuffix(b"\r").decode("utf-8")
-        except UnicodeDecodeError as err:
-            raise DatasetFormatError(path, f"not valid UTF-8 ({err.reason})", line=number) from None
+        return decode_utf8(raw.removesuffix(b"\r"), path, number)
 
     header = [h.strip().lower() for h in decode(lines[0], 1).split("\t")]
     col = {name: i for i, name in enumerate(header)}
@@ -121,8 +120,7 @@ def read_task_file(path: str | Path, task: str) -> tuple[list[TaskRow], int]:
     names = LABELS[task]
     label_index = {n: i for i, n in enumerate(names)}
     rows: list[TaskRow] = []
-    seen: set[str] = set()
-    repeats = 0
+    repeats = DuplicateRows(path)
     for number, raw in enumerate(lines[1:], start=2):
         fields = decode(raw, number).split("\t")
         if len(fields) != len(header):
@@ -138,16 +136,15 @@ def read_task_file(path: str | Path, task: str) -> tuple[list[TaskRow], int]:
         tweet_id = fields[col["tweet_id"]].strip().strip('"') if "tweet_id" in col else image_id.rsplit("_", 1)[0]
         if not tweet_id:
             raise DatasetFormatError(path, "empty tweet id", line=number, field="tweet_id")
-        if image_id in seen:
-            repeats += 1
+        if not repeats.is_new(image_id, label, number):
             continue
-        seen.add(image_id)
         rows.append(TaskRow(
             event=fields[col["event_name"]].strip() if "event_name" in col else "",
             tweet_id=tweet_id, image_id=image_id,
             text=fields[col["tweet_text"]] if "tweet_text" in col else None,
             image=fields[col["image"]].strip() or None, label=label_index[label], line=number))
-    return rows, repeats
+    repeats.log(log)
+    return rows, repeats.dropped
 
 
 def read_crisismmd(root: str | Path, files: Mapping[str, str] | None = None, image_root: str = "CrisisMMD_v2.0",
@@ -163,6 +160,7 @@ def read_crisismmd(root: str | Path, files: Mapping[str, str] | None = None, ima
         for split in SPLITS:
             path = root / patterns[task].format(split=split)
             rows, repeats = read_task_file(path, task)
+            require_rows(rows, f"{task} {split}", path)
             stats["rows"][task][split] = len(rows)
             stats["duplicate_rows"] += repeats
             for row in rows:
@@ -183,16 +181,17 @@ def read_crisismmd(root: str | Path, files: Mapping[str, str] | None = None, ima
     kept, missing = [], []
     for sample in samples.values():
         if check_images and not (images_dir / sample.image).is_file():
-            missing.append(sample.image)
+            missing.append(sample)
             continue
         kept.append(sample)
     stats["missing_text"] = sum(not s.text for s in kept)
     stats["missing_images"] = len(missing)
+    stats["missing_images_by_split"] = {s: sum(x.split == s for x in missing) for s in SPLITS}
     stats["samples"] = {s: sum(x.split == s for x in kept) for s in SPLITS}
     stats["labelled"] = {t: sum(x.labels[f] >= 0 for x in kept) for f, t in enumerate(TASKS)}
     if missing:
         log.warning("CrisisMMD %s: dropped %d samples whose image is missing under %s, e.g. %s", root, len(missing),
-                    images_dir, ", ".join(missing[:_MAX_EXAMPLES]))
+                    images_dir, ", ".join(s.image for s in missing[:_MAX_EXAMPLES]))
     return CrisisMMDIndex(kept, stats, str(images_dir.resolve()))
 
 
@@ -323,9 +322,13 @@ class CrisisMMDDataModule(SuiteDataModule):
             self.splits = {s: [x for x in self.index.samples if x.split == s] for s in SPLITS}
         else:
             self.splits = random_split(self.index.samples, hp.split_fractions, hp.split_seed)
+        files, missing = {**DEFAULT_FILES, **hp.files}, self.index.stats["missing_images_by_split"]
+        for split in SPLITS:
+            read_from = [split] if hp.split_mode == "official" else SPLITS
+            sources = [self.root / files[t].format(split=s) for t in TASKS for s in read_from]
+            require_rows(self.splits[split], split, *sources,
+                         dropped={"samples whose image is missing": sum(missing[s] for s in read_from)})
         train = self.splits["train"]
-        if not train:
-            raise DatasetFormatError(self.root, "no training samples after reading the release")
         self.tokenizer = build_tokenizer(hp.text_encoder, [s.text for s in train], vocab_size=hp.text_vocab_size,
                                          min_freq=hp.text_min_freq)
         if hp.extra_modality:

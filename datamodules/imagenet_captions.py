@@ -20,7 +20,8 @@ keeps captions whose title or description has more than one word, splits them pe
 (:func:`split_per_class`) and pairs every caption with each of its class's 2-10 (longest) description
 sentences (the Cartesian product), written as JSON lines: a header line, then one item per line.
 Every format problem raises :class:`~datamodules.errors.DatasetFormatError` naming the file and the
-entry or field.
+entry or field. An entry repeating an earlier ``filename`` is dropped (counted and logged; a warning
+when its caption differs), and a split left empty is an error.
 """
 
 from __future__ import annotations
@@ -42,7 +43,17 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from datamodules.base import SuiteDataModule
-from datamodules.errors import DatasetFormatError, read_lines
+from datamodules.errors import (
+    DatasetFormatError,
+    DuplicateRows,
+    decode_utf8,
+    json_field,
+    read_json,
+    read_json_header,
+    read_jsonl,
+    read_lines,
+    require_rows,
+)
 from datamodules.samplers import EpochFractionSampler, EvalSampler
 
 log = logging.getLogger(__name__)
@@ -76,47 +87,41 @@ class Caption:
         return max(len(self.title.split()), len(self.description.split())) > more_than
 
 
-def _load_json(path: Path, contents: str) -> Any:
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise DatasetFormatError(path, f"missing file; it should contain {contents}") from None
-    if not text.strip():
-        raise DatasetFormatError(path, f"empty file; it should contain {contents}")
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as err:
-        raise DatasetFormatError(path, f"invalid JSON ({err.msg})", line=err.lineno) from None
-
-
 def _check_wnid(wnid: str, path: Path, where: str, field: str | None = None) -> None:
     if not WNID.fullmatch(wnid):
         raise DatasetFormatError(path, f"{where}: {wnid!r} is not a WordNet id like 'n01440764'", field=field)
 
 
 def read_imagenet_captions(path: str | Path, known_wnids: Sequence[str] | None = None) -> list[Caption]:
-    """Parse the release's JSON list; with ``known_wnids`` an entry of another class is an error."""
+    """Parse the release's JSON list; with ``known_wnids`` an entry of another class is an error. An
+    entry repeating an earlier ``filename`` is dropped and counted (the first one is kept)."""
     path = Path(path)
-    data = _load_json(path, "a JSON list of {filename, wnid, title, description, tags} objects")
+    data = read_json(path, "a JSON list of {filename, wnid, title, description, tags} objects")
     if not isinstance(data, list):
         raise DatasetFormatError(path, f"expected a JSON list of entries, found {type(data).__name__}")
     known = set(known_wnids) if known_wnids is not None else None
     captions = []
+    repeats = DuplicateRows(path, unit="entry")
     for i, entry in enumerate(data):
         if not isinstance(entry, dict):
             raise DatasetFormatError(path, f"entry {i}: expected an object, found {type(entry).__name__}")
         for name, kind in CAPTION_FIELDS.items():
-            if name not in entry:
-                raise DatasetFormatError(path, f"entry {i}: missing field", field=name)
-            if not isinstance(entry[name], kind):
-                raise DatasetFormatError(path, f"entry {i}: expected {kind.__name__}, found "
-                                         f"{type(entry[name]).__name__}", field=name)
-        _check_wnid(entry["wnid"], path, f"entry {i}", "wnid")
-        if known is not None and entry["wnid"] not in known:
-            raise DatasetFormatError(path, f"entry {i}: unknown wnid {entry['wnid']!r} (no class description)",
-                                     field="wnid")
-        captions.append(Caption(i, entry["filename"], entry["wnid"], entry["title"], entry["description"],
-                                tuple(str(t) for t in entry["tags"])))
+            json_field(entry, name, kind, path, where=f"entry {i}: ")
+        wnid, filename = entry["wnid"], entry["filename"]
+        _check_wnid(wnid, path, f"entry {i}", "wnid")
+        if known is not None and wnid not in known:
+            raise DatasetFormatError(path, f"entry {i}: unknown wnid {wnid!r} (no class description)", field="wnid")
+        if not filename.startswith(f"{wnid}_") or "/" in filename or "\\" in filename:
+            raise DatasetFormatError(path, f"entry {i}: {filename!r} is not an image of class {wnid} "
+                                     f"(expected '{wnid}_<n>.JPEG', read from <images>/{wnid}/)", field="filename")
+        bad = next((j for j, tag in enumerate(entry["tags"]) if not isinstance(tag, str)), None)
+        if bad is not None:
+            raise DatasetFormatError(path, f"entry {i}: tag {bad} is {type(entry['tags'][bad]).__name__} "
+                                     f"{entry['tags'][bad]!r}, expected str", field="tags")
+        caption = Caption(i, filename, wnid, entry["title"], entry["description"], tuple(entry["tags"]))
+        if repeats.is_new(filename, (wnid, caption.title, caption.description, caption.tags), i):
+            captions.append(caption)
+    repeats.log(log)
     return captions
 
 
@@ -125,7 +130,7 @@ def read_synset_mapping(path: str | Path) -> dict[str, list[str]]:
     path = Path(path)
     mapping: dict[str, list[str]] = {}
     for number, raw in enumerate(read_lines(path, "'<wnid> <name>, <synonym>, ...' per line"), start=1):
-        line = raw.decode("utf-8", errors="replace").strip()
+        line = decode_utf8(raw, path, number).strip()
         wnid, _, names = line.partition(" ")
         if not WNID.fullmatch(wnid) or not names.strip():
             raise DatasetFormatError(path, f"expected '<wnid> <names>', found {line!r}", line=number)
@@ -160,7 +165,7 @@ def split_sentences(text: str) -> list[str]:
 def read_class_descriptions(path: str | Path, min_sentences: int = 2) -> dict[str, list[str]]:
     """Parse the class-description file (see the module docstring): wnid -> sentences, in file order."""
     path = Path(path)
-    data = _load_json(path, "a JSON object wnid -> description text or list of sentences")
+    data = read_json(path, "a JSON object wnid -> description text or list of sentences")
     if not isinstance(data, dict):
         raise DatasetFormatError(path, f"expected a JSON object wnid -> description, found {type(data).__name__}")
     if not data:
@@ -231,6 +236,9 @@ def write_relevance_dataset(captions_file: str | Path, descriptions_file: str | 
     captions = read_imagenet_captions(captions_file, known_wnids=wnids)
     kept = [c for c in captions if c.has_words(min_words)]
     is_test = split_per_class([c.wnid for c in kept], test_fraction, seed, small_class, min_test_share)
+    for split, members in (("train", ~is_test), ("test", is_test)):
+        require_rows(np.flatnonzero(members), split, captions_file,
+                     dropped={f"captions of {min_words} word(s) or less": len(captions) - len(kept)})
     sentences = {w: select_sentences(descriptions[w], max_sentences) for w in wnids}
     label = {w: i for i, w in enumerate(wnids)}
     counts: dict[str, Any] = {"captions": len(captions), "kept_more_than_one_word": len(kept),
@@ -272,14 +280,20 @@ def write_relevance_dataset(captions_file: str | Path, descriptions_file: str | 
 def read_relevance_dataset(out_dir: str | Path) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
     """The header and the items per split (``train``/``test``) of a built relevance dataset."""
     path = Path(out_dir) / ITEMS_FILE
-    lines = read_lines(path, "a relevance dataset (python -m experiments.build_relevance_dataset)")
-    header = json.loads(lines[0]) if lines else {}
+    lines = read_jsonl(path, "a relevance dataset (python -m experiments.build_relevance_dataset)")
+    header = lines[0][1] if lines else {}
     if header.get("format") != DATASET_FORMAT or header.get("version") != DATASET_VERSION:
         raise DatasetFormatError(path, f"not a {DATASET_FORMAT} v{DATASET_VERSION} file; rebuild it", line=1)
     splits: dict[str, list[dict[str, Any]]] = {"train": [], "test": []}
-    for number, raw in enumerate(lines[1:], start=2):
-        item = json.loads(raw)
-        splits[item["split"]].append(item)
+    for number, item in lines[1:]:
+        split = json_field(item, "split", str, path, number)
+        if split not in splits:
+            raise DatasetFormatError(path, f"unknown split {split!r}", line=number, field="split")
+        json_field(item, "text", str, path, number)
+        json_field(item, "label", int, path, number)
+        splits[split].append(item)
+    for split, items in splits.items():
+        require_rows(items, split, path)
     return header, splits
 
 
@@ -427,8 +441,7 @@ class RelevanceDataModule(SuiteDataModule):
         path = self.dataset_dir / ITEMS_FILE
         if not path.is_file():
             return False
-        with path.open() as f:
-            header = json.loads(f.readline() or "{}")
+        header = read_json_header(path)  # a broken one raises, naming the file and line 1
         built_from = header.get("sources", {})
         if not all(self.source(n).is_file() for n in ("captions_file", "descriptions_file")):
             return False  # rebuilding reports the missing file
@@ -545,10 +558,11 @@ class CaptionedImagesDataModule(RelevanceDataModule):
     kept captions, weight 1; ``weighted`` only the kept captions, weighted by their coefficient. The
     test split is the same in every mode (every test caption, weight 1), so the three are comparable.
     Caption tokens come from a word vocabulary of the training captions (``text_encoder: bilstm``).
+    With ``check_images`` captions whose image is missing are dropped after the split (counted, logged).
     """
 
     def __init__(self, root: str, transforms=None, mode: str = "unweighted", relevance_file: str | None = None,
-                 image_dir: str = "train", **kwargs: Any) -> None:
+                 image_dir: str = "train", check_images: bool = True, **kwargs: Any) -> None:
         if mode not in WEIGHTING_MODES:
             raise ValueError(f"mode must be one of {WEIGHTING_MODES}, got {mode!r}")
         if mode != "unweighted" and not relevance_file:
@@ -557,7 +571,7 @@ class CaptionedImagesDataModule(RelevanceDataModule):
         # Lightning collects the hyperparameters from every __init__ frame: plain values here too
         kwargs = {k: dict(v) if isinstance(v, Mapping) else v for k, v in kwargs.items()}
         super().__init__(root, **kwargs)
-        self.hparams.update(mode=mode, relevance_file=relevance_file, image_dir=image_dir)
+        self.hparams.update(mode=mode, relevance_file=relevance_file, image_dir=image_dir, check_images=check_images)
         from datamodules.transforms import ImageTransforms
 
         self.transforms = transforms or ImageTransforms()
@@ -583,19 +597,29 @@ class CaptionedImagesDataModule(RelevanceDataModule):
                                   build.get("small_class", 100), build.get("min_test_share", 0.2))
         train = [c for c, t in zip(captions, is_test) if not t]
         test = [c for c, t in zip(captions, is_test) if t]
-        weights = [1.0] * len(train)
+        image_root = self.root / hp.image_dir
+        sources, dropped = [self.source("captions_file")], {"train": {}, "test": {}}
         if hp.mode != "unweighted":
-            coef = {}
-            for number, raw in enumerate(read_lines(Path(hp.relevance_file), "kept_captions.jsonl"), start=1):
-                row = json.loads(raw)
-                coef[row["index"]] = row["coef"]
+            coef = self._read_coefficients(Path(hp.relevance_file), {c.index: c for c in captions})
+            dropped["train"]["not kept by the relevance filter"] = sum(c.index not in coef for c in train)
             train = [c for c in train if c.index in coef]
-            weights = [coef[c.index] if hp.mode == "weighted" else 1.0 for c in train]
+            sources.append(Path(hp.relevance_file))
+        if hp.check_images:
+            missing = {c.index: f"{c.wnid}/{c.filename}" for c in train + test
+                       if not (image_root / c.wnid / c.filename).is_file()}
+            if missing:
+                log.warning("captioned images: dropped %d caption(s) whose image is missing under %s, e.g. %s",
+                            len(missing), image_root, ", ".join(list(missing.values())[:5]))
+            for name, part in (("train", train), ("test", test)):
+                dropped[name]["images missing on disk"] = sum(c.index in missing for c in part)
+            train, test = [c for c in train if c.index not in missing], [c for c in test if c.index not in missing]
+        require_rows(train, "train", *sources, dropped=dropped["train"])
+        require_rows(test, "test", sources[0], dropped=dropped["test"])
+        weights = [coef[c.index] for c in train] if hp.mode == "weighted" else [1.0] * len(train)
         texts = [c.text(build.get("with_tags", False)) for c in train]
         self.tokenizer = build_tokenizer(hp.text_encoder, texts, vocab_size=hp.text_vocab_size,
                                          min_freq=hp.text_min_freq)
         label = {w: i for i, w in enumerate(wnids)}
-        image_root = self.root / hp.image_dir
 
         def make(items: list[Caption], item_weights: list[float], transform) -> CaptionedImages:
             tokens = self.tokenize([c.text(build.get("with_tags", False)) for c in items],
@@ -607,6 +631,22 @@ class CaptionedImagesDataModule(RelevanceDataModule):
         self.data_val = self.data_test  # as the relevance classifier: the test split every epoch
         log.info("captioned images (%s): %d train (weight sum %.1f) / %d test", hp.mode, len(train), sum(weights),
                  len(test))
+
+    @staticmethod
+    def _read_coefficients(path: Path, captions: Mapping[int, Caption]) -> dict[int, float]:
+        """``{caption index: coefficient}`` of ``kept_captions.jsonl``; every line must name a caption
+        of the release (by ``index``, and by ``filename`` where given) and carry a number ``coef``."""
+        coef = {}
+        for number, row in read_jsonl(path, "one {index, filename, coef, ...} object per kept caption "
+                                            "(python -m experiments.score_relevance)"):
+            index = json_field(row, "index", int, path, number)
+            value = json_field(row, "coef", (int, float), path, number)
+            caption = captions.get(index)
+            if caption is None or row.get("filename", caption.filename) != caption.filename:
+                raise DatasetFormatError(path, f"caption {index} ({row.get('filename')}) is not in the captions "
+                                         "file; rescore it with this release", line=number, field="index")
+            coef[index] = float(value)
+        return coef
 
     def collate(self) -> ImageCaptionCollate:
         return ImageCaptionCollate(self.pad_id)

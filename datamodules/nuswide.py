@@ -15,9 +15,11 @@ CRLF or LF, carry trailing tabs/spaces, a UTF-8 BOM, or lack the final newline. 
 problem raises :class:`~datamodules.errors.DatasetFormatError` naming the file and the line.
 
 As in the papers that use NUS-WIDE with user tags, images without any of the 1000 tags are
-dropped; images listed but missing on disk are dropped too (with a warning). Images without any
-concept label are kept. :func:`build_index` stores the result as a compact ndjson file that
-:func:`load_index` reads back without touching the release.
+dropped; images listed but missing on disk are dropped too (with a warning), and so are repeats of
+an image already listed in the same split (counted; a repeat with other labels or tags is logged as
+a warning naming both lines). A split left empty is an error. Images without any concept label
+are kept. :func:`build_index` stores the result as a compact ndjson file that :func:`load_index`
+reads back without touching the release.
 """
 
 from __future__ import annotations
@@ -37,7 +39,16 @@ import torch
 from torch.utils.data import Dataset
 
 from datamodules.base import DecodedImages, SuiteDataModule
-from datamodules.errors import DatasetFormatError, read_lines
+from datamodules.errors import (
+    DatasetFormatError,
+    DuplicateRows,
+    decode_utf8,
+    json_field,
+    read_json_header,
+    read_jsonl,
+    read_lines,
+    require_rows,
+)
 from datamodules.synthetic.nuswide import ensure_nuswide
 from datamodules.transforms import ImageTransforms
 
@@ -70,7 +81,7 @@ class NusWideRecord:
 class NusWideIndex:
     """The usable part of a NUS-WIDE release.
 
-    ``stats`` maps ``listed``, ``dropped_untagged``, ``missing_images``, ``kept`` and
+    ``stats`` maps ``listed``, ``duplicate_images``, ``dropped_untagged``, ``missing_images``, ``kept`` and
     ``unlabeled_kept`` to ``{"train": n, "test": m, "total": n + m}``.
     """
 
@@ -110,13 +121,6 @@ def multi_hot(index_lists: Sequence[Sequence[int]], width: int) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 
 
-def _decode(raw: bytes, path: Path, line: int) -> str:
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise DatasetFormatError(path, f"not valid UTF-8 ({err.reason})", line=line) from None
-
-
 def _check_aligned(path: Path, rows: int, aligned_with: Path, expected: int) -> None:
     if rows != expected:
         raise DatasetFormatError(
@@ -134,7 +138,7 @@ def read_name_list(path: Path, expected: int, contents: str) -> list[str]:
     names: list[str] = []
     first_seen: dict[str, int] = {}
     for number, raw in enumerate(lines, start=1):
-        name = _decode(raw, path, number).strip()
+        name = decode_utf8(raw, path, number).strip()
         if not name:
             raise DatasetFormatError(path, "empty line; expected a name", line=number)
         if name in first_seen:
@@ -163,7 +167,7 @@ def read_image_list(path: Path) -> list[str]:
     lines = read_lines(path, r"one image path per line, like actor\0001_2124494179.jpg")
     images: list[str] = []
     for number, raw in enumerate(lines, start=1):
-        image = _decode(raw, path, number).strip().replace("\\", "/")
+        image = decode_utf8(raw, path, number).strip().replace("\\", "/")
         if not image:
             raise DatasetFormatError(path, "empty line; expected an image path", line=number)
         images.append(image)
@@ -227,6 +231,8 @@ class _SplitRows:
     images: list[str]
     labels: np.ndarray
     tags: list[list[int]]
+    image_list: Path
+    tag_file: Path
 
 
 def _read_split(root: Path, split: str, concepts: Sequence[str]) -> _SplitRows:
@@ -238,25 +244,32 @@ def _read_split(root: Path, split: str, concepts: Sequence[str]) -> _SplitRows:
         label_file = root / "Groundtruth" / "TrainTestLabels" / f"Labels_{concept}_{word}.txt"
         labels[:, j] = read_binary_column(label_file, image_list, len(images))
     tag_file = root / "NUS_WID_Tags" / f"{word}_Tags1k.dat"
-    return _SplitRows(images, labels, read_binary_rows(tag_file, NUM_TAGS, image_list, len(images)))
+    tags = read_binary_rows(tag_file, NUM_TAGS, image_list, len(images))
+    return _SplitRows(images, labels, tags, image_list, tag_file)
 
 
 def _keep_split(
     rows: _SplitRows, split: str, image_root: Path, check_images: bool
 ) -> tuple[list[NusWideRecord], dict[str, int], list[str]]:
-    """Drop untagged (and, if checked, missing) images; return records, counts, missing paths."""
+    """Drop repeated, untagged (and, if checked, missing) images; return records, counts, missing paths."""
     records: list[NusWideRecord] = []
     missing: list[str] = []
     untagged = 0
-    for image, labels, tags in zip(rows.images, rows.labels, rows.tags):
+    repeats = DuplicateRows(rows.image_list)
+    for number, (image, labels, tags) in enumerate(zip(rows.images, rows.labels, rows.tags), start=1):
+        label_list = np.flatnonzero(labels).tolist()
+        if not repeats.is_new(image, (label_list, tags), number):
+            continue
         if not tags:
             untagged += 1
         elif check_images and not (image_root / image).is_file():
             missing.append(image)
         else:
-            records.append(NusWideRecord(image, split, np.flatnonzero(labels).tolist(), tags))
+            records.append(NusWideRecord(image, split, label_list, tags))
+    repeats.log(log)
     counts = {
         "listed": len(rows.images),
+        "duplicate_images": repeats.dropped,
         "dropped_untagged": untagged,
         "missing_images": len(missing),
         "kept": len(records),
@@ -282,10 +295,11 @@ def read_nuswide(
     records: list[NusWideRecord] = []
     per_split: dict[str, dict[str, int]] = {}
     missing: list[str] = []
+    sources: dict[str, tuple[Path, Path]] = {}
     for split in SPLITS:
-        kept, per_split[split], split_missing = _keep_split(
-            _read_split(root, split, concepts), split, image_root, check_images
-        )
+        rows = _read_split(root, split, concepts)
+        kept, per_split[split], split_missing = _keep_split(rows, split, image_root, check_images)
+        sources[split] = (rows.image_list, rows.tag_file)
         records += kept
         missing += split_missing
     stats = {
@@ -301,6 +315,11 @@ def read_nuswide(
             image_root,
             ", ".join(missing[:_MAX_EXAMPLES]),
         )
+    for split in SPLITS:
+        dropped = {"repeated images": stats["duplicate_images"][split],
+                   "images without tags": stats["dropped_untagged"][split],
+                   "images missing on disk": stats["missing_images"][split]}
+        require_rows([r for r in records if r.split == split], split, *sources[split], dropped=dropped)
     return NusWideIndex(concepts, tags, records, stats, str(image_root.resolve()))
 
 
@@ -339,40 +358,19 @@ def build_index(root: str | Path, out_path: str | Path, **read_kwargs: Any) -> P
     return out_path
 
 
-def _json_object(text: str, path: Path, line: int) -> dict[str, Any]:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise DatasetFormatError(path, f"invalid JSON ({err.msg})", line=line) from None
-    if not isinstance(value, dict):
-        raise DatasetFormatError(path, "expected a JSON object", line=line)
-    return value
-
-
-def _field(obj: dict[str, Any], name: str, kind: type, path: Path, line: int) -> Any:
-    if name not in obj:
-        raise DatasetFormatError(path, "missing field", line=line, field=name)
-    value = obj[name]
-    if not isinstance(value, kind):
-        raise DatasetFormatError(
-            path, f"expected {kind.__name__}, found {type(value).__name__}", line=line, field=name
-        )
-    return value
-
-
 def _indices(obj: dict[str, Any], name: str, size: int, path: Path, line: int) -> list[int]:
-    values = _field(obj, name, list, path, line)
+    values = json_field(obj, name, list, path, line)
     if not all(isinstance(v, int) and 0 <= v < size for v in values):
         raise DatasetFormatError(path, f"expected integers in [0, {size})", line=line, field=name)
     return values
 
 
 def _record(obj: dict[str, Any], index: NusWideIndex, path: Path, line: int) -> NusWideRecord:
-    split = _field(obj, "split", str, path, line)
+    split = json_field(obj, "split", str, path, line)
     if split not in SPLITS:
         raise DatasetFormatError(path, f"unknown split {split!r}", line=line, field="split")
     return NusWideRecord(
-        image=_field(obj, "image", str, path, line),
+        image=json_field(obj, "image", str, path, line),
         split=split,
         labels=_indices(obj, "labels", len(index.concepts), path, line),
         tags=_indices(obj, "tags", len(index.tags), path, line),
@@ -382,28 +380,22 @@ def _record(obj: dict[str, Any], index: NusWideIndex, path: Path, line: int) -> 
 def load_index(path: str | Path) -> NusWideIndex:
     """Read an index written by :func:`build_index`, validating the header and every record."""
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise DatasetFormatError(path, "missing index file; build it with build_index") from None
+    lines = read_jsonl(path, "a NUS-WIDE index; build it with build_index")
     if not lines:
         raise DatasetFormatError(path, "empty index file; expected a JSON header line", line=1)
-    header = _json_object(lines[0], path, 1)
+    header = lines[0][1]
     if header.get("format") != INDEX_FORMAT or header.get("version") != INDEX_VERSION:
         raise DatasetFormatError(
             path, f"not a {INDEX_FORMAT} version {INDEX_VERSION} header", line=1, field="format"
         )
     index = NusWideIndex(
-        concepts=_field(header, "concepts", list, path, 1),
-        tags=_field(header, "tags", list, path, 1),
+        concepts=json_field(header, "concepts", list, path, 1),
+        tags=json_field(header, "tags", list, path, 1),
         records=[],
-        stats=_field(header, "stats", dict, path, 1),
-        image_root=_field(header, "image_root", str, path, 1),
+        stats=json_field(header, "stats", dict, path, 1),
+        image_root=json_field(header, "image_root", str, path, 1),
     )
-    index.records = [
-        _record(_json_object(text, path, number), index, path, number)
-        for number, text in enumerate(lines[1:], start=2)
-    ]
+    index.records = [_record(obj, index, path, number) for number, obj in lines[1:]]
     kept = index.stats.get("kept")
     expected = kept.get("total") if isinstance(kept, dict) else None
     if expected is not None and expected != len(index.records):
@@ -512,8 +504,7 @@ class NusWideDataModule(SuiteDataModule):
     def _index_is_current(self) -> bool:
         if not self.index_path.is_file():
             return False
-        with self.index_path.open() as f:
-            header = json.loads(f.readline() or "{}")
+        header = read_json_header(self.index_path)  # a broken one raises, naming the file and line 1
         return Path(header.get("image_root", "")) == self._image_root()
 
     def _image_root(self) -> Path:
@@ -525,6 +516,8 @@ class NusWideDataModule(SuiteDataModule):
         self.index = load_index(self.index_path)
         train = [r for r in self.index.records if r.split == "train"]
         test = [r for r in self.index.records if r.split == "test"]
+        for split, rows in (("train", train), ("test", test)):  # an index written before this check
+            require_rows(rows, split, self.index_path)
         g = torch.Generator().manual_seed(self.hparams.split_seed)
         order = torch.randperm(len(train), generator=g).tolist()
         n_val = int(round(self.hparams.val_fraction * len(train)))

@@ -39,6 +39,8 @@ class EpochFractionSampler(DistributedSampler):
     ) -> None:
         if not 0.0 < fraction <= 1.0:
             raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+        if dataset_size <= 0:  # readers refuse an empty split first (datamodules.errors.require_rows)
+            raise ValueError(f"cannot draw training samples from an empty dataset (size {dataset_size})")
         # DistributedSampler only needs len(dataset); avoid holding the dataset itself.
         super().__init__(range(dataset_size), num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed)
         self.dataset_size = dataset_size

@@ -12,7 +12,9 @@ Two split modes: ``partition`` (the official partition ``N``: its training and t
 validation part is carved from the training part. Every format problem raises
 :class:`~datamodules.errors.DatasetFormatError` with the file and the line. A class-list entry
 without images, partition entries missing on disk and unreadable images are dropped, counted in
-``stats`` and logged, never silently.
+``stats`` and logged, never silently; a split left empty is an error. The image check at setup is
+cheap (:func:`~datamodules.base.image_is_readable`: headers and a JPEG's end marker); damage inside
+a complete file is reported when the image is decoded, naming the file.
 
 Labels are hashtags: each scene class maps to a hashtag or ``other`` through the mapping CSV of
 ``python -m experiments.map_hashtags`` (``conf/hashtags/sun397_hashtags.csv``); the model predicts
@@ -22,6 +24,7 @@ hashtags directly and the mapping stays here.
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import re
 from collections.abc import Callable, Sequence
@@ -35,8 +38,8 @@ import yaml
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from datamodules.base import DecodedImages, SuiteDataModule
-from datamodules.errors import DatasetFormatError
+from datamodules.base import DecodedImages, SuiteDataModule, image_is_readable
+from datamodules.errors import DatasetFormatError, read_text, require_rows
 from datamodules.transforms import ImageTransforms
 
 log = logging.getLogger(__name__)
@@ -107,15 +110,6 @@ def read_partition(path: Path, classes: dict[str, int]) -> list[tuple[str, int]]
     return out
 
 
-def image_is_readable(path: Path) -> bool:
-    try:
-        with Image.open(path) as img:
-            img.verify()
-        return True
-    except (OSError, ValueError, SyntaxError):
-        return False
-
-
 @dataclass
 class Sun397Index:
     """Usable images of a release: ``records`` per split name, class list, and the drop counts."""
@@ -164,13 +158,15 @@ def read_sun397(
     if empty:
         log.warning("SUN397: %d class(es) of %s have no images: %s", len(empty), root / class_list,
                     ", ".join(empty[:_MAX_EXAMPLES]))
+    sources = {"train": image_root, "test": image_root}  # random split: the images on disk
     if split == "partition":
         if not 1 <= partition <= NUM_PARTITIONS:
             raise ValueError(f"partition must be in 1..{NUM_PARTITIONS}, got {partition}")
         present = {p for p, _ in on_disk}
         records = {}
         for name, word in (("train", "Training"), ("test", "Testing")):
-            listed = read_partition(root / partitions_dir / f"{word}_{partition:02d}.txt", index)
+            sources[name] = root / partitions_dir / f"{word}_{partition:02d}.txt"
+            listed = read_partition(sources[name], index)
             kept = [r for r in listed if r[0] in present]
             stats[f"missing_{name}"] = len(listed) - len(kept)
             if len(kept) < len(listed):
@@ -200,6 +196,9 @@ def read_sun397(
                             ", ".join(bad[:_MAX_EXAMPLES]))
             records[name] = good
     stats.update({f"kept_{k}": len(v) for k, v in records.items()})
+    for name, kept in records.items():
+        require_rows(kept, name, sources[name], root / class_list, dropped={
+            "not on disk": stats.get(f"missing_{name}", 0), "unreadable": stats.get(f"unreadable_{name}", 0)})
     return Sun397Index(classes=classes, image_root=image_root, records=records, stats=stats)
 
 
@@ -217,30 +216,54 @@ def read_hashtag_vocabulary(rules_file: str | Path = HASHTAG_DIR / "rules.yaml")
 
 
 def read_hashtag_mapping(path: str | Path) -> dict[str, str]:
-    """``{class path: hashtag}`` of a mapping CSV (``class,...,hashtag,...`` header)."""
+    """``{class path: hashtag}`` of a mapping CSV (``class,...,hashtag,...`` header; an empty hashtag is
+    ``other``)."""
     path = Path(path)
-    if not path.is_file():
-        raise DatasetFormatError(path, "hashtag mapping not found (python -m experiments.map_hashtags writes it)")
-    with path.open(newline="") as f:
-        rows = list(csv.reader(f))
-    if not rows or "class" not in rows[0] or "hashtag" not in rows[0]:
+    reader = csv.reader(io.StringIO(read_text(path, "the class -> hashtag CSV that python -m "
+                                                    "experiments.map_hashtags writes"), newline=""))
+    header = next(reader, [])
+    if "class" not in header or "hashtag" not in header:
         raise DatasetFormatError(path, "expected a header with 'class' and 'hashtag' columns", line=1)
-    c, h = rows[0].index("class"), rows[0].index("hashtag")
-    out = {}
-    for i, row in enumerate(rows[1:], 2):
-        if len(row) != len(rows[0]):
-            raise DatasetFormatError(path, f"expected {len(rows[0])} fields, got {len(row)}", line=i)
+    c, h = header.index("class"), header.index("hashtag")
+    out: dict[str, str] = {}
+    first_line: dict[str, int] = {}
+    for row in reader:
+        if len(row) != len(header):
+            raise DatasetFormatError(path, f"expected {len(header)} fields, got {len(row)}", line=reader.line_num)
+        if row[c] in out:
+            raise DatasetFormatError(path, f"class {row[c]!r} repeats line {first_line[row[c]]}",
+                                     line=reader.line_num, field="class")
+        first_line[row[c]] = reader.line_num
         out[row[c]] = row[h] or OTHER
     return out
 
 
-def class_targets(classes: Sequence[str], mapping: dict[str, str], hashtags: Sequence[str]) -> list[int]:
-    """Hashtag index of every class (classes absent from the mapping are ``other``)."""
+def class_targets(classes: Sequence[str], mapping: dict[str, str], hashtags: Sequence[str],
+                  mapping_file: str | Path = "hashtag mapping") -> list[int]:
+    """Hashtag index of every class.
+
+    Every class must have a row in the mapping (``mapping_file``, for the message): a missing one is an
+    error rather than a silent ``other``, since the committed mapping covers all 397 classes, so a gap
+    is a typo or a stale file and would relabel a scene. Rows for classes outside ``classes`` (a twin
+    or a subset of the release) are ignored, with their count logged.
+    """
+    known = set(classes)
+    missing = [c for c in classes if c not in mapping]
+    extra = [c for c in mapping if c not in known]
+    if missing:
+        hint = f"; it has rows for classes outside the class list, e.g. {extra[:_MAX_EXAMPLES]}" if extra else ""
+        raise DatasetFormatError(mapping_file, f"{len(missing)} class(es) of the class list have no row, e.g. "
+                                 f"{missing[:_MAX_EXAMPLES]}{hint}; map every class to a hashtag or {OTHER!r} "
+                                 "(python -m experiments.map_hashtags)", field="class")
+    if extra:
+        log.info("SUN397: %d row(s) of %s name classes outside the class list (ignored), e.g. %s", len(extra),
+                 mapping_file, ", ".join(extra[:_MAX_EXAMPLES]))
     pos = {t: i for i, t in enumerate(hashtags)}
-    unknown = sorted({mapping[c] for c in classes if c in mapping and mapping[c] not in pos})
+    unknown = sorted({mapping[c] for c in classes if mapping[c] not in pos})
     if unknown:
-        raise ValueError(f"the mapping uses hashtags outside the model's vocabulary: {unknown}")
-    return [pos[mapping.get(c, OTHER)] for c in classes]
+        raise DatasetFormatError(mapping_file, f"hashtags outside the model's vocabulary (rules file): {unknown}",
+                                 field="hashtag")
+    return [pos[mapping[c]] for c in classes]
 
 
 # ============================================================================================
@@ -319,7 +342,8 @@ class Sun397DataModule(SuiteDataModule):
         self.root = Path(root)
         self.transforms = transforms or ImageTransforms()
         self.hashtags = read_hashtag_vocabulary(rules_file or HASHTAG_DIR / "rules.yaml")
-        self.mapping = read_hashtag_mapping(mapping_file or HASHTAG_DIR / "sun397_hashtags.csv")
+        self.mapping_file = Path(mapping_file or HASHTAG_DIR / "sun397_hashtags.csv")
+        self.mapping = read_hashtag_mapping(self.mapping_file)
         self.index: Sun397Index | None = None
         self.data_train = self.data_val = self.data_test = None
 
@@ -336,7 +360,7 @@ class Sun397DataModule(SuiteDataModule):
         self.index = read_sun397(self.root, split=hp.split, partition=hp.partition, test_fraction=hp.test_fraction,
                                  split_seed=hp.split_seed, image_dir=hp.image_dir, class_list=hp.class_list,
                                  partitions_dir=hp.partitions_dir, check_images=hp.check_images)
-        targets = class_targets(self.index.classes, self.mapping, self.hashtags)
+        targets = class_targets(self.index.classes, self.mapping, self.hashtags, self.mapping_file)
         train = self.index.records["train"]
         g = np.random.default_rng(hp.split_seed + 1)
         order = g.permutation(len(train))

@@ -1,5 +1,6 @@
 """ImageNet-Captions reader, class descriptions, the relevance dataset builder and the text loaders."""
 
+import itertools
 import json
 import re
 from collections import Counter
@@ -35,8 +36,13 @@ def real_file(name: str):
     return RELEASE / name
 
 
+_IMAGE_NUMBERS = itertools.count(1)
+
+
 def entry(wnid="n01443537", title="A goldfish", description="in a bowl", **extra):
-    return {"filename": f"{wnid}_1.JPEG", "wnid": wnid, "title": title, "description": description, "tags": [], **extra}
+    """A release entry with a fresh image (a repeated filename is a duplicate entry)."""
+    return {"filename": f"{wnid}_{next(_IMAGE_NUMBERS)}.JPEG", "wnid": wnid, "title": title,
+            "description": description, "tags": [], **extra}
 
 
 def write(tmp_path, name, data):

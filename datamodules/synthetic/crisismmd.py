@@ -39,6 +39,7 @@ by construction (recorded per task and split in ``synthetic_meta.json``).
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 from collections import Counter
 from collections.abc import Sequence
@@ -52,7 +53,9 @@ from datamodules.synthetic.cache import META_FILE, ensure_generated
 from datamodules.synthetic.world import Glyph, Scene, pseudo_words, render_scene, save_jpeg
 
 _GENERATOR = "crisismmd-twin"
-_VERSION = 3  # 2: 1-3 filler words (was 2-5), links from a small fixed pool (were random); 3: event hashtag in 80 % of tweets (was 50 %)
+# 2: 1-3 filler words (was 2-5), links from a small fixed pool (were random); 3: event hashtag in 80 % of tweets
+# (was 50 %); 4: image folders are real dates (3 had impossible ones such as 38_5_2017)
+_VERSION = 4
 _WORLD_SEED = 3
 
 SPLITS = ("train", "dev", "test")
@@ -233,7 +236,8 @@ def write_crisismmd(root: str | Path, *, num_tweets: int = 1600, image_size: int
         text_hazard = model._hazard(rng, own, 0.35, 0.25)
         topic = model.topics[rng.choice(len(model.topics), p=model.topic_p)]
         text = model.text(rng, event, text_hazard, topic)
-        day = f"{d + int(rng.integers(0, 8))}_{m}_{y}"
+        date = datetime.date(y, m, d) + datetime.timedelta(days=int(rng.integers(0, 8)))
+        day = f"{date.day}_{date.month}_{date.year}"
         tweet_id = str(int(ids[i]))
         for k in range(2 if rng.random() < params["two_image_prob"] else 1):
             pixels, facts = model.image(rng, own, image_size)
