@@ -82,9 +82,13 @@ class SuiteDataModule(LightningDataModule):
         return DataLoader(dataset, batch_size=self.hparams.batch_size, sampler=sampler, num_workers=workers,
                           pin_memory=bool(pin), persistent_workers=workers > 0, generator=sampler.loader_generator)
 
+    def train_epoch_fraction(self) -> float:
+        """The share of ``data_train`` one training epoch draws (``epoch_fraction``; above 1: several passes)."""
+        return self.hparams.epoch_fraction
+
     def train_dataloader(self) -> DataLoader:
         world, rank = self._replicas()
-        sampler = EpochFractionSampler(len(self.data_train), self.hparams.epoch_fraction, shuffle=True,
+        sampler = EpochFractionSampler(len(self.data_train), self.train_epoch_fraction(), shuffle=True,
                                        seed=self.hparams.split_seed, num_replicas=world, rank=rank)
         return self._loader(self.data_train, sampler)
 

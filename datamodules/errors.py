@@ -130,6 +130,9 @@ def json_field(obj: Mapping[str, Any], name: str, kind: type | tuple[type, ...],
                line: int | None = None, where: str = "") -> Any:
     """``obj[name]``, which must exist and be a ``kind`` (``bool`` is not a number here). ``where``
     prefixes the message (e.g. ``"entry 3: "`` for a JSON list)."""
+    if not isinstance(obj, Mapping):
+        raise DatasetFormatError(path, f"{where}expected a JSON object, found {type(obj).__name__}", line=line,
+                                 field=name)
     if name not in obj:
         raise DatasetFormatError(path, f"{where}missing field", line=line, field=name)
     value = obj[name]

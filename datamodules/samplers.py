@@ -5,7 +5,9 @@ already *is* one. Both samplers here subclass it and take ``num_replicas``/``ran
 
 * :class:`EpochFractionSampler` (training): every epoch draws a fresh random ``fraction`` of the
   dataset (the seed's "an epoch is 20 % of the data, reshuffled every epoch"), seeded by
-  ``(seed, epoch)`` so a resumed run draws the same subsets, then splits it across ranks.
+  ``(seed, epoch)`` so a resumed run draws the same subsets, then splits it across ranks. A
+  ``fraction`` above 1 makes an epoch several passes, each a fresh permutation (a pairs-only baseline
+  given as many steps as a model that trains on every image).
 * :class:`EvalSampler` (validation/test/predict): every sample exactly once across ranks, in
   order, rank ``r`` taking indices ``r, r + R, r + 2R, ...``. No padding: the last ranks may get one
   sample fewer, so metrics equal single-process metrics. Metric states are synced at epoch end
@@ -37,8 +39,8 @@ class EpochFractionSampler(DistributedSampler):
         num_replicas: int = 1,
         rank: int = 0,
     ) -> None:
-        if not 0.0 < fraction <= 1.0:
-            raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+        if not fraction > 0.0:
+            raise ValueError(f"fraction must be positive, got {fraction}")
         if dataset_size <= 0:  # readers refuse an empty split first (datamodules.errors.require_rows)
             raise ValueError(f"cannot draw training samples from an empty dataset (size {dataset_size})")
         # DistributedSampler only needs len(dataset); avoid holding the dataset itself.
@@ -57,13 +59,12 @@ class EpochFractionSampler(DistributedSampler):
         self.loader_generator.manual_seed((self.seed + 1_000_003 * epoch + 7_919 * self.rank) % (2**63 - 1))
 
     def __iter__(self) -> Iterator[int]:
+        passes = math.ceil(self.total_size / self.dataset_size)  # > 1: fraction > 1, or fewer rows than ranks
         if self.shuffle:
             g = torch.Generator().manual_seed(self.seed + self.epoch)
-            order = torch.randperm(self.dataset_size, generator=g)
+            order = torch.cat([torch.randperm(self.dataset_size, generator=g) for _ in range(passes)])
         else:
-            order = torch.arange(self.dataset_size)
-        if self.total_size > self.dataset_size:  # tiny datasets: repeat to fill every rank
-            order = order.repeat(math.ceil(self.total_size / self.dataset_size))
+            order = torch.arange(self.dataset_size).repeat(passes)
         chosen = order[: self.total_size]
         return iter(chosen[self.rank : self.total_size : self.num_replicas].tolist())
 

@@ -8,7 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from datamodules.coco import CocoDataModule, five_captions, read_coco, read_coco_captions, read_karpathy_split, split_pairs
+import json
+
+import torch
+
+from datamodules.coco import (CocoDataModule, CocoImage, PartlyPairedCaptions, five_captions, read_coco,
+                              read_coco_captions, read_karpathy_split, split_pairs)
 from datamodules.errors import DatasetFormatError
 from datamodules.transforms import ImageTransforms
 from tests.conftest import real_format_file
@@ -61,8 +66,9 @@ def test_broken_captions_file_names_file_and_field(tmp_path, content, field) -> 
 def test_broken_json_and_missing_file(tmp_path) -> None:
     path = tmp_path / "dataset_coco.json"
     path.write_text('{"images": [{"split": "train"')
-    with pytest.raises(DatasetFormatError, match="not valid JSON"):
+    with pytest.raises(DatasetFormatError, match="invalid JSON") as err:
         read_karpathy_split(path)
+    assert err.value.line == 1
     path.write_text('{"images": [{"split": "holdout", "cocoid": 1, "filepath": "x", "filename": "y"}]}')
     with pytest.raises(DatasetFormatError, match=r"images\[0\].*holdout"):
         read_karpathy_split(path)
@@ -71,14 +77,156 @@ def test_broken_json_and_missing_file(tmp_path) -> None:
 
 
 @pytest.mark.parametrize("fraction", [1.0, 0.5, 0.25, 0.1])
-def test_pair_split_is_disjoint_covering_and_seeded(fraction) -> None:
+def test_pair_split_uses_every_remaining_image_and_caption_and_is_seeded(fraction) -> None:
     paired, images, captions = split_pairs(1000, fraction, seed=3)
     assert len(paired) == round(fraction * 1000)
-    assert abs(len(images) - len(captions)) <= 1
-    union = np.concatenate([paired, images, captions])
-    assert len(union) == len(set(union.tolist())) == 1000  # three disjoint pools covering every image
+    # issue 6: the remaining images and the remaining captions are both used (all of them)
+    assert images.tolist() == captions.tolist() and len(images) == 1000 - len(paired)
+    union = np.concatenate([paired, images])
+    assert len(union) == len(set(union.tolist())) == 1000  # pairs and the unpaired pool cover every image once
     assert all((a == b).all() for a, b in zip(split_pairs(1000, fraction, seed=3), (paired, images, captions)))
     assert not (split_pairs(1000, fraction, seed=4)[0] == paired).all() or fraction == 1.0
+
+
+class FakeImages:
+    """Stands in for DecodedImages: returns the index, so an item tells which image it holds."""
+
+    def load(self, i: int, path: Path) -> int:
+        return i
+
+
+def partly_paired(n: int, fraction: float, use_unpaired: bool = True) -> PartlyPairedCaptions:
+    images = [CocoImage(i, Path(f"{i}.jpg"), tuple("abcde")) for i in range(n)]
+    ids = torch.arange(n).view(n, 1, 1).expand(n, 5, 3)  # every token of image i's captions is i
+    return PartlyPairedCaptions(images, ids, split_pairs(n, fraction, seed=1), lambda x: x, FakeImages(), use_unpaired)
+
+
+def test_unpaired_rows_use_every_image_and_never_their_own_captions() -> None:
+    data = partly_paired(40, 0.25)
+    paired, pool, _ = (set(a.tolist()) for a in split_pairs(40, 0.25, seed=1))
+    assert len(data) == 10 + 30  # every pair, then one row per remaining image
+    torch.manual_seed(0)
+    rows = [data[k] for k in range(len(data))] + [data[k] for k in range(10, len(data)) for _ in range(30)]
+    pairs = [r for r in rows if r["paired"]]
+    assert {r["image"] for r in pairs} == paired and all(int(r["ids"][0]) == r["image"] for r in pairs)
+    unpaired = [r for r in rows if not r["paired"]]
+    assert {r["image"] for r in unpaired} == pool  # every remaining image's pixels
+    assert {int(r["ids"][0]) for r in unpaired} == pool  # every remaining image's captions
+    assert all(int(r["ids"][0]) != r["image"] for r in unpaired)  # never next to its own image
+    assert len(partly_paired(40, 1.0)) == 40
+    assert len(partly_paired(3, 0.5)) == 2 + 0  # one remaining image has no other image's caption to take
+
+
+def test_without_unpaired_the_training_set_is_the_pairs_alone() -> None:
+    data = partly_paired(40, 0.25, use_unpaired=False)
+    assert len(data) == 10 and all(data[k]["paired"] for k in range(10))
+
+
+# ----------------------------------------------------------------------------- a hand-made release on disk
+def write_release(root: Path, train: dict[int, int], val: dict[int, int], karpathy: list[tuple] | None = None,
+                  images: bool = True, extra_images: dict[str, list[dict]] | None = None) -> Path:
+    """``train``/``val``: image id -> caption count; ``karpathy``: (cocoid, split[, folder, file]) records."""
+    (root / "annotations").mkdir(parents=True)
+    folder_of = {}
+    for folder, content in (("train2014", train), ("val2014", val)):
+        (root / folder).mkdir()
+        entries = [{"id": i, "file_name": f"COCO_{folder}_{i:012d}.jpg"} for i in content]
+        entries += (extra_images or {}).get(folder, [])
+        annotations = [{"image_id": i, "caption": f"caption {k} of {i}"} for i, n in content.items() for k in range(n)]
+        content_json = json.dumps({"images": entries, "annotations": annotations})
+        (root / "annotations" / f"captions_{folder}.json").write_text(content_json)
+        for i in content:
+            folder_of[i] = folder
+            if images:
+                (root / folder / f"COCO_{folder}_{i:012d}.jpg").write_bytes(b"jpeg")
+    if karpathy is None:
+        return None
+    records = []
+    for record in karpathy:
+        cocoid, split = record[:2]
+        folder = record[2] if len(record) > 2 else folder_of.get(cocoid, "val2014")
+        filename = record[3] if len(record) > 3 else f"COCO_{folder}_{cocoid:012d}.jpg"
+        records.append({"cocoid": cocoid, "split": split, "filepath": folder, "filename": filename})
+    path = root / "dataset_coco.json"
+    path.write_text(json.dumps({"images": records}))
+    return path
+
+
+KARPATHY = [(1, "train"), (2, "train"), (3, "restval"), (4, "val"), (5, "test")]
+
+
+def test_missing_image_files_are_dropped_counted_and_logged(tmp_path, caplog) -> None:
+    split = write_release(tmp_path, {1: 5, 2: 5}, {3: 5, 4: 5, 5: 5}, KARPATHY)
+    (tmp_path / "train2014" / "COCO_train2014_000000000002.jpg").unlink()
+    with caplog.at_level("WARNING"):
+        splits, counts = read_coco(tmp_path, split)
+    assert [i.cocoid for i in splits["train"]] == [1, 3] and counts["missing_image"] == 1
+    assert "COCO_train2014_000000000002.jpg" in caplog.text
+    splits, counts = read_coco(tmp_path, split, check_images=False)
+    assert len(splits["train"]) == 3 and not counts["missing_image"]
+
+
+@pytest.mark.parametrize(
+    ("karpathy", "missing", "split", "why"),
+    [
+        ([(1, "train"), (4, "val")], None, "test", "list no usable rows"),  # an empty Karpathy test split
+        ([(1, "train"), (4, "val"), (99, "test")], None, "test", "1 of 1 listed without 5 captions"),  # unknown cocoid
+        (KARPATHY, "val2014/COCO_val2014_000000000004.jpg", "val", "1 with the image file missing"),
+    ],
+)
+def test_an_empty_split_names_the_split_file_and_counts(tmp_path, karpathy, missing, split, why) -> None:
+    path = write_release(tmp_path, {1: 5, 2: 5}, {3: 5, 4: 5, 5: 5}, karpathy)
+    if missing:
+        (tmp_path / missing).unlink()
+    with pytest.raises(DatasetFormatError, match=f"the {split} split is empty") as err:
+        read_coco(tmp_path, path)
+    assert err.value.path == path and why in str(err.value) and "captions_val2014.json" in str(err.value)
+
+
+def test_an_empty_split_without_the_split_file(tmp_path) -> None:
+    write_release(tmp_path, {1: 5}, {3: 5})  # one val2014 image: its halves leave val empty
+    with pytest.raises(DatasetFormatError, match="the val split is empty") as err:
+        read_coco(tmp_path, None)
+    assert err.value.path.name == "captions_val2014.json"
+
+
+def test_repeated_entries_are_read_once_and_contradictions_raise(tmp_path) -> None:
+    same = {"train2014": [{"id": 1, "file_name": "COCO_train2014_000000000001.jpg"}]}
+    path = write_release(tmp_path / "same", {1: 5, 2: 5}, {4: 5, 5: 5}, KARPATHY[:2] + [(2, "train")] + KARPATHY[3:],
+                         extra_images=same)
+    splits, counts = read_coco(tmp_path / "same", path)
+    assert counts["duplicate_image_entries"] == 1 and counts["duplicate_split_entries"] == 1
+    assert [i.cocoid for i in splits["train"]] == [1, 2]
+
+    other = {"train2014": [{"id": 1, "file_name": "other.jpg"}]}
+    path = write_release(tmp_path / "other", {1: 5, 2: 5}, {4: 5, 5: 5}, KARPATHY, extra_images=other)
+    with pytest.raises(DatasetFormatError, match=r"images\[0\] and images\[2\] give image id 1 two different file") as err:
+        read_coco(tmp_path / "other", path)
+    assert err.value.path.name == "captions_train2014.json"
+
+    path = write_release(tmp_path / "split", {1: 5, 2: 5}, {4: 5, 5: 5}, [*KARPATHY, (1, "test")])
+    with pytest.raises(DatasetFormatError, match=r"images\[0\] and images\[5\] give cocoid 1 two different") as err:
+        read_coco(tmp_path / "split", path)
+    assert err.value.path == path
+
+    both = {"val2014": [{"id": 2, "file_name": "COCO_val2014_000000000002.jpg"}]}
+    path = write_release(tmp_path / "both", {1: 5, 2: 5}, {4: 5, 5: 5}, KARPATHY, extra_images=both)
+    with pytest.raises(DatasetFormatError, match="image id 2 .* is also in .*captions_train2014.json") as err:
+        read_coco(tmp_path / "both", path)
+    assert err.value.path.name == "captions_val2014.json"
+
+
+def test_karpathy_path_mismatch_is_counted(tmp_path) -> None:
+    path = write_release(tmp_path, {1: 5, 2: 5}, {3: 5, 4: 5, 5: 5}, [(1, "train", "val2014"), *KARPATHY[1:]])
+    splits, counts = read_coco(tmp_path, path)
+    assert counts["karpathy_path_mismatch"] == 1 and splits["train"][0].path.parent.name == "train2014"
+
+
+def test_restval_switch(tmp_path) -> None:
+    path = write_release(tmp_path, {1: 5, 2: 5}, {3: 5, 4: 5, 5: 5}, KARPATHY)
+    assert [i.cocoid for i in read_coco(tmp_path, path)[0]["train"]] == [1, 2, 3]
+    splits, counts = read_coco(tmp_path, path, include_restval=False)
+    assert [i.cocoid for i in splits["train"]] == [1, 2] and counts["restval_left_out"] == 1
 
 
 def test_twin_reads_through_the_datamodule(tmp_path) -> None:
@@ -91,10 +239,26 @@ def test_twin_reads_through_the_datamodule(tmp_path) -> None:
     # the twin's 4 odd training images: two with 4 captions (dropped), two with 6 (trimmed)
     assert dm.counts["dropped_few_captions"] == 2 and dm.counts["trimmed"] == 2
     paired, images, captions = dm.pairs
-    assert len(paired) == round(0.25 * 78)
+    assert len(paired) == round(0.25 * 78) and len(images) == len(captions) == 78 - len(paired)
     items = [dm.data_train[k] for k in range(len(dm.data_train))]
-    assert sum(bool(i["paired"]) for i in items) == len(paired)
+    assert sum(bool(i["paired"]) for i in items) == len(paired) and len(items) == 78
     assert items[0]["image"].shape == (3, 32, 32) and items[0]["ids"].shape == (12,)
     assert dm.data_test[0]["ids"].shape == (5, 12) and len(dm.data_test) == 20
     splits, _ = read_coco(root, None)  # without the split file: val2014 halved
     assert len(splits["val"]) + len(splits["test"]) == 40
+
+
+def test_datamodule_switches_reach_the_training_set(tmp_path) -> None:
+    root = tmp_path / "coco"
+    synthetic = {"num_images": 120, "image_size": 32, "test_images": 20, "val_images": 20}
+    dm = CocoDataModule(str(root), karpathy_split=str(root / "dataset_coco.json"), paired_fraction=0.25,
+                        use_unpaired=False, vocab_size=100, max_length=12, transforms=ImageTransforms(32, 32),
+                        synthetic=synthetic)
+    dm.prepare_data()
+    dm.setup()
+    assert len(dm.data_train) == round(0.25 * 78) and all(dm.data_train[k]["paired"] for k in range(len(dm.data_train)))
+    # Equal steps (the default): an epoch draws one row per training image, ~1/p passes over the pairs.
+    epoch = list(dm.train_dataloader().sampler)
+    assert len(epoch) == 78 and set(epoch) == set(range(len(dm.data_train)))
+    dm.hparams.equal_steps = False
+    assert len(dm.train_dataloader().sampler) == len(dm.data_train)

@@ -7,6 +7,7 @@ from functools import partial
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from lit_modules.metrics import CocoRetrievalMetrics, coco_1k_folds, coco_retrieval_metrics
 from lit_modules.metrics.retrieval import METRIC_KEYS
@@ -37,7 +38,7 @@ def brute_force(scores: np.ndarray) -> dict[str, float]:
     for name, ranks in (("i2t", np.array(i2t)), ("t2i", np.array(t2i))):
         for k in (1, 5, 10):
             out[f"{name}_r{k}"] = 100.0 * (ranks <= k).mean()
-        out[f"{name}_medr"] = float(np.sort(ranks)[(len(ranks) - 1) // 2])
+        out[f"{name}_medr"] = float(np.floor(np.median(ranks - 1)) + 1)  # VSE++: 0-based ranks
     out["rsum"] = sum(out[f"{a}_r{k}"] for a in ("i2t", "t2i") for k in (1, 5, 10))
     return out
 
@@ -98,6 +99,28 @@ def test_random_matrices_match_brute_force_in_any_chunking() -> None:
         assert coco_retrieval_metrics(images, captions, chunk_size=chunk) == pytest.approx(ref, abs=1e-4)
 
 
+def test_median_rank_is_vsepps_for_even_counts() -> None:
+    """VSE++'s ``floor(median(0-based ranks)) + 1``: ranks [1, 5] give 3 (not the lower middle, 1)."""
+    from lit_modules.metrics.retrieval import _median
+
+    assert _median(torch.tensor([1, 5])) == 3.0 and _median(torch.tensor([2, 5])) == 3.0
+    g = np.random.default_rng(0)
+    for n in (1, 2, 3, 4, 10, 11, 500):
+        ranks = g.integers(1, 40, size=n)
+        assert _median(torch.from_numpy(ranks)) == np.floor(np.median(ranks - 1)) + 1
+    # through the metric: 2 images, image 0 finds a caption of its own first, image 1 its best 6th (median 3.5 -> 3)
+    scores = np.zeros((2, 10))
+    scores[0, 0] = 1.0
+    scores[1, :4] = 1.0
+    scores[1, 5:] = -1.0
+    out = coco_retrieval_metrics(*embeddings_for(scaled(scores)))
+    assert out["i2t_medr"] == 3.0 and out == pytest.approx(brute_force(scaled(scores)))
+    g = torch.Generator().manual_seed(4)
+    images, captions = torch.randn(24, 8, generator=g), torch.randn(120, 8, generator=g)
+    s = (F.normalize(images, dim=1) @ F.normalize(captions, dim=1).T).double().numpy()
+    assert coco_retrieval_metrics(images, captions) == pytest.approx(brute_force(s), abs=1e-4)
+
+
 def test_wrong_caption_count_is_refused() -> None:
     with pytest.raises(ValueError, match="caption rows"):
         coco_retrieval_metrics(torch.randn(3, 4), torch.randn(14, 4))
@@ -111,6 +134,21 @@ def test_1k_protocol_averages_five_folds() -> None:
     assert out == pytest.approx({k: np.mean([f[k] for f in folds]) for k in METRIC_KEYS})
     with pytest.raises(ValueError):
         coco_1k_folds(images, captions)  # 50 images are no 5 x 1,000
+
+
+def test_metric_labels_the_5k_and_1k_protocols() -> None:
+    """5,000 images: the whole-set scores are also ``5k_*`` (the COCO 5K test), the 5-fold average ``1k_*``;
+    a smaller set (the twin's 200 test images) gets neither."""
+    g = torch.Generator().manual_seed(5)
+    images, captions = torch.randn(5000, 4, generator=g), torch.randn(25000, 4, generator=g)
+    metric = CocoRetrievalMetrics()
+    metric.update(images, captions)
+    got = {k: float(v) for k, v in metric.compute().items()}
+    assert all(got[f"5k_{k}"] == got[k] for k in METRIC_KEYS)
+    assert {k[3:]: v for k, v in got.items() if k.startswith("1k_")} == pytest.approx(coco_1k_folds(images, captions))
+    small = CocoRetrievalMetrics()
+    small.update(images[:200], captions[:1000])
+    assert set(small.compute()) == set(METRIC_KEYS)
 
 
 def test_metric_gathers_steps() -> None:

@@ -188,6 +188,50 @@ def test_resume_restores_every_optimizer_state(tmp_path) -> None:
             assert torch.equal(state["step"], after["state"][key]["step"])
 
 
+class EvalItems(Dataset):
+    """Evaluation items as CocoEvalImages gives them: an image and its five captions."""
+
+    def __len__(self) -> int:
+        return 10
+
+    def __getitem__(self, k: int) -> dict:
+        g = torch.Generator().manual_seed(k)
+        ids = torch.randint(1, 20, (5, 7), generator=g)
+        ids[:, 5:] = 0
+        return {"image": torch.randn(3, 16, 16, generator=g), "ids": ids}
+
+
+def test_validation_logs_the_reconstruction_loss(tmp_path) -> None:
+    """val/auto: the auto term over the evaluation images and all five captions of each, averaged
+    over the batches by their size; it is what picks the autoencoder stage's checkpoint."""
+    model = module("autoencoders", weights={"auto": 1.0}).eval()
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+                        default_root_dir=tmp_path)
+    logged = trainer.validate(model, DataLoader(EvalItems(), batch_size=4))[0]
+    items = [EvalItems()[k] for k in range(10)]
+    image, ids = torch.stack([i["image"] for i in items]), torch.stack([i["ids"] for i in items]).view(50, 7)
+    net = model.net
+    expected = 0.0
+    with torch.no_grad():  # per batch (4, 4, 2 images): mean image error + mean token loss of its 5 captions each
+        for a, b in ((0, 4), (4, 8), (8, 10)):
+            image_error = (net.image_decoder(net.image_encoder(image[a:b])) - image[a:b]).pow(2).mean()
+            words = ids[5 * a:5 * b]
+            token_loss = losses.token_reconstruction(net.text_decoder(net.text_encoder(words), words), words,
+                                                     torch.ones(len(words)))
+            expected += float(image_error + token_loss) * (b - a) / 10
+    assert logged["val/auto"] == pytest.approx(expected, rel=1e-5) and "val/rsum" in logged
+
+
+def test_recipes_carry_their_checkpoint_metric() -> None:
+    recipes = {"autoencoders": {"trainable": None, "loss_weights": {"auto": 1.0}, "monitor": "val/auto",
+                                "monitor_mode": "min"}}
+    model = CycleRetrieval(small_net(), optimizer=partial(torch.optim.Adam), stage="autoencoders", recipes=recipes)
+    assert model.hparams.recipes["autoencoders"]["monitor"] == "val/auto"
+    recipes["autoencoders"]["monitor_mode"] = "lowest"
+    with pytest.raises(ValueError, match="monitor_mode"):
+        CycleRetrieval(small_net(), optimizer=partial(torch.optim.Adam), stage="autoencoders", recipes=recipes)
+
+
 def test_predictor_ranks_candidate_captions(tmp_path) -> None:
     from PIL import Image
 

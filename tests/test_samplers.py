@@ -50,3 +50,11 @@ def test_eval_sampler_covers_every_sample_once(size, world):
 def test_invalid_fraction():
     with pytest.raises(ValueError):
         EpochFractionSampler(10, fraction=0.0)
+
+
+def test_fraction_above_one_is_several_fresh_passes():
+    s = EpochFractionSampler(10, fraction=2.5, seed=4)
+    order = list(s)
+    assert len(order) == len(s) == 25
+    assert sorted(order[:10]) == sorted(order[10:20]) == list(range(10)) and order[:10] != order[10:20]
+    assert len(set(order[20:])) == 5

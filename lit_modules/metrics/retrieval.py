@@ -8,8 +8,11 @@ For L2-normalised image embeddings ``v_i`` and caption embeddings ``t_j`` the sc
 * image retrieval (caption query, ``t2i``): ``r_j = 1 + #{i : s_ij > s_g(j)j}``.
 
 R@K is the percentage of queries with ``r <= K``; ``rsum`` adds the six recalls; ``medr`` is the
-median rank. Ties count in the query's favour (strict ``>``), as in the VSE++ evaluation code where
-``argsort`` places tied scores in index order. Everything is computed from tiles of the similarity
+median rank as the VSE++ evaluation code computes it, ``floor(median(r - 1)) + 1`` over its 0-based
+ranks, i.e. ``floor(median(r))``: for an even count the mean of the two middle ranks, rounded down
+(ranks ``[1, 5]`` give 3). Ties count in the query's favour (strict ``>``); in the VSE++ code tied
+scores fall in whatever order ``argsort`` gives them, which only matters for exactly equal scores.
+Everything is computed from tiles of the similarity
 matrix (``chunk x 5 chunk`` at a time, one matrix product per tile, no per-pair tensors).
 """
 
@@ -81,8 +84,13 @@ def retrieval_ranks(image_emb: Tensor, caption_emb: Tensor, chunk_size: int = 50
 
 
 def _median(ranks: Tensor) -> float:
-    # The lower middle value for even counts, as numpy.floor(numpy.median(...)) on integer ranks.
-    return float(ranks.float().median())
+    """VSE++'s ``numpy.floor(numpy.median(ranks0)) + 1`` on 0-based ranks, from the 1-based ``ranks``:
+    the middle rank, or for an even count the two middle ranks' mean rounded down."""
+    ordered = ranks.sort().values
+    n = len(ordered)
+    if n % 2:
+        return float(ordered[n // 2])
+    return float((ordered[n // 2 - 1] + ordered[n // 2]) // 2)
 
 
 def coco_retrieval_metrics(image_emb: Tensor, caption_emb: Tensor, chunk_size: int = 500) -> dict[str, float]:
@@ -118,8 +126,10 @@ def coco_1k_folds(image_emb: Tensor, caption_emb: Tensor, folds: int = 5, fold_s
 
 class CocoRetrievalMetrics(Metric):
     """Gathers image and caption embeddings over steps (and DDP ranks: ``dist_reduce_fx="cat"``)
-    and scores them with :func:`coco_retrieval_metrics` (plus the 1K protocol when
-    ``five_fold`` and there are at least 5,000 images: keys ``1k_<key>``).
+    and scores them with :func:`coco_retrieval_metrics` on the whole set (keys ``<key>``), plus the
+    1K protocol when ``five_fold`` and there are at least 5,000 images (keys ``1k_<key>``). With
+    exactly 5,000 images (the Karpathy test split) the whole-set scores are the COCO 5K protocol and
+    are also returned as ``5k_<key>``, so that reports can label them.
 
     ``update(image_emb [B, d], caption_emb [5B, d])``: each rank's rows stay aligned after the cat,
     so the ownership ``5i..5i+4`` holds whatever the sampler's order.
@@ -141,5 +151,7 @@ class CocoRetrievalMetrics(Metric):
         images, captions = dim_zero_cat(self.image_emb), dim_zero_cat(self.caption_emb)
         scores = coco_retrieval_metrics(images, captions, self.chunk_size)
         if self.five_fold and images.shape[0] >= 5000:
+            if images.shape[0] == 5000:
+                scores.update({f"5k_{k}": scores[k] for k in METRIC_KEYS})
             scores.update({f"1k_{k}": v for k, v in coco_1k_folds(images, captions).items()})
         return {k: torch.tensor(v) for k, v in scores.items()}

@@ -20,7 +20,12 @@ term                     formula                                                
 "all" rows are pairs plus the unpaired images and captions of the batch; ``use_unpaired: false``
 restricts every term to the pairs (the "unpaired terms off" control and the VSE++ baseline).
 ``recipes[stage]`` gives each stage's ``loss_weights`` (0 or missing: off) and ``trainable`` parts;
-the rest are frozen (no gradients, eval mode); experiments declare ``stages`` that set ``model.stage``. Adversarial terms use manual optimisation:
+the rest are frozen (no gradients, eval mode); experiments declare ``stages`` that set ``model.stage``.
+A recipe may name the metric that picks its stage's checkpoint (``monitor``, ``monitor_mode``; the
+retrieval experiments read it as ``monitor: ${oc.select:model.recipes.${model.stage}.monitor,val/rsum}``):
+the autoencoder stage is picked by ``val/auto`` (min), since its latent maps are still random there.
+Validation and test log ``<split>/auto``, the ``auto`` term on the evaluation images and all five
+captions of each, besides the retrieval metrics. Adversarial terms use manual optimisation:
 ``n_critic`` critic steps (critic optimiser over the four critics) then one generator step
 (generator optimiser over the other eight parts); both optimisers' states are checkpointed.
 """
@@ -31,6 +36,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torchmetrics import MeanMetric
 
 from lit_modules.base import EpochMeans, SuiteModule
 from lit_modules.metrics import CocoRetrievalMetrics
@@ -52,6 +58,8 @@ class CycleRetrieval(SuiteModule):
             missing terms are off; optional ``hardest_negative`` overrides the module's for that stage.
         use_unpaired: whether unpaired rows reach the loss terms.
         margin, hardest_negative: the triplet loss (0.2; VSE++: hardest negative).
+        Recipes may also carry ``monitor`` / ``monitor_mode`` (min or max): read by the experiment
+        configs to pick each stage's checkpoint, kept in the hyperparameters.
         adversarial: ``wgan_gp`` or ``bce``; ``gp_weight``, ``n_critic``: its settings.
     """
 
@@ -77,6 +85,11 @@ class CycleRetrieval(SuiteModule):
         for name, r in recipes.items():
             if "hardest_negative" in r:
                 self.hparams.recipes[name]["hardest_negative"] = bool(r["hardest_negative"])
+            if r.get("monitor_mode", "min") not in ("min", "max"):
+                raise ValueError(f"recipe {name!r}: monitor_mode must be min or max, got {r['monitor_mode']!r}")
+            for key in ("monitor", "monitor_mode"):
+                if r.get(key) is not None:
+                    self.hparams.recipes[name][key] = str(r[key])
         self.trainable, self.loss_weights = trainable, weights
         # A recipe may override the negatives (VSE++ warms up with the sum: from scratch the
         # hardest-negative loss collapses to 2m with every embedding equal).
@@ -91,6 +104,7 @@ class CycleRetrieval(SuiteModule):
             getattr(net, part).requires_grad_(part in trainable)
         self.train_means = EpochMeans()
         self.retrieval = torch.nn.ModuleDict({s: CocoRetrievalMetrics() for s in ("val", "test")})
+        self.reconstruction = torch.nn.ModuleDict({s: MeanMetric() for s in ("val", "test")})
 
     # ----------------------------------------------------------------------------- parts and optimisers
     def train(self, mode: bool = True) -> CycleRetrieval:
@@ -203,14 +217,29 @@ class CycleRetrieval(SuiteModule):
     def forward(self, image: Tensor, ids: Tensor) -> tuple[Tensor, Tensor]:
         return self.net.embed_images(image), self.net.embed_captions(ids)
 
+    def auto_reconstruction(self, image: Tensor, ids: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``(f_I [B, d], f_T [5B, d], the auto term)`` on evaluation items: ``image [B, 3, H, W]``
+        and ``ids [B, 5, L]`` (all five captions of each image; the embeddings are reused)."""
+        net = self.net
+        flat = ids.reshape(-1, ids.shape[-1])
+        f_i, f_t = net.image_encoder(image), net.text_encoder(flat)
+        ones_i, ones_t = f_i.new_ones(len(f_i)), f_t.new_ones(len(f_t))
+        auto = (losses.reconstruction(net.image_decoder(f_i), image, ones_i)
+                + losses.token_reconstruction(net.text_decoder(f_t, flat), flat, ones_t))
+        return f_i, f_t, auto
+
     def _eval_step(self, batch: dict[str, Tensor], split: str) -> None:
-        z_i, z_t = self(batch["image"], batch["ids"])  # ids [B, 5, L] -> z_t [B, 5, d]
-        self.retrieval[split].update(z_i, z_t.reshape(-1, z_t.shape[-1]))
+        f_i, f_t, auto = self.auto_reconstruction(batch["image"], batch["ids"])
+        self.reconstruction[split].update(auto, weight=len(f_i))
+        z_i, z_t = self.net.image_to_latent(f_i), self.net.text_to_latent(f_t)  # z_t [5B, d], rows 5i..5i+4
+        self.retrieval[split].update(z_i, z_t)
 
     def _log_retrieval(self, split: str) -> None:
         scores = self.retrieval[split].compute()
+        scores["auto"] = self.reconstruction[split].compute()
         self.log_dict({f"{split}/{k}": v for k, v in scores.items()})
         self.retrieval[split].reset()
+        self.reconstruction[split].reset()
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         self._eval_step(batch, "val")
