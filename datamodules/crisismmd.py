@@ -10,8 +10,8 @@ Reads the per-task split TSVs as the publishers ship them (the real release or t
 
 (``files`` overrides any of the three patterns, e.g. the authors' repo's ``task_damage_{split}.tsv``.)
 Format: UTF-8, TAB-separated, one header line, no quoting (tweets hold raw ``"``), LF or CRLF. Columns
-are found by header name (case-insensitive): ``image_id`` and the label (``label``, else ``label_image``)
-are required; ``event_name``, ``tweet_id`` (else the part of ``image_id`` before its last ``_``),
+are found by header name (case-insensitive): ``image_id`` and the label (``label``, else ``label_image``;
+``label_column`` picks another, e.g. ``label_text`` or ``label_image`` of the all-data files) are required; ``event_name``, ``tweet_id`` (else the part of ``image_id`` before its last ``_``),
 ``tweet_text`` and ``image`` (else ``data_image/<event>/<image_id>.jpg`` is not guessed: an error)
 are read when present, so the damage files with fewer columns parse too. A row with another number of
 fields than the header, an unknown label, an empty id, or bytes that are not UTF-8 raise
@@ -100,8 +100,11 @@ class CrisisMMDIndex:
     image_root: str
 
 
-def read_task_file(path: str | Path, task: str) -> tuple[list[TaskRow], int]:
-    """Parse one task's split TSV; returns the rows (first of repeated image ids) and the repeats count."""
+def read_task_file(path: str | Path, task: str, label_column: str | None = None) -> tuple[list[TaskRow], int]:
+    """Parse one task's split TSV; returns the rows (first of repeated image ids) and the repeats count.
+
+    ``label_column``: the column read as the label (default ``label``, else ``label_image``). Files with
+    both ``label_text`` and ``label_image`` (the all-data release) log how many rows they disagree on."""
     path = Path(path)
     lines = read_lines(path, f"the {task} task's tab-separated rows")
     if not lines:
@@ -112,9 +115,13 @@ def read_task_file(path: str | Path, task: str) -> tuple[list[TaskRow], int]:
 
     header = [h.strip().lower() for h in decode(lines[0], 1).split("\t")]
     col = {name: i for i, name in enumerate(header)}
-    label_col = next((col[c] for c in _LABEL_COLUMNS if c in col), None)
+    wanted = (label_column.lower(),) if label_column else _LABEL_COLUMNS
+    label_col = next((col[c] for c in wanted if c in col), None)
     if "image_id" not in col or label_col is None:
-        raise DatasetFormatError(path, f"header {header} lacks image_id or label (label/label_image)", line=1)
+        raise DatasetFormatError(path, f"header {header} lacks image_id or the label column ({'/'.join(wanted)})",
+                                 line=1)
+    text_vs_image = (col["label_text"], col["label_image"]) if {"label_text", "label_image"} <= set(col) else None
+    disagree = 0
     if "image" not in col:
         raise DatasetFormatError(path, f"header {header} lacks the image path column 'image'", line=1)
     names = LABELS[task]
@@ -138,17 +145,22 @@ def read_task_file(path: str | Path, task: str) -> tuple[list[TaskRow], int]:
             raise DatasetFormatError(path, "empty tweet id", line=number, field="tweet_id")
         if not repeats.is_new(image_id, label, number):
             continue
+        if text_vs_image and fields[text_vs_image[0]].strip() != fields[text_vs_image[1]].strip():
+            disagree += 1
         rows.append(TaskRow(
             event=fields[col["event_name"]].strip() if "event_name" in col else "",
             tweet_id=tweet_id, image_id=image_id,
             text=fields[col["tweet_text"]] if "tweet_text" in col else None,
             image=fields[col["image"]].strip() or None, label=label_index[label], line=number))
     repeats.log(log)
+    if disagree:
+        log.info("%s: label_text and label_image differ on %d of %d rows; read column %r", path, disagree,
+                 len(rows), header[label_col])
     return rows, repeats.dropped
 
 
 def read_crisismmd(root: str | Path, files: Mapping[str, str] | None = None, image_root: str = "CrisisMMD_v2.0",
-                   check_images: bool = True) -> CrisisMMDIndex:
+                   check_images: bool = True, label_column: str | None = None) -> CrisisMMDIndex:
     """Read and join the three tasks' split files under ``root`` (see the module docstring)."""
     root = Path(root)
     patterns = {**DEFAULT_FILES, **dict(files or {})}
@@ -159,7 +171,7 @@ def read_crisismmd(root: str | Path, files: Mapping[str, str] | None = None, ima
         stats["rows"][task] = {}
         for split in SPLITS:
             path = root / patterns[task].format(split=split)
-            rows, repeats = read_task_file(path, task)
+            rows, repeats = read_task_file(path, task, label_column)
             require_rows(rows, f"{task} {split}", path)
             stats["rows"][task][split] = len(rows)
             stats["duplicate_rows"] += repeats
@@ -253,6 +265,7 @@ class CrisisMMDDataModule(SuiteDataModule):
         root: the release folder; files: per-task file patterns (``{split}`` in train/dev/test);
         image_root: folder the ``image`` column is relative to (relative to ``root`` or absolute).
         check_images: drop (and count) samples whose image is missing.
+        label_column: the label column of the task files (``None``: ``label``, else ``label_image``).
         split_mode: ``official`` or ``random`` (``split_fractions``, ``split_seed``).
         transforms: an :class:`~datamodules.transforms.ImageTransforms`.
         text_encoder: the name given to :func:`lit_modules.text_encoders.build_tokenizer` (``bilstm`` or an HF name).
@@ -264,7 +277,8 @@ class CrisisMMDDataModule(SuiteDataModule):
     """
 
     def __init__(self, root: str, files: Mapping[str, str] | None = None, image_root: str = "CrisisMMD_v2.0",
-                 check_images: bool = True, split_mode: str = "official", split_seed: int = 0,
+                 check_images: bool = True, label_column: str | None = None, split_mode: str = "official",
+                 split_seed: int = 0,
                  split_fractions: Sequence[float] = (0.6, 0.2, 0.2), transforms: ImageTransforms | None = None,
                  batch_size: int = 32, num_workers: int = 0, pin_memory: bool | str = "auto",
                  epoch_fraction: float = 1.0, text_encoder: str = "bilstm", text_vocab_size: int = 5000,
@@ -317,7 +331,7 @@ class CrisisMMDDataModule(SuiteDataModule):
 
         hp = self.hparams
         image_root = Path(hp.image_root) if Path(hp.image_root).is_absolute() else self.root / hp.image_root
-        self.index = read_crisismmd(self.root, hp.files, str(image_root), hp.check_images)
+        self.index = read_crisismmd(self.root, hp.files, str(image_root), hp.check_images, hp.label_column)
         if hp.split_mode == "official":
             self.splits = {s: [x for x in self.index.samples if x.split == s] for s in SPLITS}
         else:

@@ -1,5 +1,7 @@
 """The CrisisMMD reader on the real release's files (../shared/real-formats/crisismmd) and on the twin."""
 
+import csv
+import logging
 import shutil
 from pathlib import Path
 
@@ -52,6 +54,24 @@ def test_real_files_parse_with_their_labels():
     assert any("â€™" in r.text for r in rows)  # the release's mojibake is kept as is
     damage, _ = read_task_file(REAL / "firojalam_multimodal_social_media_task_data" / "task_damage_dev.tsv", "damage")
     assert damage[0].text is None and damage[0].tweet_id == damage[0].image_id.rsplit("_", 1)[0]
+
+
+@pytest.mark.parametrize("column", ["label_text", "label_image"])
+def test_label_column_of_the_all_data_files(column, caplog):
+    need_real()
+    path = REAL / "crisismmd_datasplit_all" / "task_informative_text_img_train.tsv"
+    with path.open(newline="", encoding="utf-8") as f:  # the reference: the raw TSV through the csv module
+        table = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    caplog.set_level(logging.INFO, logger="datamodules.crisismmd")
+    rows, repeats = read_task_file(path, "informative", label_column=column)
+    assert repeats == 0 and len(rows) == len(table)
+    names = ["informative", "not_informative"]
+    assert [names[r.label] for r in rows] == [t[column] for t in table]
+    disagree = sum(t["label_text"] != t["label_image"] for t in table)
+    assert disagree > 0 and f"differ on {disagree} of {len(table)} rows" in caplog.text
+    with pytest.raises(DatasetFormatError, match="label_voted") as err:
+        read_task_file(path, "informative", label_column="label_voted")
+    assert err.value.line == 1
 
 
 def test_join_masks_and_counts_a_missing_image(real_release):
