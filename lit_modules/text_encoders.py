@@ -65,8 +65,13 @@ class WordVocabulary:
     def ids(self, tokens: Iterable[str]) -> list[int]:
         return [self.index.get(t, 1) for t in tokens]
 
-    def encode(self, texts: Sequence[str], max_length: int = 48) -> tuple[Tensor, Tensor]:
-        rows = [self.ids(simple_tokens(t))[:max_length] or [1] for t in texts]
+    def encode(self, texts: Sequence[str], max_length: int = 48, keep_end: bool = False) -> tuple[Tensor, Tensor]:
+        """``(ids [n, L], mask [n, L])``, each text cut to its first ``max_length`` tokens (its last
+        with ``keep_end``), padded with 0."""
+        rows = []
+        for text in texts:
+            ids = self.ids(simple_tokens(text))
+            rows.append((ids[-max_length:] if keep_end else ids[:max_length]) or [1])
         length = max(len(r) for r in rows) if rows else 1
         ids = torch.zeros(len(rows), length, dtype=torch.long)
         for i, row in enumerate(rows):
@@ -94,8 +99,15 @@ class HFTokenizer:
         """The id batches are padded with (RoBERTa: 1; its positions skip it)."""
         return int(self.tokenizer.pad_token_id or 0)
 
-    def encode(self, texts: Sequence[str], max_length: int = 48) -> tuple[Tensor, Tensor]:
-        enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    def encode(self, texts: Sequence[str], max_length: int = 48, keep_end: bool = False) -> tuple[Tensor, Tensor]:
+        """``(ids, mask)`` padded to the longest text; a longer text loses its end (its start with
+        ``keep_end``), special tokens kept."""
+        side = self.tokenizer.truncation_side
+        self.tokenizer.truncation_side = "left" if keep_end else "right"
+        try:
+            enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+        finally:
+            self.tokenizer.truncation_side = side
         return enc["input_ids"].long(), enc["attention_mask"].bool()
 
     def state(self) -> dict[str, Any]:

@@ -170,3 +170,26 @@ def test_dynamic_padding_to_the_batch_longest():
     batch = PadCollate(pad_id=1)([{"ids": [0, 5, 2], "label": 3, "index": 0}, {"ids": [0, 2], "label": 1, "index": 1}])
     assert batch["ids"].tolist() == [[0, 5, 2], [0, 2, 1]] and batch["mask"].tolist() == [[1, 1, 1], [1, 1, 0]]
     assert batch["labels"].tolist() == [3, 1] and "weight" not in batch
+
+
+def test_relevance_items_over_the_token_budget_keep_their_class_sentence(tmp_path):
+    """Items are caption + class sentence (the sentence last): truncation cuts the caption's start."""
+    from datamodules.imagenet_captions import RelevanceDataModule
+    from lit_modules.text_encoders import simple_tokens
+
+    long_caption = "holiday photo of our trip with friends and family near the old harbour at dawn"
+    captions = [entry("n01443537", f"{long_caption} {i}", "") for i in range(6)]
+    captions += [entry("n01440764", f"{long_caption} tench {i}", "") for i in range(6)]
+    descriptions = {"n01443537": ["Goldfish are orange fish.", "Goldfish live in bowls."],
+                    "n01440764": ["A tench is a green fish.", "Tench live in ponds."]}
+    write(tmp_path, "imagenet_captions.json", captions)
+    write(tmp_path, "class_descriptions.json", descriptions)
+    dm = RelevanceDataModule(str(tmp_path), synset_mapping=None, text_encoder="bilstm", text_min_freq=1,
+                             text_max_length=6, build={"test_fraction": 0.5})
+    dm.prepare_data()
+    dm.setup()
+    _, splits = read_relevance_dataset(dm.dataset_dir)
+    assert len(splits["train"]) == len(dm.data_train) > 0
+    for k, item in enumerate(splits["train"]):
+        words = simple_tokens(item["text"])  # "<caption> <class sentence>": 18-20 words
+        assert len(words) > 6 and dm.data_train[k]["ids"] == dm.tokenizer.ids(words[-6:])

@@ -95,3 +95,24 @@ def test_pretrained_encoder_path_offline():
         alone = net(*tok.encode(["goldfish"], max_length=16))
     assert logits.shape == (2, 3) and net.text_encoder.num_features == 384
     assert torch.allclose(logits[1], alone[0], atol=1e-4)  # padding of the shorter text changes nothing
+
+
+@pytest.mark.parametrize("name", ["bilstm", "roberta_small"])
+def test_keep_end_cuts_the_start_of_a_long_text_and_keeps_its_end(name):
+    """Relevance items are "caption + class sentence": over the budget, the caption's start goes, never the sentence."""
+    sentence = "the red panda eats bamboo"
+    caption = "a long holiday caption about trains mountains rivers and friends " * 3
+    tok = build_tokenizer(name, [caption, sentence] * 20, vocab_size=400, min_freq=1)
+    full, _ = tok.encode([caption + sentence], max_length=512)
+    (end, end_mask), (start, start_mask) = tok.encode([caption + sentence], 12, keep_end=True), tok.encode([caption + sentence], 12)
+    assert end_mask.sum() == start_mask.sum() == 12
+    real = full[0][full[0] != getattr(tok, "pad_id", 0)]
+    if name == "roberta_small":  # <s> ... </s> stay; the 10 tokens between are the text's last / first 10
+        assert end[0, 0] == start[0, 0] == 0 and end[0, -1] == start[0, -1] == 2
+        assert end[0, 1:-1].tolist() == real[-11:-1].tolist() and start[0, 1:-1].tolist() == real[1:11].tolist()
+        assert tok.tokenizer.decode(end[0], skip_special_tokens=True).endswith(sentence)
+    else:
+        assert end[0].tolist() == real[-12:].tolist() and start[0].tolist() == real[:12].tolist()
+        assert end[0, -5:].tolist() == tok.ids(simple_tokens(sentence))
+    short, _ = tok.encode([sentence], 12, keep_end=True)
+    assert short.tolist() == tok.encode([sentence], 12)[0].tolist()  # no effect within the budget
