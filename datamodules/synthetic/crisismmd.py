@@ -4,7 +4,7 @@ Written like the real release, read by :mod:`datamodules.crisismmd`::
 
     crisismmd_datasplit_agreed_label/task_informative_text_img_agreed_lab_{train,dev,test}.tsv
     crisismmd_datasplit_agreed_label/task_humanitarian_text_img_agreed_lab_{train,dev,test}.tsv
-    crisismmd_datasplit_all/task_damage_text_img_{train,dev,test}.tsv      (6 columns, no label_text/_image)
+    crisismmd_datasplit_all/task_damage_text_img_{train,dev,test}.tsv      (the same 9 columns)
     CrisisMMD_v2.0/data_image/<event>/<D_M_YYYY>/<tweet_id>_<k>.jpg
 
 (UTF-8, TAB-separated, LF, one header line, no quoting; ``image_id = <tweet_id>_<k>``; a tweet with
@@ -54,8 +54,9 @@ from datamodules.synthetic.world import Glyph, Scene, pseudo_words, render_scene
 
 _GENERATOR = "crisismmd-twin"
 # 2: 1-3 filler words (was 2-5), links from a small fixed pool (were random); 3: event hashtag in 80 % of tweets
-# (was 50 %); 4: image folders are real dates (3 had impossible ones such as 38_5_2017)
-_VERSION = 4
+# (was 50 %); 4: image folders are real dates (3 had impossible ones such as 38_5_2017); 5: damage files with
+# the 9 columns of the other *_text_img_* files (4 had 6). Same draws: 3-5 hold the same tweets, images and labels.
+_VERSION = 5
 _WORLD_SEED = 3
 
 SPLITS = ("train", "dev", "test")
@@ -211,7 +212,6 @@ def _tsv(rows: list[list[str]], header: Sequence[str]) -> bytes:
 
 FULL_HEADER = ("event_name", "tweet_id", "image_id", "tweet_text", "image", "label", "label_text", "label_image",
                "label_text_image")
-DAMAGE_HEADER = FULL_HEADER[:6]
 
 
 def write_crisismmd(root: str | Path, *, num_tweets: int = 1600, image_size: int = 48, seed: int = 0,
@@ -250,14 +250,14 @@ def write_crisismmd(root: str | Path, *, num_tweets: int = 1600, image_size: int
             for task, label in labels.items():
                 if label is None:
                     continue
-                base = [event, tweet_id, image_id, text, rel, label]
-                rows[task][str(split_of[i])].append(base if task == "damage" else base + [label, label, "Positive"])
+                # label, label_text, label_image, label_text_image: the twin's labels are agreed
+                rows[task][str(split_of[i])].append([event, tweet_id, image_id, text, rel, label, label, label, "Positive"])
                 counts[(task, str(split_of[i]), label)] += 1
     for split in SPLITS:
         for task in ("informative", "humanitarian"):
             name = f"crisismmd_datasplit_agreed_label/task_{task}_text_img_agreed_lab_{split}.tsv"
             _write(root / name, _tsv(rows[task][split], FULL_HEADER))
-        _write(root / f"crisismmd_datasplit_all/task_damage_text_img_{split}.tsv", _tsv(rows["damage"][split], DAMAGE_HEADER))
+        _write(root / f"crisismmd_datasplit_all/task_damage_text_img_{split}.tsv", _tsv(rows["damage"][split], FULL_HEADER))
     summary = {"num_tweets": num_tweets,
                "rows": {t: {s: len(rows[t][s]) for s in SPLITS} for t in rows},
                "class_counts": {t: {s: {c: counts[(t, s, c)] for c in sorted({k[2] for k in counts if k[0] == t})}
