@@ -119,7 +119,8 @@ def read_karpathy_split(path: str | Path, counts: Counter | None = None) -> dict
         if split not in ("train", "val", "test", "restval"):
             raise DatasetFormatError(path, f"{where}unknown split {split!r}", field="split")
         cocoid = json_field(image, "cocoid", int, path, where=where)
-        record = (json_field(image, "filepath", str, path, where=where), json_field(image, "filename", str, path, where=where), split)
+        record = (json_field(image, "filepath", str, path, where=where),
+                  json_field(image, "filename", str, path, where=where), split)
         if repeats.is_new(cocoid, record, n):
             out[cocoid] = record
     _refuse_conflicts(repeats, "images", "cocoid", "entries (another split or file)")

@@ -10,8 +10,9 @@ Reads the per-task split TSVs as the publishers ship them (the real release or t
 
 (``files`` overrides any of the three patterns, e.g. the authors' repo's ``task_damage_{split}.tsv``.)
 Format: UTF-8, TAB-separated, one header line, no quoting (tweets hold raw ``"``), LF or CRLF. Columns
-are found by header name (case-insensitive): ``image_id`` and the label (``label``, else ``label_image``;
-``label_column`` picks another, e.g. ``label_text`` or ``label_image`` of the all-data files) are required; ``event_name``, ``tweet_id`` (else the part of ``image_id`` before its last ``_``),
+are found by header name (case-insensitive): ``image_id`` and the label (``label``, else
+``label_image``; ``label_column`` picks another, e.g. ``label_text`` of the all-data files) are
+required; ``event_name``, ``tweet_id`` (else the part of ``image_id`` before its last ``_``),
 ``tweet_text`` and ``image`` (else ``data_image/<event>/<image_id>.jpg`` is not guessed: an error)
 are read when present, so the damage files with fewer columns parse too. A row with another number of
 fields than the header, an unknown label, an empty id, or bytes that are not UTF-8 raise

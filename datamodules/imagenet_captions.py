@@ -461,8 +461,9 @@ class RelevanceDataModule(SuiteDataModule):
                                          vocab_size=hp.text_vocab_size, min_freq=hp.text_min_freq)
         # Items are "caption + class sentence": a text over the token budget loses the start of its
         # caption, never the class sentence at its end.
-        self.data_train, self.data_test = (self.tokenize([it["text"] for it in splits[s]], [it["label"] for it in splits[s]],
-                                                         keep_end=True) for s in ("train", "test"))
+        self.data_train, self.data_test = (
+            self.tokenize([it["text"] for it in splits[s]], [it["label"] for it in splits[s]], keep_end=True)
+            for s in ("train", "test"))
         self.data_val = self.data_test  # the seed's per-epoch test evaluation (see the class docstring)
         log.info("relevance dataset: %d train / %d test items, %d classes, tokenizer of %d tokens",
                  len(self.data_train), len(self.data_test), len(self.label_names), len(self.tokenizer))
@@ -473,7 +474,8 @@ class RelevanceDataModule(SuiteDataModule):
         ``keep_end``; unpadded) as a dataset."""
         ids: list[list[int]] = []
         for start in range(0, len(texts), chunk):
-            batch, mask = self.tokenizer.encode(list(texts[start:start + chunk]), self.hparams.text_max_length, keep_end)
+            batch, mask = self.tokenizer.encode(list(texts[start:start + chunk]), self.hparams.text_max_length,
+                                                keep_end)
             ids += [row[m].tolist() for row, m in zip(batch, mask)]
         return TokenizedTexts(ids, labels, weights)
 

@@ -18,7 +18,7 @@ same pipeline unless augmentations are configured in ``conf/augmentation``:
   aspect ratio                one side stretched by ``s`` in ``[1 - 0.1k, 1 + 0.1k]`` (either side), center crop / pad back
   horizontal flip             probability ``p``
   colour                      brightness, contrast, saturation factors in ``[max(0, 1 - 0.1k), 1 + 0.1k]``;
-                              hue shifted by up to ``0.1k`` of the hue circle (the same 0.1k; torchvision caps it at 0.5)
+                              hue shifted by up to ``0.1k`` of the hue circle (torchvision caps it at 0.5)
   ==========================  ====================================================================
 
   ``k = 0`` is off (the pipeline is exactly the eval one plus ``hflip``); ``0 <= k <= 6`` keeps

@@ -99,12 +99,13 @@ def test_pretrained_encoder_path_offline():
 
 @pytest.mark.parametrize("name", ["bilstm", "roberta_small"])
 def test_keep_end_cuts_the_start_of_a_long_text_and_keeps_its_end(name):
-    """Relevance items are "caption + class sentence": over the budget, the caption's start goes, never the sentence."""
+    """Relevance items are "caption + class sentence": over the budget the caption's start goes, not the sentence."""
     sentence = "the red panda eats bamboo"
     caption = "a long holiday caption about trains mountains rivers and friends " * 3
     tok = build_tokenizer(name, [caption, sentence] * 20, vocab_size=400, min_freq=1)
     full, _ = tok.encode([caption + sentence], max_length=512)
-    (end, end_mask), (start, start_mask) = tok.encode([caption + sentence], 12, keep_end=True), tok.encode([caption + sentence], 12)
+    end, end_mask = tok.encode([caption + sentence], 12, keep_end=True)
+    start, start_mask = tok.encode([caption + sentence], 12)
     assert end_mask.sum() == start_mask.sum() == 12
     real = full[0][full[0] != getattr(tok, "pad_id", 0)]
     if name == "roberta_small":  # <s> ... </s> stay; the 10 tokens between are the text's last / first 10

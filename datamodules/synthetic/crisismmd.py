@@ -251,13 +251,14 @@ def write_crisismmd(root: str | Path, *, num_tweets: int = 1600, image_size: int
                 if label is None:
                     continue
                 # label, label_text, label_image, label_text_image: the twin's labels are agreed
-                rows[task][str(split_of[i])].append([event, tweet_id, image_id, text, rel, label, label, label, "Positive"])
+                row = [event, tweet_id, image_id, text, rel, label, label, label, "Positive"]
+                rows[task][str(split_of[i])].append(row)
                 counts[(task, str(split_of[i]), label)] += 1
-    for split in SPLITS:
-        for task in ("informative", "humanitarian"):
-            name = f"crisismmd_datasplit_agreed_label/task_{task}_text_img_agreed_lab_{split}.tsv"
-            _write(root / name, _tsv(rows[task][split], FULL_HEADER))
-        _write(root / f"crisismmd_datasplit_all/task_damage_text_img_{split}.tsv", _tsv(rows["damage"][split], FULL_HEADER))
+    from datamodules.crisismmd import DEFAULT_FILES  # the release's file names (not at import: it imports us)
+
+    for task, pattern in DEFAULT_FILES.items():
+        for split in SPLITS:
+            _write(root / pattern.format(split=split), _tsv(rows[task][split], FULL_HEADER))
     summary = {"num_tweets": num_tweets,
                "rows": {t: {s: len(rows[t][s]) for s in SPLITS} for t in rows},
                "class_counts": {t: {s: {c: counts[(t, s, c)] for c in sorted({k[2] for k in counts if k[0] == t})}

@@ -4,9 +4,10 @@ switch), the suite vs a bare loop with the same settings, and the share of the G
 Models at the seeds' settings: the tagger's image CNN (ResNeXt101_32x8d, 224 px, stage image_cnn of
 ``tagger_nuswide``) and the hashtag classifier (ResNet34, 512 px, ``hashtag_sun397``), random
 initialisation (throughput does not depend on the weights), one random batch resident on the device
-for both loops (the data pipeline is the ``pipeline`` benchmark). Suite: ``trainer.fit`` with ``precision=bf16-mixed``, the
-``ChannelsLast`` callback and ``compile`` from the config; bare: the same module's ``training_step``
-under ``torch.autocast(bfloat16)`` with the same optimizer, channels_last and compiled parts.
+for both loops (the data pipeline is the ``pipeline`` benchmark). Suite: ``trainer.fit`` with
+``precision=bf16-mixed``, the ``ChannelsLast`` callback and ``compile`` from the config; bare: the same
+module's ``training_step`` under ``torch.autocast(bfloat16)`` with the same optimizer, channels_last
+and compiled parts.
 FLOPs per image from ``torch.utils.flop_counter`` (forward + backward); peak dense bf16 FLOP/s by
 device name (``--peak-tflops`` to give it). On a machine without a GPU it runs on the CPU (a smoke
 run: the figures mean nothing there).
