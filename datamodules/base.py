@@ -49,9 +49,12 @@ class DecodedImages:
             with Image.open(path) as img:
                 image = img.convert("RGB")
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
-            raise DatasetFormatError(path, f"cannot read image ({err}); replace the file with a good copy, or "
-                                           "delete it and rerun: readers drop and count missing images (delete "
-                                           "a cached index, e.g. NUS-WIDE's index.ndjson, so it is rebuilt)") from err
+            raise DatasetFormatError(
+                path,
+                f"cannot read image ({err}); replace the file with a good copy, or "
+                "delete it and rerun: readers drop and count missing images (delete "
+                "a cached index, e.g. NUS-WIDE's index.ndjson, so it is rebuilt)",
+            ) from err
         if self._pixels is not None:
             self._pixels[i] = np.asarray(image)
         return image
@@ -79,8 +82,15 @@ class SuiteDataModule(LightningDataModule):
         if pin == "auto":
             pin = self.trainer is not None and type(self.trainer.accelerator).__name__ == "CUDAAccelerator"
         workers = self.hparams.num_workers
-        return DataLoader(dataset, batch_size=self.hparams.batch_size, sampler=sampler, num_workers=workers,
-                          pin_memory=bool(pin), persistent_workers=workers > 0, generator=sampler.loader_generator)
+        return DataLoader(
+            dataset,
+            batch_size=self.hparams.batch_size,
+            sampler=sampler,
+            num_workers=workers,
+            pin_memory=bool(pin),
+            persistent_workers=workers > 0,
+            generator=sampler.loader_generator,
+        )
 
     def train_epoch_fraction(self) -> float:
         """The share of ``data_train`` one training epoch draws (``epoch_fraction``; above 1: several passes)."""
@@ -88,8 +98,14 @@ class SuiteDataModule(LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         world, rank = self._replicas()
-        sampler = EpochFractionSampler(len(self.data_train), self.train_epoch_fraction(), shuffle=True,
-                                       seed=self.hparams.split_seed, num_replicas=world, rank=rank)
+        sampler = EpochFractionSampler(
+            len(self.data_train),
+            self.train_epoch_fraction(),
+            shuffle=True,
+            seed=self.hparams.split_seed,
+            num_replicas=world,
+            rank=rank,
+        )
         return self._loader(self.data_train, sampler)
 
     def val_dataloader(self) -> DataLoader:

@@ -64,13 +64,18 @@ def _refuse_conflicts(repeats: DuplicateRows, array: str, key: str, what: str) -
     raises, naming both: which one is right cannot be told (a test image could leak into training)."""
     if repeats.conflicting:
         position, first, value = repeats.example
-        raise DatasetFormatError(repeats.path, f"{array}[{first}] and {array}[{position}] give {key} {value} two "
-                                               f"different {what} ({repeats.conflicting} such repeats in all)",
-                                 field=key.split()[-1])
+        raise DatasetFormatError(
+            repeats.path,
+            f"{array}[{first}] and {array}[{position}] give {key} {value} two "
+            f"different {what} ({repeats.conflicting} such repeats in all)",
+            field=key.split()[-1],
+        )
     repeats.log(log)
 
 
-def read_coco_captions(path: str | Path, counts: Counter | None = None) -> tuple[dict[int, str], dict[int, list[str]]]:
+def read_coco_captions(
+    path: str | Path, counts: Counter | None = None
+) -> tuple[dict[int, str], dict[int, list[str]]]:
     """``(file name by image id, captions by image id in annotation order)`` of a ``captions_*2014.json``.
 
     An ``images[]`` entry repeated with the same file name is read once (``duplicate_image_entries``
@@ -95,8 +100,9 @@ def read_coco_captions(path: str | Path, counts: Counter | None = None) -> tuple
         image_id = json_field(ann, "image_id", int, path, where=f"annotations[{n}]: ")
         caption = json_field(ann, "caption", str, path, where=f"annotations[{n}]: ")
         if image_id not in captions:
-            raise DatasetFormatError(path, f"annotations[{n}] names image {image_id}, absent from images",
-                                     field="image_id")
+            raise DatasetFormatError(
+                path, f"annotations[{n}] names image {image_id}, absent from images", field="image_id"
+            )
         captions[image_id].append(caption.strip())
     return files, captions
 
@@ -119,8 +125,11 @@ def read_karpathy_split(path: str | Path, counts: Counter | None = None) -> dict
         if split not in ("train", "val", "test", "restval"):
             raise DatasetFormatError(path, f"{where}unknown split {split!r}", field="split")
         cocoid = json_field(image, "cocoid", int, path, where=where)
-        record = (json_field(image, "filepath", str, path, where=where),
-                  json_field(image, "filename", str, path, where=where), split)
+        record = (
+            json_field(image, "filepath", str, path, where=where),
+            json_field(image, "filename", str, path, where=where),
+            split,
+        )
         if repeats.is_new(cocoid, record, n):
             out[cocoid] = record
     _refuse_conflicts(repeats, "images", "cocoid", "entries (another split or file)")
@@ -155,12 +164,19 @@ def _check_files(splits: dict[str, list[CocoImage]], counts: Counter, missing_by
         splits[split] = kept
     if missing:
         counts["missing_image"] += len(missing)
-        log.warning("COCO reader: dropped %d images whose file is missing, e.g. %s", len(missing),
-                    ", ".join(str(p) for p in missing[:5]))
+        log.warning(
+            "COCO reader: dropped %d images whose file is missing, e.g. %s",
+            len(missing),
+            ", ".join(str(p) for p in missing[:5]),
+        )
 
 
-def read_coco(root: str | Path, karpathy_split: str | Path | None, include_restval: bool = True,
-              check_images: bool = True) -> tuple[dict[str, list[CocoImage]], Counter]:
+def read_coco(
+    root: str | Path,
+    karpathy_split: str | Path | None,
+    include_restval: bool = True,
+    check_images: bool = True,
+) -> tuple[dict[str, list[CocoImage]], Counter]:
     """Images by Karpathy split (``train`` includes ``restval`` unless ``include_restval=False``) and
     the counts of what was changed (see the module doc).
 
@@ -178,9 +194,13 @@ def read_coco(root: str | Path, karpathy_split: str | Path | None, include_restv
         files, captions = read_coco_captions(ann, counts)
         for image_id in files:
             if image_id in json_of:
-                raise DatasetFormatError(ann, f"image id {image_id} ({files[image_id]!r}) is also in "
-                                              f"{json_of[image_id]} ({file_of[image_id]!r}): an image belongs "
-                                              "to one of train2014/val2014", field="id")
+                raise DatasetFormatError(
+                    ann,
+                    f"image id {image_id} ({files[image_id]!r}) is also in "
+                    f"{json_of[image_id]} ({file_of[image_id]!r}): an image belongs "
+                    "to one of train2014/val2014",
+                    field="id",
+                )
             json_of[image_id], file_of[image_id] = ann, files[image_id]
         for image_id, caps in five_captions(captions, counts).items():
             by_id[image_id] = CocoImage(image_id, root / folder / files[image_id], caps)
@@ -193,7 +213,7 @@ def read_coco(root: str | Path, karpathy_split: str | Path | None, include_restv
         source = root / "annotations" / "captions_val2014.json"
         val = [by_id[i] for i in by_id if folder_of[i] == "val2014"]
         splits["train"] = [by_id[i] for i in by_id if folder_of[i] == "train2014"]
-        splits["val"], splits["test"] = val[: len(val) // 2], val[len(val) // 2:]
+        splits["val"], splits["test"] = val[: len(val) // 2], val[len(val) // 2 :]
         listed.update({s: len(v) for s, v in splits.items()})
     else:
         source = Path(karpathy_split)
@@ -211,19 +231,31 @@ def read_coco(root: str | Path, karpathy_split: str | Path | None, include_restv
                 counts["karpathy_path_mismatch"] += 1
             splits[split].append(by_id[cocoid])
         if counts["karpathy_path_mismatch"]:
-            log.warning("COCO reader: %d entries of %s name another file than the COCO JSON gives their cocoid "
-                        "(the cocoid decides)", counts["karpathy_path_mismatch"], source)
+            log.warning(
+                "COCO reader: %d entries of %s name another file than the COCO JSON gives their cocoid "
+                "(the cocoid decides)",
+                counts["karpathy_path_mismatch"],
+                source,
+            )
     if check_images:
         _check_files(splits, counts, missing)
     sources = [source, *(root / "annotations" / f"captions_{f}.json" for f in ("train2014", "val2014"))]
     for split, images in splits.items():
-        require_rows(images, split, *dict.fromkeys(sources), dropped={
-            f"of {listed[split]} listed without 5 captions in the COCO JSON": without_captions[split],
-            f"with the image file missing under {root}": missing[split]})
+        require_rows(
+            images,
+            split,
+            *dict.fromkeys(sources),
+            dropped={
+                f"of {listed[split]} listed without 5 captions in the COCO JSON": without_captions[split],
+                f"with the image file missing under {root}": missing[split],
+            },
+        )
     return splits, counts
 
 
-def split_pairs(num_images: int, paired_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def split_pairs(
+    num_images: int, paired_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(paired, unpaired_images, unpaired_captions)`` index arrays over the training images:
     ``round(p * n)`` seeded pairs; every other image is in both unpaired pools (its pixels in the
     image pool, its captions in the caption pool; :class:`PartlyPairedCaptions` never puts a caption
@@ -244,10 +276,19 @@ class PartlyPairedCaptions(Dataset):
     the row's own, so every epoch sees every unpaired image and a fresh mix of unpaired captions.
     Without ``use_unpaired`` the dataset is the pairs alone (the VSE++ baseline: full batches of pairs)."""
 
-    def __init__(self, images: list[CocoImage], ids: Tensor, split: tuple[np.ndarray, np.ndarray, np.ndarray],
-                 transform: Any, decoded: DecodedImages, use_unpaired: bool = True) -> None:
+    def __init__(
+        self,
+        images: list[CocoImage],
+        ids: Tensor,
+        split: tuple[np.ndarray, np.ndarray, np.ndarray],
+        transform: Any,
+        decoded: DecodedImages,
+        use_unpaired: bool = True,
+    ) -> None:
         self.images, self.ids, self.transform, self.decoded = images, ids, transform, decoded
-        self.paired, self.image_pool, self.caption_pool = (torch.as_tensor(a, dtype=torch.long) for a in split)
+        self.paired, self.image_pool, self.caption_pool = (
+            torch.as_tensor(a, dtype=torch.long) for a in split
+        )
         # own[j]: position of image_pool[j] in the caption pool (-1: not there), skipped when drawing
         position = {int(c): k for k, c in enumerate(self.caption_pool)}
         self.own = torch.tensor([position.get(int(i), -1) for i in self.image_pool], dtype=torch.long)
@@ -267,8 +308,11 @@ class PartlyPairedCaptions(Dataset):
             image, own = int(self.image_pool[j]), int(self.own[j])
             r = int(torch.randint(len(self.caption_pool) - (own >= 0), ()))
             text = int(self.caption_pool[r + (0 <= own <= r)])  # skips the image's own captions
-        return {"image": self.transform(self.decoded.load(image, self.images[image].path)),
-                "ids": self.ids[text, caption], "paired": k < len(self.paired)}
+        return {
+            "image": self.transform(self.decoded.load(image, self.images[image].path)),
+            "ids": self.ids[text, caption],
+            "paired": k < len(self.paired),
+        }
 
 
 class CocoEvalImages(Dataset):
@@ -306,13 +350,28 @@ class CocoDataModule(SuiteDataModule):
         cache_decoded: keep decoded images in memory.
     """
 
-    def __init__(self, root: str, karpathy_split: str | None = None, paired_fraction: float = 1.0,
-                 pair_seed: int = 0, use_unpaired: bool = True, equal_steps: bool = True, include_restval: bool = True,
-                 check_images: bool = True, vocab_size: int = 10000, max_length: int = 32,
-                 max_eval_images: int | None = None, transforms: ImageTransforms | None = None,
-                 batch_size: int = 128, num_workers: int = 0, pin_memory: bool | str = "auto", split_seed: int = 0,
-                 epoch_fraction: float = 1.0, synthetic: dict[str, Any] | None = None,
-                 cache_decoded: bool = False) -> None:
+    def __init__(
+        self,
+        root: str,
+        karpathy_split: str | None = None,
+        paired_fraction: float = 1.0,
+        pair_seed: int = 0,
+        use_unpaired: bool = True,
+        equal_steps: bool = True,
+        include_restval: bool = True,
+        check_images: bool = True,
+        vocab_size: int = 10000,
+        max_length: int = 32,
+        max_eval_images: int | None = None,
+        transforms: ImageTransforms | None = None,
+        batch_size: int = 128,
+        num_workers: int = 0,
+        pin_memory: bool | str = "auto",
+        split_seed: int = 0,
+        epoch_fraction: float = 1.0,
+        synthetic: dict[str, Any] | None = None,
+        cache_decoded: bool = False,
+    ) -> None:
         super().__init__()
         if synthetic is not None:
             synthetic = {str(k): v for k, v in dict(synthetic).items()}
@@ -340,19 +399,43 @@ class CocoDataModule(SuiteDataModule):
         for key, count in sorted(self.counts.items()):
             log.info("COCO reader: %d images %s", count, key)
         if hp.max_eval_images:
-            splits["val"], splits["test"] = splits["val"][: hp.max_eval_images], splits["test"][: hp.max_eval_images]
+            splits["val"], splits["test"] = (
+                splits["val"][: hp.max_eval_images],
+                splits["test"][: hp.max_eval_images],
+            )
         train = splits["train"]
         self.pairs = split_pairs(len(train), hp.paired_fraction, hp.pair_seed)
-        self.vocabulary = WordVocabulary.build((c for image in train for c in image.captions), max_size=hp.vocab_size)
-        self.data_train = PartlyPairedCaptions(train, self._encode(train), self.pairs, self.transforms.train(),
-                                               DecodedImages(len(train), hp.cache_decoded), hp.use_unpaired)
-        log.info("COCO: %d train images (%d paired, %d unpaired images, %d unpaired caption sets; %d training rows%s, "
-                 "%d drawn per epoch), %d val, %d test", len(train), *(len(a) for a in self.pairs), len(self.data_train),
-                 "" if hp.use_unpaired else ", pairs only", round(self.train_epoch_fraction() * len(self.data_train)),
-                 len(splits["val"]), len(splits["test"]))
+        self.vocabulary = WordVocabulary.build(
+            (c for image in train for c in image.captions), max_size=hp.vocab_size
+        )
+        self.data_train = PartlyPairedCaptions(
+            train,
+            self._encode(train),
+            self.pairs,
+            self.transforms.train(),
+            DecodedImages(len(train), hp.cache_decoded),
+            hp.use_unpaired,
+        )
+        log.info(
+            "COCO: %d train images (%d paired, %d unpaired images, %d unpaired caption sets; %d training rows%s, "
+            "%d drawn per epoch), %d val, %d test",
+            len(train),
+            *(len(a) for a in self.pairs),
+            len(self.data_train),
+            "" if hp.use_unpaired else ", pairs only",
+            round(self.train_epoch_fraction() * len(self.data_train)),
+            len(splits["val"]),
+            len(splits["test"]),
+        )
         self.data_val, self.data_test = (
-            CocoEvalImages(splits[s], self._encode(splits[s]), self.transforms.eval(),
-                           DecodedImages(len(splits[s]), hp.cache_decoded)) for s in ("val", "test"))
+            CocoEvalImages(
+                splits[s],
+                self._encode(splits[s]),
+                self.transforms.eval(),
+                DecodedImages(len(splits[s]), hp.cache_decoded),
+            )
+            for s in ("val", "test")
+        )
 
     def train_epoch_fraction(self) -> float:
         fraction = self.hparams.epoch_fraction
@@ -364,5 +447,8 @@ class CocoDataModule(SuiteDataModule):
         return self.transforms.denormalize(images)
 
     def export_metadata(self) -> dict[str, Any]:
-        return {"vocabulary": self.vocabulary.state() if self.vocabulary else None,
-                "max_length": self.hparams.max_length, "transforms": self.transforms.describe()}
+        return {
+            "vocabulary": self.vocabulary.state() if self.vocabulary else None,
+            "max_length": self.hparams.max_length,
+            "transforms": self.transforms.describe(),
+        }

@@ -59,8 +59,16 @@ log = logging.getLogger(__name__)
 
 TASKS = ("informative", "humanitarian", "damage")
 SPLITS = ("train", "dev", "test")
-LABELS: dict[str, tuple[str, ...]] = {"informative": INFORMATIVE, "humanitarian": HUMANITARIAN, "damage": DAMAGE}
-NEGATIVE_CLASS = {"informative": "not_informative", "humanitarian": "not_humanitarian", "damage": "little_or_no_damage"}
+LABELS: dict[str, tuple[str, ...]] = {
+    "informative": INFORMATIVE,
+    "humanitarian": HUMANITARIAN,
+    "damage": DAMAGE,
+}
+NEGATIVE_CLASS = {
+    "informative": "not_informative",
+    "humanitarian": "not_humanitarian",
+    "damage": "little_or_no_damage",
+}
 DEFAULT_FILES = {
     "informative": "crisismmd_datasplit_agreed_label/task_informative_text_img_agreed_lab_{split}.tsv",
     "humanitarian": "crisismmd_datasplit_agreed_label/task_humanitarian_text_img_agreed_lab_{split}.tsv",
@@ -119,9 +127,12 @@ def read_task_file(path: str | Path, task: str, label_column: str | None = None)
     wanted = (label_column.lower(),) if label_column else _LABEL_COLUMNS
     label_col = next((col[c] for c in wanted if c in col), None)
     if "image_id" not in col or label_col is None:
-        raise DatasetFormatError(path, f"header {header} lacks image_id or the label column ({'/'.join(wanted)})",
-                                 line=1)
-    text_vs_image = (col["label_text"], col["label_image"]) if {"label_text", "label_image"} <= set(col) else None
+        raise DatasetFormatError(
+            path, f"header {header} lacks image_id or the label column ({'/'.join(wanted)})", line=1
+        )
+    text_vs_image = (
+        (col["label_text"], col["label_image"]) if {"label_text", "label_image"} <= set(col) else None
+    )
     disagree = 0
     if "image" not in col:
         raise DatasetFormatError(path, f"header {header} lacks the image path column 'image'", line=1)
@@ -132,36 +143,61 @@ def read_task_file(path: str | Path, task: str, label_column: str | None = None)
     for number, raw in enumerate(lines[1:], start=2):
         fields = decode(raw, number).split("\t")
         if len(fields) != len(header):
-            raise DatasetFormatError(path, f"expected {len(header)} tab-separated fields ({', '.join(header)}), "
-                                           f"found {len(fields)}", line=number)
+            raise DatasetFormatError(
+                path,
+                f"expected {len(header)} tab-separated fields ({', '.join(header)}), found {len(fields)}",
+                line=number,
+            )
         image_id = fields[col["image_id"]].strip()
         if not image_id:
             raise DatasetFormatError(path, "empty image id", line=number, field="image_id")
         label = fields[label_col].strip()
         if label not in label_index:
-            raise DatasetFormatError(path, f"unknown {task} label {label!r}; expected one of {list(names)}",
-                                     line=number, field=header[label_col])
-        tweet_id = fields[col["tweet_id"]].strip().strip('"') if "tweet_id" in col else image_id.rsplit("_", 1)[0]
+            raise DatasetFormatError(
+                path,
+                f"unknown {task} label {label!r}; expected one of {list(names)}",
+                line=number,
+                field=header[label_col],
+            )
+        tweet_id = (
+            fields[col["tweet_id"]].strip().strip('"') if "tweet_id" in col else image_id.rsplit("_", 1)[0]
+        )
         if not tweet_id:
             raise DatasetFormatError(path, "empty tweet id", line=number, field="tweet_id")
         if not repeats.is_new(image_id, label, number):
             continue
         if text_vs_image and fields[text_vs_image[0]].strip() != fields[text_vs_image[1]].strip():
             disagree += 1
-        rows.append(TaskRow(
-            event=fields[col["event_name"]].strip() if "event_name" in col else "",
-            tweet_id=tweet_id, image_id=image_id,
-            text=fields[col["tweet_text"]] if "tweet_text" in col else None,
-            image=fields[col["image"]].strip() or None, label=label_index[label], line=number))
+        rows.append(
+            TaskRow(
+                event=fields[col["event_name"]].strip() if "event_name" in col else "",
+                tweet_id=tweet_id,
+                image_id=image_id,
+                text=fields[col["tweet_text"]] if "tweet_text" in col else None,
+                image=fields[col["image"]].strip() or None,
+                label=label_index[label],
+                line=number,
+            )
+        )
     repeats.log(log)
     if disagree:
-        log.info("%s: label_text and label_image differ on %d of %d rows; read column %r", path, disagree,
-                 len(rows), header[label_col])
+        log.info(
+            "%s: label_text and label_image differ on %d of %d rows; read column %r",
+            path,
+            disagree,
+            len(rows),
+            header[label_col],
+        )
     return rows, repeats.dropped
 
 
-def read_crisismmd(root: str | Path, files: Mapping[str, str] | None = None, image_root: str = "CrisisMMD_v2.0",
-                   check_images: bool = True, label_column: str | None = None) -> CrisisMMDIndex:
+def read_crisismmd(
+    root: str | Path,
+    files: Mapping[str, str] | None = None,
+    image_root: str = "CrisisMMD_v2.0",
+    check_images: bool = True,
+    label_column: str | None = None,
+) -> CrisisMMDIndex:
     """Read and join the three tasks' split files under ``root`` (see the module docstring)."""
     root = Path(root)
     patterns = {**DEFAULT_FILES, **dict(files or {})}
@@ -181,8 +217,9 @@ def read_crisismmd(root: str | Path, files: Mapping[str, str] | None = None, ima
                 if sample is None:
                     if row.image is None:
                         raise DatasetFormatError(path, "empty image path", line=row.line, field="image")
-                    sample = samples[row.image_id] = CrisisSample(row.event, row.tweet_id, row.image_id,
-                                                                   row.text or "", row.image, split)
+                    sample = samples[row.image_id] = CrisisSample(
+                        row.event, row.tweet_id, row.image_id, row.text or "", row.image, split
+                    )
                 elif sample.split != split:
                     stats["split_conflicts"] += 1
                     continue
@@ -203,13 +240,19 @@ def read_crisismmd(root: str | Path, files: Mapping[str, str] | None = None, ima
     stats["samples"] = {s: sum(x.split == s for x in kept) for s in SPLITS}
     stats["labelled"] = {t: sum(x.labels[f] >= 0 for x in kept) for f, t in enumerate(TASKS)}
     if missing:
-        log.warning("CrisisMMD %s: dropped %d samples whose image is missing under %s, e.g. %s", root, len(missing),
-                    images_dir, ", ".join(s.image for s in missing[:_MAX_EXAMPLES]))
+        log.warning(
+            "CrisisMMD %s: dropped %d samples whose image is missing under %s, e.g. %s",
+            root,
+            len(missing),
+            images_dir,
+            ", ".join(s.image for s in missing[:_MAX_EXAMPLES]),
+        )
     return CrisisMMDIndex(kept, stats, str(images_dir.resolve()))
 
 
-def random_split(samples: Sequence[CrisisSample], fractions: Sequence[float] = (0.6, 0.2, 0.2),
-                 seed: int = 0) -> dict[str, list[CrisisSample]]:
+def random_split(
+    samples: Sequence[CrisisSample], fractions: Sequence[float] = (0.6, 0.2, 0.2), seed: int = 0
+) -> dict[str, list[CrisisSample]]:
     """The seed's random 60/20/20 split, drawn by tweet (a tweet's images stay together)."""
     tweets = sorted({s.tweet_id for s in samples})
     order = np.random.default_rng(seed).permutation(len(tweets))
@@ -234,12 +277,22 @@ class CrisisMMDDataset(Dataset):
     carries ``<modality>_features`` instead, and images are not decoded when ``image`` is cached.
     """
 
-    def __init__(self, image_root: Path, samples: Sequence[CrisisSample], text_ids: torch.Tensor,
-                 text_mask: torch.Tensor, extra_ids: torch.Tensor | None, transform: Callable | None = None,
-                 cache_decoded: bool = False, features: dict[str, torch.Tensor] | None = None) -> None:
+    def __init__(
+        self,
+        image_root: Path,
+        samples: Sequence[CrisisSample],
+        text_ids: torch.Tensor,
+        text_mask: torch.Tensor,
+        extra_ids: torch.Tensor | None,
+        transform: Callable | None = None,
+        cache_decoded: bool = False,
+        features: dict[str, torch.Tensor] | None = None,
+    ) -> None:
         self.image_root, self.samples = Path(image_root), list(samples)
         self.text_ids, self.text_mask, self.extra_ids = text_ids, text_mask, extra_ids
-        self.labels = torch.tensor([s.labels for s in self.samples], dtype=torch.long).view(len(self.samples), len(TASKS))
+        self.labels = torch.tensor([s.labels for s in self.samples], dtype=torch.long).view(
+            len(self.samples), len(TASKS)
+        )
         self.transform = transform
         self.features = dict(features or {})
         self.images = DecodedImages(len(self.samples), cache_decoded)
@@ -248,7 +301,12 @@ class CrisisMMDDataset(Dataset):
         return len(self.samples)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        item = {"text_ids": self.text_ids[i], "text_mask": self.text_mask[i], "labels": self.labels[i], "index": i}
+        item = {
+            "text_ids": self.text_ids[i],
+            "text_mask": self.text_mask[i],
+            "labels": self.labels[i],
+            "index": i,
+        }
         if "image" not in self.features:
             image = self.images.load(i, self.image_root / self.samples[i].image)
             item["image"] = self.transform(image) if self.transform is not None else image
@@ -277,23 +335,42 @@ class CrisisMMDDataModule(SuiteDataModule):
             batches carry ``<modality>_features`` and skip those encoders (and image decoding).
     """
 
-    def __init__(self, root: str, files: Mapping[str, str] | None = None, image_root: str = "CrisisMMD_v2.0",
-                 check_images: bool = True, label_column: str | None = None, split_mode: str = "official",
-                 split_seed: int = 0,
-                 split_fractions: Sequence[float] = (0.6, 0.2, 0.2), transforms: ImageTransforms | None = None,
-                 batch_size: int = 32, num_workers: int = 0, pin_memory: bool | str = "auto",
-                 epoch_fraction: float = 1.0, text_encoder: str = "bilstm", text_vocab_size: int = 5000,
-                 text_min_freq: int = 1, text_max_length: int = 48, extra_modality: str | None = "event",
-                 extra_vocab_size: int = 64, max_hashtags: int = 8, synthetic: dict[str, Any] | None = None,
-                 cache_decoded: bool = False, features_dir: str | None = None) -> None:
+    def __init__(
+        self,
+        root: str,
+        files: Mapping[str, str] | None = None,
+        image_root: str = "CrisisMMD_v2.0",
+        check_images: bool = True,
+        label_column: str | None = None,
+        split_mode: str = "official",
+        split_seed: int = 0,
+        split_fractions: Sequence[float] = (0.6, 0.2, 0.2),
+        transforms: ImageTransforms | None = None,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        pin_memory: bool | str = "auto",
+        epoch_fraction: float = 1.0,
+        text_encoder: str = "bilstm",
+        text_vocab_size: int = 5000,
+        text_min_freq: int = 1,
+        text_max_length: int = 48,
+        extra_modality: str | None = "event",
+        extra_vocab_size: int = 64,
+        max_hashtags: int = 8,
+        synthetic: dict[str, Any] | None = None,
+        cache_decoded: bool = False,
+        features_dir: str | None = None,
+    ) -> None:
         super().__init__()
         if split_mode not in ("official", "random"):
             raise ValueError(f"split_mode must be official or random, got {split_mode!r}")
         if extra_modality not in (None, "event", "hashtags"):
             raise ValueError(f"extra_modality must be event, hashtags or null, got {extra_modality!r}")
         if synthetic is not None:
-            synthetic = {str(k): (list(v) if isinstance(v, Sequence) and not isinstance(v, str) else v)
-                         for k, v in dict(synthetic).items()}
+            synthetic = {
+                str(k): (list(v) if isinstance(v, Sequence) and not isinstance(v, str) else v)
+                for k, v in dict(synthetic).items()
+            }
         files = {str(k): str(v) for k, v in dict(files or {}).items()}
         split_fractions = [float(x) for x in split_fractions]
         self.save_hyperparameters(logger=False, ignore=["transforms"])
@@ -313,7 +390,9 @@ class CrisisMMDDataModule(SuiteDataModule):
     def _extra_tokens(self, sample: CrisisSample) -> list[str]:
         return [sample.event] if self.hparams.extra_modality == "event" else hashtags(sample.text)
 
-    def _encode(self, samples: Sequence[CrisisSample]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    def _encode(
+        self, samples: Sequence[CrisisSample]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         ids, mask = self.tokenizer.encode([s.text for s in samples], self.hparams.text_max_length)
         extra = None
         if self.hparams.extra_modality:
@@ -341,40 +420,74 @@ class CrisisMMDDataModule(SuiteDataModule):
         for split in SPLITS:
             read_from = [split] if hp.split_mode == "official" else SPLITS
             sources = [self.root / files[t].format(split=s) for t in TASKS for s in read_from]
-            require_rows(self.splits[split], split, *sources,
-                         dropped={"samples whose image is missing": sum(missing[s] for s in read_from)})
+            require_rows(
+                self.splits[split],
+                split,
+                *sources,
+                dropped={"samples whose image is missing": sum(missing[s] for s in read_from)},
+            )
         train = self.splits["train"]
-        self.tokenizer = build_tokenizer(hp.text_encoder, [s.text for s in train], vocab_size=hp.text_vocab_size,
-                                         min_freq=hp.text_min_freq)
+        self.tokenizer = build_tokenizer(
+            hp.text_encoder, [s.text for s in train], vocab_size=hp.text_vocab_size, min_freq=hp.text_min_freq
+        )
         if hp.extra_modality:
-            self.extra_vocab = WordVocabulary.build((" ".join(self._extra_tokens(s)) for s in train),
-                                                    max_size=hp.extra_vocab_size, tokenize=str.split)
+            self.extra_vocab = WordVocabulary.build(
+                (" ".join(self._extra_tokens(s)) for s in train),
+                max_size=hp.extra_vocab_size,
+                tokenize=str.split,
+            )
         if hp.features_dir:
             self.feature_cache = load_feature_cache(hp.features_dir)
-            log.info("CrisisMMD: %s features from the cache %s (encoders not run; augmentation of those "
-                     "modalities off)", "/".join(self.feature_cache.modalities), hp.features_dir)
+            log.info(
+                "CrisisMMD: %s features from the cache %s (encoders not run; augmentation of those "
+                "modalities off)",
+                "/".join(self.feature_cache.modalities),
+                hp.features_dir,
+            )
         made = {}
-        for split, transform in (("train", self.transforms.train()), ("dev", self.transforms.eval()),
-                                 ("test", self.transforms.eval())):
+        for split, transform in (
+            ("train", self.transforms.train()),
+            ("dev", self.transforms.eval()),
+            ("test", self.transforms.eval()),
+        ):
             made[split] = self.make_dataset(split, transform)
         self.data_train, self.data_val, self.data_test = made["train"], made["dev"], made["test"]
-        log.info("CrisisMMD (%s split): %d train / %d dev / %d test samples; %s", hp.split_mode, len(self.data_train),
-                 len(self.data_val), len(self.data_test), self.index.stats)
+        log.info(
+            "CrisisMMD (%s split): %d train / %d dev / %d test samples; %s",
+            hp.split_mode,
+            len(self.data_train),
+            len(self.data_val),
+            len(self.data_test),
+            self.index.stats,
+        )
 
-    def make_dataset(self, split: str, transform: Callable | None, use_cache: bool = True) -> CrisisMMDDataset:
+    def make_dataset(
+        self, split: str, transform: Callable | None, use_cache: bool = True
+    ) -> CrisisMMDDataset:
         """The dataset of one split (``train``/``dev``/``test``) with the given image transform."""
         samples = self.splits[split]
         features = None
         if use_cache and self.feature_cache is not None:
             features = self.feature_cache.split(split, [sample_key(s) for s in samples])
-        return CrisisMMDDataset(Path(self.index.image_root), samples, *self._encode(samples), transform=transform,
-                                cache_decoded=self.hparams.cache_decoded, features=features)
+        return CrisisMMDDataset(
+            Path(self.index.image_root),
+            samples,
+            *self._encode(samples),
+            transform=transform,
+            cache_decoded=self.hparams.cache_decoded,
+            features=features,
+        )
 
     def feature_datasets(self) -> dict[str, tuple[list[str], CrisisMMDDataset]]:
         """Per split: the sample keys and a dataset with evaluation transforms and no cached features,
         what :mod:`experiments.precompute_features` runs the frozen encoders over."""
-        return {split: ([sample_key(s) for s in self.splits[split]], self.make_dataset(split, self.transforms.eval(), False))
-                for split in SPLITS}
+        return {
+            split: (
+                [sample_key(s) for s in self.splits[split]],
+                self.make_dataset(split, self.transforms.eval(), False),
+            )
+            for split in SPLITS
+        }
 
     # ------------------------------------------------------------------ for the model, figures, export
     def task_statistics(self) -> dict[str, Any]:
@@ -395,8 +508,15 @@ class CrisisMMDDataModule(SuiteDataModule):
         return self.transforms.denormalize(images)
 
     def export_metadata(self) -> dict[str, Any]:
-        return {"dataset": "crisismmd", "tasks": list(TASKS), "label_names": self.label_names,
-                "transforms": self.transforms.describe(),
-                "text": {**(self.tokenizer.state() if self.tokenizer else {}), "max_length": self.hparams.text_max_length},
-                "extra_modality": self.hparams.extra_modality,
-                "extra_vocabulary": self.extra_vocab.words if self.extra_vocab else None}
+        return {
+            "dataset": "crisismmd",
+            "tasks": list(TASKS),
+            "label_names": self.label_names,
+            "transforms": self.transforms.describe(),
+            "text": {
+                **(self.tokenizer.state() if self.tokenizer else {}),
+                "max_length": self.hparams.text_max_length,
+            },
+            "extra_modality": self.hparams.extra_modality,
+            "extra_vocabulary": self.extra_vocab.words if self.extra_vocab else None,
+        }

@@ -80,8 +80,10 @@ def decode_utf8(data: bytes, path: str | Path, line: int | None = None) -> str:
     except UnicodeDecodeError as err:
         where = f"byte {err.start} of the line" if line is not None else f"byte offset {err.start}"
         raise DatasetFormatError(
-            path, f"not valid UTF-8 at {where} ({data[err.start]:#04x}: {err.reason}); save the file as UTF-8",
-            line=line if line is not None else data.count(b"\n", 0, err.start) + 1) from None
+            path,
+            f"not valid UTF-8 at {where} ({data[err.start]:#04x}: {err.reason}); save the file as UTF-8",
+            line=line if line is not None else data.count(b"\n", 0, err.start) + 1,
+        ) from None
 
 
 def read_text(path: str | Path, contents: str) -> str:
@@ -115,8 +117,10 @@ def parse_json_object(text: str, path: str | Path, line: int) -> dict[str, Any]:
 
 def read_jsonl(path: str | Path, contents: str) -> list[tuple[int, dict[str, Any]]]:
     """``(line number, object)`` for every line of a JSON-lines file (one object per line)."""
-    return [(number, parse_json_object(decode_utf8(raw.removesuffix(b"\r"), path, number), path, number))
-            for number, raw in enumerate(read_lines(Path(path), contents), start=1)]
+    return [
+        (number, parse_json_object(decode_utf8(raw.removesuffix(b"\r"), path, number), path, number))
+        for number, raw in enumerate(read_lines(Path(path), contents), start=1)
+    ]
 
 
 def read_json_header(path: str | Path) -> dict[str, Any]:
@@ -126,21 +130,29 @@ def read_json_header(path: str | Path) -> dict[str, Any]:
     return parse_json_object(decode_utf8(first, path, 1), path, 1)
 
 
-def json_field(obj: Mapping[str, Any], name: str, kind: type | tuple[type, ...], path: str | Path,
-               line: int | None = None, where: str = "") -> Any:
+def json_field(
+    obj: Mapping[str, Any],
+    name: str,
+    kind: type | tuple[type, ...],
+    path: str | Path,
+    line: int | None = None,
+    where: str = "",
+) -> Any:
     """``obj[name]``, which must exist and be a ``kind`` (``bool`` is not a number here). ``where``
     prefixes the message (e.g. ``"entry 3: "`` for a JSON list)."""
     if not isinstance(obj, Mapping):
-        raise DatasetFormatError(path, f"{where}expected a JSON object, found {type(obj).__name__}", line=line,
-                                 field=name)
+        raise DatasetFormatError(
+            path, f"{where}expected a JSON object, found {type(obj).__name__}", line=line, field=name
+        )
     if name not in obj:
         raise DatasetFormatError(path, f"{where}missing field", line=line, field=name)
     value = obj[name]
     kinds = kind if isinstance(kind, tuple) else (kind,)
     if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
         expected = " or ".join(k.__name__ for k in kinds)
-        raise DatasetFormatError(path, f"{where}expected {expected}, found {type(value).__name__}",
-                                 line=line, field=name)
+        raise DatasetFormatError(
+            path, f"{where}expected {expected}, found {type(value).__name__}", line=line, field=name
+        )
     return value
 
 
@@ -175,16 +187,31 @@ class DuplicateRows:
     def log(self, logger: logging.Logger) -> None:
         """Log what was dropped: identical repeats at INFO, conflicting ones at WARNING with the first."""
         if self.identical:
-            logger.info("%s: dropped %d repeated %s(s) identical to an earlier one", self.path, self.identical,
-                        self.unit)
+            logger.info(
+                "%s: dropped %d repeated %s(s) identical to an earlier one",
+                self.path,
+                self.identical,
+                self.unit,
+            )
         if self.conflicting:
             position, first, key = self.example
-            logger.warning("%s: dropped %d repeated %s(s) whose content differs from the first one of their id "
-                           "(the first is kept), e.g. %s %d repeats %r of %s %d", self.path, self.conflicting,
-                           self.unit, self.unit, position, key, self.unit, first)
+            logger.warning(
+                "%s: dropped %d repeated %s(s) whose content differs from the first one of their id "
+                "(the first is kept), e.g. %s %d repeats %r of %s %d",
+                self.path,
+                self.conflicting,
+                self.unit,
+                self.unit,
+                position,
+                key,
+                self.unit,
+                first,
+            )
 
 
-def require_rows(items: Sized, split: str, *sources: str | Path, dropped: Mapping[str, int] | None = None) -> Sized:
+def require_rows(
+    items: Sized, split: str, *sources: str | Path, dropped: Mapping[str, int] | None = None
+) -> Sized:
     """``items`` if the ``split`` has any; else a :class:`DatasetFormatError` naming the split, the
     files it came from (``sources``, at least one) and what was dropped on the way (``dropped``: reason
     -> count), instead of an empty loader or a division by zero later. Returns ``items``."""

@@ -69,14 +69,17 @@ class FeatureCache:
             raise DatasetFormatError(self.root / MANIFEST, f"no features for split {split!r}", field="splits")
         stored = self.manifest["splits"][split]["keys"]
         if list(stored) != list(keys):
-            where = next((i for i, (a, b) in enumerate(zip(stored, keys)) if a != b), min(len(stored), len(keys)))
+            where = next(
+                (i for i, (a, b) in enumerate(zip(stored, keys)) if a != b), min(len(stored), len(keys))
+            )
             got = keys[where] if where < len(keys) else "<end>"
             want = stored[where] if where < len(stored) else "<end>"
             raise DatasetFormatError(
                 self.root / MANIFEST,
                 f"split {split!r} was computed for other samples ({len(stored)} cached, {len(keys)} in the data; "
                 f"first difference at row {where}: cached {want!r}, data {got!r}); re-run experiments.precompute_features",
-                field=f"splits.{split}.keys")
+                field=f"splits.{split}.keys",
+            )
         return self.features[split]
 
 
@@ -85,8 +88,11 @@ def load_feature_cache(root: str | Path) -> FeatureCache:
     root = Path(root)
     manifest_path = root / MANIFEST
     if not manifest_path.is_file():
-        raise DatasetFormatError(manifest_path, "no feature cache here; write one with "
-                                 "`python -m experiments.precompute_features experiment=<name> data.features_dir=<dir>`")
+        raise DatasetFormatError(
+            manifest_path,
+            "no feature cache here; write one with "
+            "`python -m experiments.precompute_features experiment=<name> data.features_dir=<dir>`",
+        )
     try:
         manifest = json.loads(manifest_path.read_text())
     except json.JSONDecodeError as err:
@@ -104,15 +110,20 @@ def load_feature_cache(root: str | Path) -> FeatureCache:
             t = tensors.get(modality)
             if t is None or tuple(t.shape) != (info["count"], spec["dim"]):
                 shape = None if t is None else tuple(t.shape)
-                raise DatasetFormatError(path, f"expected a [{info['count']}, {spec['dim']}] tensor, got {shape}",
-                                         field=modality)
+                raise DatasetFormatError(
+                    path, f"expected a [{info['count']}, {spec['dim']}] tensor, got {shape}", field=modality
+                )
         features[split] = tensors
     return FeatureCache(root, manifest, features)
 
 
-def write_feature_cache(root: str | Path, features: Mapping[str, Mapping[str, torch.Tensor]],
-                        keys: Mapping[str, Sequence[str]], encoders: Mapping[str, Mapping[str, Any]],
-                        dataset: Mapping[str, Any] | None = None) -> Path:
+def write_feature_cache(
+    root: str | Path,
+    features: Mapping[str, Mapping[str, torch.Tensor]],
+    keys: Mapping[str, Sequence[str]],
+    encoders: Mapping[str, Mapping[str, Any]],
+    dataset: Mapping[str, Any] | None = None,
+) -> Path:
     """Write ``features[split][modality]`` atomically (a temporary folder renamed into place).
 
     Args:
@@ -121,16 +132,23 @@ def write_feature_cache(root: str | Path, features: Mapping[str, Mapping[str, to
     """
     root = Path(root)
     root.parent.mkdir(parents=True, exist_ok=True)
-    modalities = {m: {"dim": int(next(iter(features.values()))[m].shape[1]), **dict(spec)}
-                  for m, spec in encoders.items()}
-    manifest = {"modalities": modalities, "dataset": dict(dataset or {}),
-                "splits": {s: {"count": len(keys[s]), "keys": list(keys[s])} for s in features}}
+    modalities = {
+        m: {"dim": int(next(iter(features.values()))[m].shape[1]), **dict(spec)}
+        for m, spec in encoders.items()
+    }
+    manifest = {
+        "modalities": modalities,
+        "dataset": dict(dataset or {}),
+        "splits": {s: {"count": len(keys[s]), "keys": list(keys[s])} for s in features},
+    }
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
     tmp.chmod(0o755)
     try:
         for split, tensors in features.items():
-            save_file({m: t.detach().float().contiguous().cpu() for m, t in tensors.items()},
-                      str(tmp / f"{split}.safetensors"))
+            save_file(
+                {m: t.detach().float().contiguous().cpu() for m, t in tensors.items()},
+                str(tmp / f"{split}.safetensors"),
+            )
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, default=str))
         if root.exists():
             shutil.rmtree(root)

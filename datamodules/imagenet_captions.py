@@ -110,14 +110,24 @@ def read_imagenet_captions(path: str | Path, known_wnids: Sequence[str] | None =
         wnid, filename = entry["wnid"], entry["filename"]
         _check_wnid(wnid, path, f"entry {i}", "wnid")
         if known is not None and wnid not in known:
-            raise DatasetFormatError(path, f"entry {i}: unknown wnid {wnid!r} (no class description)", field="wnid")
+            raise DatasetFormatError(
+                path, f"entry {i}: unknown wnid {wnid!r} (no class description)", field="wnid"
+            )
         if not filename.startswith(f"{wnid}_") or "/" in filename or "\\" in filename:
-            raise DatasetFormatError(path, f"entry {i}: {filename!r} is not an image of class {wnid} "
-                                     f"(expected '{wnid}_<n>.JPEG', read from <images>/{wnid}/)", field="filename")
+            raise DatasetFormatError(
+                path,
+                f"entry {i}: {filename!r} is not an image of class {wnid} "
+                f"(expected '{wnid}_<n>.JPEG', read from <images>/{wnid}/)",
+                field="filename",
+            )
         bad = next((j for j, tag in enumerate(entry["tags"]) if not isinstance(tag, str)), None)
         if bad is not None:
-            raise DatasetFormatError(path, f"entry {i}: tag {bad} is {type(entry['tags'][bad]).__name__} "
-                                     f"{entry['tags'][bad]!r}, expected str", field="tags")
+            raise DatasetFormatError(
+                path,
+                f"entry {i}: tag {bad} is {type(entry['tags'][bad]).__name__} "
+                f"{entry['tags'][bad]!r}, expected str",
+                field="tags",
+            )
         caption = Caption(i, filename, wnid, entry["title"], entry["description"], tuple(entry["tags"]))
         if repeats.is_new(filename, (wnid, caption.title, caption.description, caption.tags), i):
             captions.append(caption)
@@ -141,7 +151,23 @@ def read_synset_mapping(path: str | Path) -> dict[str, list[str]]:
 
 
 # A full stop ends a sentence unless it ends a common abbreviation, an initial or a number's part.
-_ABBREVIATIONS = {"e.g", "i.e", "etc", "approx", "ca", "cf", "vs", "mr", "mrs", "dr", "st", "no", "sp", "spp", "var"}
+_ABBREVIATIONS = {
+    "e.g",
+    "i.e",
+    "etc",
+    "approx",
+    "ca",
+    "cf",
+    "vs",
+    "mr",
+    "mrs",
+    "dr",
+    "st",
+    "no",
+    "sp",
+    "spp",
+    "var",
+}
 _BOUNDARY = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])")
 
 
@@ -152,7 +178,7 @@ def split_sentences(text: str) -> list[str]:
     sentences, start = [], 0
     text = " ".join(text.split())
     for match in _BOUNDARY.finditer(text):
-        head = text[start:match.start()]
+        head = text[start : match.start()]
         last_word = head.rsplit(" ", 1)[-1].rstrip(".!?\"')]").lower()
         if last_word in _ABBREVIATIONS or (len(last_word) == 1 and last_word.isalpha()):
             continue
@@ -167,7 +193,9 @@ def read_class_descriptions(path: str | Path, min_sentences: int = 2) -> dict[st
     path = Path(path)
     data = read_json(path, "a JSON object wnid -> description text or list of sentences")
     if not isinstance(data, dict):
-        raise DatasetFormatError(path, f"expected a JSON object wnid -> description, found {type(data).__name__}")
+        raise DatasetFormatError(
+            path, f"expected a JSON object wnid -> description, found {type(data).__name__}"
+        )
     if not data:
         raise DatasetFormatError(path, "no class descriptions (empty object)")
     descriptions = {}
@@ -180,8 +208,9 @@ def read_class_descriptions(path: str | Path, min_sentences: int = 2) -> dict[st
         else:
             raise DatasetFormatError(path, "expected a text or a list of sentences", field=wnid)
         if len(sentences) < min_sentences:
-            raise DatasetFormatError(path, f"{len(sentences)} sentence(s); every class needs at least "
-                                     f"{min_sentences}", field=wnid)
+            raise DatasetFormatError(
+                path, f"{len(sentences)} sentence(s); every class needs at least {min_sentences}", field=wnid
+            )
         descriptions[wnid] = sentences
     return descriptions
 
@@ -195,7 +224,9 @@ def select_sentences(sentences: Sequence[str], max_sentences: int = 10) -> list[
     return [sentences[i] for i in sorted(longest)]
 
 
-def num_test_captions(n: int, test_fraction: float, small_class: int = 100, min_test_share: float = 0.2) -> int:
+def num_test_captions(
+    n: int, test_fraction: float, small_class: int = 100, min_test_share: float = 0.2
+) -> int:
     """Test captions of a class of ``n``: ``round(test_fraction * n)``; a class of at most ``small_class``
     captions keeps at least half in train and puts at least ``min_test_share`` in test (train wins
     when both cannot hold: a class of one caption trains on it)."""
@@ -205,8 +236,13 @@ def num_test_captions(n: int, test_fraction: float, small_class: int = 100, min_
     return n_test
 
 
-def split_per_class(labels: Sequence[str], test_fraction: float = 0.23, seed: int = 0, small_class: int = 100,
-                    min_test_share: float = 0.2) -> np.ndarray:
+def split_per_class(
+    labels: Sequence[str],
+    test_fraction: float = 0.23,
+    seed: int = 0,
+    small_class: int = 100,
+    min_test_share: float = 0.2,
+) -> np.ndarray:
     """A seeded random train/test split, drawn per class (:func:`num_test_captions`): bool ``is_test [n]``."""
     labels = np.asarray(labels)
     rng = np.random.default_rng(seed)
@@ -218,10 +254,21 @@ def split_per_class(labels: Sequence[str], test_fraction: float = 0.23, seed: in
     return is_test
 
 
-def write_relevance_dataset(captions_file: str | Path, descriptions_file: str | Path, out_dir: str | Path, *,
-                            synset_mapping: str | Path | None = None, min_words: int = 1, with_tags: bool = False,
-                            test_fraction: float = 0.23, small_class: int = 100, min_test_share: float = 0.2,
-                            min_sentences: int = 2, max_sentences: int = 10, seed: int = 0) -> dict[str, Any]:
+def write_relevance_dataset(
+    captions_file: str | Path,
+    descriptions_file: str | Path,
+    out_dir: str | Path,
+    *,
+    synset_mapping: str | Path | None = None,
+    min_words: int = 1,
+    with_tags: bool = False,
+    test_fraction: float = 0.23,
+    small_class: int = 100,
+    min_test_share: float = 0.2,
+    min_sentences: int = 2,
+    max_sentences: int = 10,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Build the relevance training set into ``out_dir`` (:data:`ITEMS_FILE` + :data:`COUNTS_FILE`).
 
     Classes are the wnids of the description file (label = position in sorted order). Each item is
@@ -237,21 +284,46 @@ def write_relevance_dataset(captions_file: str | Path, descriptions_file: str | 
     kept = [c for c in captions if c.has_words(min_words)]
     is_test = split_per_class([c.wnid for c in kept], test_fraction, seed, small_class, min_test_share)
     for split, members in (("train", ~is_test), ("test", is_test)):
-        require_rows(np.flatnonzero(members), split, captions_file,
-                     dropped={f"captions of {min_words} word(s) or less": len(captions) - len(kept)})
+        require_rows(
+            np.flatnonzero(members),
+            split,
+            captions_file,
+            dropped={f"captions of {min_words} word(s) or less": len(captions) - len(kept)},
+        )
     sentences = {w: select_sentences(descriptions[w], max_sentences) for w in wnids}
     label = {w: i for i, w in enumerate(wnids)}
-    counts: dict[str, Any] = {"captions": len(captions), "kept_more_than_one_word": len(kept),
-                              "dropped_short": len(captions) - len(kept), "classes": len(wnids),
-                              "captions_train": int((~is_test).sum()), "captions_test": int(is_test.sum()),
-                              "items_train": 0, "items_test": 0}
-    settings = {"min_words": min_words, "with_tags": with_tags, "test_fraction": test_fraction,
-                "small_class": small_class, "min_test_share": min_test_share, "min_sentences": min_sentences,
-                "max_sentences": max_sentences, "seed": seed}
-    header = {"format": DATASET_FORMAT, "version": DATASET_VERSION, "settings": settings, "classes": wnids,
-              "class_names": [(names.get(w) or [w])[0] for w in wnids], "with_tags": with_tags,
-              "sources": {"captions": str(Path(captions_file).resolve()),
-                          "descriptions": str(Path(descriptions_file).resolve())}}
+    counts: dict[str, Any] = {
+        "captions": len(captions),
+        "kept_more_than_one_word": len(kept),
+        "dropped_short": len(captions) - len(kept),
+        "classes": len(wnids),
+        "captions_train": int((~is_test).sum()),
+        "captions_test": int(is_test.sum()),
+        "items_train": 0,
+        "items_test": 0,
+    }
+    settings = {
+        "min_words": min_words,
+        "with_tags": with_tags,
+        "test_fraction": test_fraction,
+        "small_class": small_class,
+        "min_test_share": min_test_share,
+        "min_sentences": min_sentences,
+        "max_sentences": max_sentences,
+        "seed": seed,
+    }
+    header = {
+        "format": DATASET_FORMAT,
+        "version": DATASET_VERSION,
+        "settings": settings,
+        "classes": wnids,
+        "class_names": [(names.get(w) or [w])[0] for w in wnids],
+        "with_tags": with_tags,
+        "sources": {
+            "captions": str(Path(captions_file).resolve()),
+            "descriptions": str(Path(descriptions_file).resolve()),
+        },
+    }
     out_dir.mkdir(parents=True, exist_ok=True)
     items_path = out_dir / ITEMS_FILE
     tmp = items_path.with_name(f".{ITEMS_FILE}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
@@ -262,8 +334,18 @@ def write_relevance_dataset(captions_file: str | Path, descriptions_file: str | 
                 split = "test" if test else "train"
                 text = caption.text(with_tags)
                 for j, sentence in enumerate(sentences[caption.wnid]):
-                    out.write(json.dumps({"split": split, "label": label[caption.wnid], "caption": caption.index,
-                                          "sentence": j, "text": f"{text} {sentence}"}) + "\n")
+                    out.write(
+                        json.dumps(
+                            {
+                                "split": split,
+                                "label": label[caption.wnid],
+                                "caption": caption.index,
+                                "sentence": j,
+                                "text": f"{text} {sentence}",
+                            }
+                        )
+                        + "\n"
+                    )
                 counts[f"items_{split}"] += len(sentences[caption.wnid])
         os.replace(tmp, items_path)
     except BaseException:
@@ -272,8 +354,14 @@ def write_relevance_dataset(captions_file: str | Path, descriptions_file: str | 
     per_class = Counter(c.wnid for c in kept)
     counts["per_class"] = {w: {"captions": per_class[w], "sentences": len(sentences[w])} for w in wnids}
     (out_dir / COUNTS_FILE).write_text(json.dumps(counts, indent=2))
-    log.info("relevance dataset %s: %d captions kept of %d, %d train / %d test items", items_path, len(kept),
-             len(captions), counts["items_train"], counts["items_test"])
+    log.info(
+        "relevance dataset %s: %d captions kept of %d, %d train / %d test items",
+        items_path,
+        len(kept),
+        len(captions),
+        counts["items_train"],
+        counts["items_test"],
+    )
     return counts
 
 
@@ -306,7 +394,9 @@ class TokenizedTexts(Dataset):
     """Token id lists (unpadded), labels and optional per-sample loss weights; padding happens per
     batch in :func:`pad_collate`."""
 
-    def __init__(self, ids: Sequence[Sequence[int]], labels: Sequence[int], weights: Sequence[float] | None = None):
+    def __init__(
+        self, ids: Sequence[Sequence[int]], labels: Sequence[int], weights: Sequence[float] | None = None
+    ):
         self.ids = [list(map(int, row)) for row in ids]
         self.labels = list(labels)
         self.weights = list(weights) if weights is not None else None
@@ -338,8 +428,12 @@ class PadCollate:
         for row, it in enumerate(items):
             ids[row, : len(it["ids"])] = torch.as_tensor(it["ids"])
             mask[row, : len(it["ids"])] = True
-        batch = {"ids": ids, "mask": mask, "labels": torch.as_tensor([it["label"] for it in items]),
-                 "index": torch.as_tensor([it["index"] for it in items])}
+        batch = {
+            "ids": ids,
+            "mask": mask,
+            "labels": torch.as_tensor([it["label"] for it in items]),
+            "index": torch.as_tensor([it["index"] for it in items]),
+        }
         if "weight" in items[0]:
             batch["weight"] = torch.as_tensor([it["weight"] for it in items], dtype=torch.float32)
         return batch
@@ -354,8 +448,14 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
     while the epoch's order stays random. ``set_epoch`` reaches the wrapped sampler.
     """
 
-    def __init__(self, sampler: Sampler[int], lengths: Sequence[int], batch_size: int, pool_batches: int = 50,
-                 shuffle: bool = True) -> None:
+    def __init__(
+        self,
+        sampler: Sampler[int],
+        lengths: Sequence[int],
+        batch_size: int,
+        pool_batches: int = 50,
+        shuffle: bool = True,
+    ) -> None:
         self.sampler, self.lengths = sampler, list(lengths)
         self.batch_size, self.pool_batches, self.shuffle = batch_size, pool_batches, shuffle
         self.epoch = 0
@@ -373,8 +473,8 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
         pool = self.batch_size * self.pool_batches
         batches = []
         for start in range(0, len(indices), pool):
-            chunk = sorted(indices[start:start + pool], key=self.lengths.__getitem__)
-            batches += [chunk[i:i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
+            chunk = sorted(indices[start : start + pool], key=self.lengths.__getitem__)
+            batches += [chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
         if self.shuffle:
             g = torch.Generator().manual_seed(1_000_003 * self.epoch + getattr(self.sampler, "seed", 0))
             batches = [batches[i] for i in torch.randperm(len(batches), generator=g).tolist()]
@@ -404,14 +504,26 @@ class RelevanceDataModule(SuiteDataModule):
         synthetic: ``None`` for real data, else the arguments of ``ensure_imagenet_captions``.
     """
 
-    def __init__(self, root: str, captions_file: str = "imagenet_captions.json",
-                 descriptions_file: str = "class_descriptions.json",
-                 synset_mapping: str | None = "LOC_synset_mapping.txt",
-                 dataset_dir: str | None = None, build: dict[str, Any] | None = None,
-                 text_encoder: str = "roberta_small", text_vocab_size: int = 2000, text_min_freq: int = 2,
-                 text_max_length: int = 64, batch_size: int = 64, num_workers: int = 0, pin_memory: bool | str = "auto",
-                 epoch_fraction: float = 0.75, split_seed: int = 0, pool_batches: int = 50,
-                 synthetic: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        root: str,
+        captions_file: str = "imagenet_captions.json",
+        descriptions_file: str = "class_descriptions.json",
+        synset_mapping: str | None = "LOC_synset_mapping.txt",
+        dataset_dir: str | None = None,
+        build: dict[str, Any] | None = None,
+        text_encoder: str = "roberta_small",
+        text_vocab_size: int = 2000,
+        text_min_freq: int = 2,
+        text_max_length: int = 64,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        pin_memory: bool | str = "auto",
+        epoch_fraction: float = 0.75,
+        split_seed: int = 0,
+        pool_batches: int = 50,
+        synthetic: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__()
         # plain values only in checkpoints (they load with weights_only=True)
         build = {str(k): v for k, v in dict(build or {}).items()}
@@ -433,9 +545,13 @@ class RelevanceDataModule(SuiteDataModule):
             ensure_imagenet_captions(self.root, **self.hparams.synthetic)
         if not self._dataset_is_current():
             mapping = self.source("synset_mapping")
-            write_relevance_dataset(self.source("captions_file"), self.source("descriptions_file"), self.dataset_dir,
-                                    synset_mapping=mapping if mapping and mapping.is_file() else None,
-                                    **self.hparams.build)
+            write_relevance_dataset(
+                self.source("captions_file"),
+                self.source("descriptions_file"),
+                self.dataset_dir,
+                synset_mapping=mapping if mapping and mapping.is_file() else None,
+                **self.hparams.build,
+            )
 
     def _dataset_is_current(self) -> bool:
         path = self.dataset_dir / ITEMS_FILE
@@ -447,8 +563,11 @@ class RelevanceDataModule(SuiteDataModule):
             return False  # rebuilding reports the missing file
         newest_source = max(self.source(n).stat().st_mtime for n in ("captions_file", "descriptions_file"))
         same_settings = all(header.get("settings", {}).get(k) == v for k, v in self.hparams.build.items())
-        return (built_from.get("captions") == str(self.source("captions_file").resolve()) and same_settings
-                and path.stat().st_mtime >= newest_source)
+        return (
+            built_from.get("captions") == str(self.source("captions_file").resolve())
+            and same_settings
+            and path.stat().st_mtime >= newest_source
+        )
 
     def setup(self, stage: str | None = None) -> None:
         if self.data_train is not None:
@@ -457,25 +576,42 @@ class RelevanceDataModule(SuiteDataModule):
 
         hp = self.hparams
         self.header, splits = read_relevance_dataset(self.dataset_dir)
-        self.tokenizer = build_tokenizer(hp.text_encoder, (it["text"] for it in splits["train"]),
-                                         vocab_size=hp.text_vocab_size, min_freq=hp.text_min_freq)
+        self.tokenizer = build_tokenizer(
+            hp.text_encoder,
+            (it["text"] for it in splits["train"]),
+            vocab_size=hp.text_vocab_size,
+            min_freq=hp.text_min_freq,
+        )
         # Items are "caption + class sentence": a text over the token budget loses the start of its
         # caption, never the class sentence at its end.
         self.data_train, self.data_test = (
             self.tokenize([it["text"] for it in splits[s]], [it["label"] for it in splits[s]], keep_end=True)
-            for s in ("train", "test"))
+            for s in ("train", "test")
+        )
         self.data_val = self.data_test  # the seed's per-epoch test evaluation (see the class docstring)
-        log.info("relevance dataset: %d train / %d test items, %d classes, tokenizer of %d tokens",
-                 len(self.data_train), len(self.data_test), len(self.label_names), len(self.tokenizer))
+        log.info(
+            "relevance dataset: %d train / %d test items, %d classes, tokenizer of %d tokens",
+            len(self.data_train),
+            len(self.data_test),
+            len(self.label_names),
+            len(self.tokenizer),
+        )
 
-    def tokenize(self, texts: Sequence[str], labels: Sequence[int], weights: Sequence[float] | None = None,
-                 chunk: int = 4096, keep_end: bool = False) -> TokenizedTexts:
+    def tokenize(
+        self,
+        texts: Sequence[str],
+        labels: Sequence[int],
+        weights: Sequence[float] | None = None,
+        chunk: int = 4096,
+        keep_end: bool = False,
+    ) -> TokenizedTexts:
         """Token ids of ``texts`` (truncated to ``text_max_length``: the end cut, or the start with
         ``keep_end``; unpadded) as a dataset."""
         ids: list[list[int]] = []
         for start in range(0, len(texts), chunk):
-            batch, mask = self.tokenizer.encode(list(texts[start:start + chunk]), self.hparams.text_max_length,
-                                                keep_end)
+            batch, mask = self.tokenizer.encode(
+                list(texts[start : start + chunk]), self.hparams.text_max_length, keep_end
+            )
             ids += [row[m].tolist() for row, m in zip(batch, mask)]
         return TokenizedTexts(ids, labels, weights)
 
@@ -486,38 +622,61 @@ class RelevanceDataModule(SuiteDataModule):
     def pad_id(self) -> int:
         return getattr(self.tokenizer, "pad_id", 0)
 
-    def _text_loader(self, dataset: TokenizedTexts, sampler: EpochFractionSampler | EvalSampler,
-                     shuffle: bool) -> DataLoader:
-        batches = LengthGroupedBatchSampler(sampler, dataset.lengths, self.hparams.batch_size,
-                                            self.hparams.pool_batches, shuffle=shuffle)
+    def _text_loader(
+        self, dataset: TokenizedTexts, sampler: EpochFractionSampler | EvalSampler, shuffle: bool
+    ) -> DataLoader:
+        batches = LengthGroupedBatchSampler(
+            sampler, dataset.lengths, self.hparams.batch_size, self.hparams.pool_batches, shuffle=shuffle
+        )
         workers, pin = self.hparams.num_workers, self.hparams.pin_memory
         if pin == "auto":  # as SuiteDataModule: pin when training on a GPU
             pin = self.trainer is not None and type(self.trainer.accelerator).__name__ == "CUDAAccelerator"
-        return DataLoader(dataset, batch_sampler=batches, collate_fn=self.collate(), num_workers=workers,
-                          persistent_workers=workers > 0, pin_memory=bool(pin))
+        return DataLoader(
+            dataset,
+            batch_sampler=batches,
+            collate_fn=self.collate(),
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            pin_memory=bool(pin),
+        )
 
     def train_dataloader(self) -> DataLoader:
         world, rank = self._replicas()
-        sampler = EpochFractionSampler(len(self.data_train), self.hparams.epoch_fraction, shuffle=True,
-                                       seed=self.hparams.split_seed, num_replicas=world, rank=rank)
+        sampler = EpochFractionSampler(
+            len(self.data_train),
+            self.hparams.epoch_fraction,
+            shuffle=True,
+            seed=self.hparams.split_seed,
+            num_replicas=world,
+            rank=rank,
+        )
         return self._text_loader(self.data_train, sampler, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._text_loader(self.data_val, EvalSampler(len(self.data_val), *self._replicas()), shuffle=False)
+        return self._text_loader(
+            self.data_val, EvalSampler(len(self.data_val), *self._replicas()), shuffle=False
+        )
 
     def test_dataloader(self) -> DataLoader:
-        return self._text_loader(self.data_test, EvalSampler(len(self.data_test), *self._replicas()), shuffle=False)
+        return self._text_loader(
+            self.data_test, EvalSampler(len(self.data_test), *self._replicas()), shuffle=False
+        )
 
     @property
     def label_names(self) -> list[str]:
         return list(self.header.get("classes", []))
 
     def export_metadata(self) -> dict[str, Any]:
-        return {"dataset": "imagenet_captions", "label_names": self.label_names,
-                "class_names": list(self.header.get("class_names", [])),
-                "with_tags": self.header.get("with_tags", False),
-                "text": {**(self.tokenizer.state() if self.tokenizer else {}),
-                         "max_length": self.hparams.text_max_length}}
+        return {
+            "dataset": "imagenet_captions",
+            "label_names": self.label_names,
+            "class_names": list(self.header.get("class_names", [])),
+            "with_tags": self.header.get("with_tags", False),
+            "text": {
+                **(self.tokenizer.state() if self.tokenizer else {}),
+                "max_length": self.hparams.text_max_length,
+            },
+        }
 
 
 # --------------------------------------------------------------------------------------------
@@ -530,10 +689,17 @@ WEIGHTING_MODES = ("unweighted", "weighted", "drop")
 class CaptionedImages(Dataset):
     """Image (``<image_root>/<wnid>/<filename>``), caption token ids, label and loss weight per item."""
 
-    def __init__(self, image_root: Path, captions: Sequence[Caption], texts: TokenizedTexts, transform=None) -> None:
+    def __init__(
+        self, image_root: Path, captions: Sequence[Caption], texts: TokenizedTexts, transform=None
+    ) -> None:
         from datamodules.base import DecodedImages
 
-        self.image_root, self.captions, self.texts, self.transform = Path(image_root), list(captions), texts, transform
+        self.image_root, self.captions, self.texts, self.transform = (
+            Path(image_root),
+            list(captions),
+            texts,
+            transform,
+        )
         self.images = DecodedImages(len(self.captions), cache=True)
 
     def __len__(self) -> int:
@@ -566,17 +732,29 @@ class CaptionedImagesDataModule(RelevanceDataModule):
     With ``check_images`` captions whose image is missing are dropped after the split (counted, logged).
     """
 
-    def __init__(self, root: str, transforms=None, mode: str = "unweighted", relevance_file: str | None = None,
-                 image_dir: str = "train", check_images: bool = True, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        root: str,
+        transforms=None,
+        mode: str = "unweighted",
+        relevance_file: str | None = None,
+        image_dir: str = "train",
+        check_images: bool = True,
+        **kwargs: Any,
+    ) -> None:
         if mode not in WEIGHTING_MODES:
             raise ValueError(f"mode must be one of {WEIGHTING_MODES}, got {mode!r}")
         if mode != "unweighted" and not relevance_file:
-            raise ValueError(f"mode {mode!r} needs data.relevance_file "
-                             "(kept_captions.jsonl of experiments.score_relevance)")
+            raise ValueError(
+                f"mode {mode!r} needs data.relevance_file "
+                "(kept_captions.jsonl of experiments.score_relevance)"
+            )
         # Lightning collects the hyperparameters from every __init__ frame: plain values here too
         kwargs = {k: dict(v) if isinstance(v, Mapping) else v for k, v in kwargs.items()}
         super().__init__(root, **kwargs)
-        self.hparams.update(mode=mode, relevance_file=relevance_file, image_dir=image_dir, check_images=check_images)
+        self.hparams.update(
+            mode=mode, relevance_file=relevance_file, image_dir=image_dir, check_images=check_images
+        )
         from datamodules.transforms import ImageTransforms
 
         self.transforms = transforms or ImageTransforms()
@@ -593,13 +771,20 @@ class CaptionedImagesDataModule(RelevanceDataModule):
         from lit_modules.text_encoders import build_tokenizer
 
         hp, build = self.hparams, self.hparams.build
-        wnids = sorted(read_class_descriptions(self.source("descriptions_file"), build.get("min_sentences", 2)))
+        wnids = sorted(
+            read_class_descriptions(self.source("descriptions_file"), build.get("min_sentences", 2))
+        )
         mapping = self.source("synset_mapping")
         names = read_synset_mapping(mapping) if mapping and mapping.is_file() else {}
         self.header = {"classes": wnids, "class_names": [(names.get(w) or [w])[0] for w in wnids]}
         captions = read_imagenet_captions(self.source("captions_file"), known_wnids=wnids)
-        is_test = split_per_class([c.wnid for c in captions], build.get("test_fraction", 0.23), build.get("seed", 0),
-                                  build.get("small_class", 100), build.get("min_test_share", 0.2))
+        is_test = split_per_class(
+            [c.wnid for c in captions],
+            build.get("test_fraction", 0.23),
+            build.get("seed", 0),
+            build.get("small_class", 100),
+            build.get("min_test_share", 0.2),
+        )
         train = [c for c, t in zip(captions, is_test) if not t]
         test = [c for c, t in zip(captions, is_test) if t]
         image_root = self.root / hp.image_dir
@@ -610,46 +795,73 @@ class CaptionedImagesDataModule(RelevanceDataModule):
             train = [c for c in train if c.index in coef]
             sources.append(Path(hp.relevance_file))
         if hp.check_images:
-            missing = {c.index: f"{c.wnid}/{c.filename}" for c in train + test
-                       if not (image_root / c.wnid / c.filename).is_file()}
+            missing = {
+                c.index: f"{c.wnid}/{c.filename}"
+                for c in train + test
+                if not (image_root / c.wnid / c.filename).is_file()
+            }
             if missing:
-                log.warning("captioned images: dropped %d caption(s) whose image is missing under %s, e.g. %s",
-                            len(missing), image_root, ", ".join(list(missing.values())[:5]))
+                log.warning(
+                    "captioned images: dropped %d caption(s) whose image is missing under %s, e.g. %s",
+                    len(missing),
+                    image_root,
+                    ", ".join(list(missing.values())[:5]),
+                )
             for name, part in (("train", train), ("test", test)):
                 dropped[name]["images missing on disk"] = sum(c.index in missing for c in part)
-            train, test = [c for c in train if c.index not in missing], [c for c in test if c.index not in missing]
+            train, test = (
+                [c for c in train if c.index not in missing],
+                [c for c in test if c.index not in missing],
+            )
         require_rows(train, "train", *sources, dropped=dropped["train"])
         require_rows(test, "test", sources[0], dropped=dropped["test"])
         weights = [coef[c.index] for c in train] if hp.mode == "weighted" else [1.0] * len(train)
         texts = [c.text(build.get("with_tags", False)) for c in train]
-        self.tokenizer = build_tokenizer(hp.text_encoder, texts, vocab_size=hp.text_vocab_size,
-                                         min_freq=hp.text_min_freq)
+        self.tokenizer = build_tokenizer(
+            hp.text_encoder, texts, vocab_size=hp.text_vocab_size, min_freq=hp.text_min_freq
+        )
         label = {w: i for i, w in enumerate(wnids)}
 
         def make(items: list[Caption], item_weights: list[float], transform) -> CaptionedImages:
-            tokens = self.tokenize([c.text(build.get("with_tags", False)) for c in items],
-                                   [label[c.wnid] for c in items], item_weights)
+            tokens = self.tokenize(
+                [c.text(build.get("with_tags", False)) for c in items],
+                [label[c.wnid] for c in items],
+                item_weights,
+            )
             return CaptionedImages(image_root, items, tokens, transform)
 
         self.data_train = make(train, weights, self.transforms.train())
         self.data_test = make(test, [1.0] * len(test), self.transforms.eval())
         self.data_val = self.data_test  # as the relevance classifier: the test split every epoch
-        log.info("captioned images (%s): %d train (weight sum %.1f) / %d test", hp.mode, len(train), sum(weights),
-                 len(test))
+        log.info(
+            "captioned images (%s): %d train (weight sum %.1f) / %d test",
+            hp.mode,
+            len(train),
+            sum(weights),
+            len(test),
+        )
 
     @staticmethod
     def _read_coefficients(path: Path, captions: Mapping[int, Caption]) -> dict[int, float]:
         """``{caption index: coefficient}`` of ``kept_captions.jsonl``; every line must name a caption
         of the release (by ``index``, and by ``filename`` where given) and carry a number ``coef``."""
         coef = {}
-        for number, row in read_jsonl(path, "one {index, filename, coef, ...} object per kept caption "
-                                            "(python -m experiments.score_relevance)"):
+        for number, row in read_jsonl(
+            path,
+            "one {index, filename, coef, ...} object per kept caption "
+            "(python -m experiments.score_relevance)",
+        ):
             index = json_field(row, "index", int, path, number)
             value = json_field(row, "coef", (int, float), path, number)
             caption = captions.get(index)
             if caption is None or row.get("filename", caption.filename) != caption.filename:
-                raise DatasetFormatError(path, f"caption {index} ({row.get('filename')}) is not in the captions "
-                                         "file; rescore it with this release", line=number, field="index")
+                raise DatasetFormatError(
+                    path,
+                    f"caption {index} ({row.get('filename')}) is not in the captions "
+                    "file; rescore it with this release",
+                    line=number,
+                    field="index",
+                )
             coef[index] = float(value)
         return coef
 

@@ -125,8 +125,7 @@ def _check_aligned(path: Path, rows: int, aligned_with: Path, expected: int) -> 
     if rows != expected:
         raise DatasetFormatError(
             path,
-            f"has {rows} rows but {aligned_with} lists {expected} images; "
-            "the two files must be row-aligned",
+            f"has {rows} rows but {aligned_with} lists {expected} images; the two files must be row-aligned",
             line=min(rows, expected) + 1,
         )
 
@@ -192,9 +191,7 @@ def read_binary_column(path: Path, aligned_with: Path, expected_rows: int) -> np
     return np.frombuffer(joined, dtype=np.uint8) - ord("0")
 
 
-def read_binary_rows(
-    path: Path, width: int, aligned_with: Path, expected_rows: int
-) -> list[list[int]]:
+def read_binary_rows(path: Path, width: int, aligned_with: Path, expected_rows: int) -> list[list[int]]:
     """Parse a 0/1 matrix file (``width`` blank-separated values per row) into the 1-columns per row."""
     contents = f"one row of {width} blank-separated 0/1 values per image of {aligned_with.name}"
     lines = read_lines(path, contents)
@@ -203,9 +200,7 @@ def read_binary_rows(
     for number, line in enumerate(lines, start=1):
         tokens = line.split()
         if len(tokens) != width:
-            raise DatasetFormatError(
-                path, f"expected {width} columns, found {len(tokens)}", line=number
-            )
+            raise DatasetFormatError(path, f"expected {width} columns, found {len(tokens)}", line=number)
         joined = b"".join(tokens)
         if len(joined) != width or joined.translate(None, b"01"):
             bad, text = _first_bad_value(tokens)
@@ -278,9 +273,7 @@ def _keep_split(
     return records, counts, missing
 
 
-def read_nuswide(
-    root: str | Path, *, image_dir: str = "Flickr", check_images: bool = True
-) -> NusWideIndex:
+def read_nuswide(root: str | Path, *, image_dir: str = "Flickr", check_images: bool = True) -> NusWideIndex:
     """Read a NUS-WIDE release under ``root`` (images under ``root/image_dir``).
 
     Images without any of the 1000 tags are dropped; with ``check_images`` images missing on
@@ -316,9 +309,11 @@ def read_nuswide(
             ", ".join(missing[:_MAX_EXAMPLES]),
         )
     for split in SPLITS:
-        dropped = {"repeated images": stats["duplicate_images"][split],
-                   "images without tags": stats["dropped_untagged"][split],
-                   "images missing on disk": stats["missing_images"][split]}
+        dropped = {
+            "repeated images": stats["duplicate_images"][split],
+            "images without tags": stats["dropped_untagged"][split],
+            "images missing on disk": stats["missing_images"][split],
+        }
         require_rows([r for r in records if r.split == split], split, *sources[split], dropped=dropped)
     return NusWideIndex(concepts, tags, records, stats, str(image_root.resolve()))
 
@@ -418,8 +413,15 @@ class NusWideDataset(Dataset):
     uint8 pixels (for small datasets such as the synthetic twin; the cache lives per worker process).
     """
 
-    def __init__(self, image_root: Path, records: Sequence[NusWideRecord], num_labels: int, num_tags: int,
-                 transform: Callable | None = None, cache_decoded: bool = False) -> None:
+    def __init__(
+        self,
+        image_root: Path,
+        records: Sequence[NusWideRecord],
+        num_labels: int,
+        num_tags: int,
+        transform: Callable | None = None,
+        cache_decoded: bool = False,
+    ) -> None:
         self.image_root = Path(image_root)
         self.records = list(records)
         self.num_labels, self.num_tags = num_labels, num_tags
@@ -440,8 +442,12 @@ class NusWideDataset(Dataset):
         image = self.images.load(i, self.image_root / rec.image)
         if self.transform is not None:
             image = self.transform(image)
-        return {"image": image, "tags": self._multi_hot(rec.tags, self.num_tags),
-                "labels": self._multi_hot(rec.labels, self.num_labels), "index": i}
+        return {
+            "image": image,
+            "tags": self._multi_hot(rec.tags, self.num_tags),
+            "labels": self._multi_hot(rec.labels, self.num_labels),
+            "index": i,
+        }
 
 
 class NusWideDataModule(SuiteDataModule):
@@ -498,8 +504,12 @@ class NusWideDataModule(SuiteDataModule):
             ensure_nuswide(self.root, **dict(self.hparams.synthetic))
         if not self._index_is_current():
             log.info("building the NUS-WIDE index %s from %s", self.index_path, self.root)
-            build_index(self.root, self.index_path, image_dir=self.hparams.image_dir,
-                        check_images=self.hparams.check_images)
+            build_index(
+                self.root,
+                self.index_path,
+                image_dir=self.hparams.image_dir,
+                check_images=self.hparams.check_images,
+            )
 
     def _index_is_current(self) -> bool:
         if not self.index_path.is_file():
@@ -522,13 +532,23 @@ class NusWideDataModule(SuiteDataModule):
         order = torch.randperm(len(train), generator=g).tolist()
         n_val = int(round(self.hparams.val_fraction * len(train)))
         val_idx, train_idx = sorted(order[:n_val]), sorted(order[n_val:])
-        make = partial(NusWideDataset, Path(self.index.image_root), num_labels=len(self.index.concepts),
-                       num_tags=len(self.index.tags), cache_decoded=self.hparams.cache_decoded)
+        make = partial(
+            NusWideDataset,
+            Path(self.index.image_root),
+            num_labels=len(self.index.concepts),
+            num_tags=len(self.index.tags),
+            cache_decoded=self.hparams.cache_decoded,
+        )
         self.data_train = make([train[i] for i in train_idx], transform=self.transforms.train())
         self.data_val = make([train[i] for i in val_idx], transform=self.transforms.eval())
         self.data_test = make(test, transform=self.transforms.eval())
-        log.info("NUS-WIDE: %d train / %d val / %d test images (%s)", len(self.data_train), len(self.data_val),
-                 len(self.data_test), ", ".join(f"{k}={v}" for k, v in self.index.stats.items()))
+        log.info(
+            "NUS-WIDE: %d train / %d val / %d test images (%s)",
+            len(self.data_train),
+            len(self.data_val),
+            len(self.data_test),
+            ", ".join(f"{k}={v}" for k, v in self.index.stats.items()),
+        )
 
     # ------------------------------------------------------------------ for figures and export
     @property
@@ -539,5 +559,9 @@ class NusWideDataModule(SuiteDataModule):
         return self.transforms.denormalize(images)
 
     def export_metadata(self) -> dict[str, Any]:
-        return {"dataset": "nuswide", "label_names": self.label_names,
-                "tag_names": list(self.index.tags) if self.index else [], "transforms": self.transforms.describe()}
+        return {
+            "dataset": "nuswide",
+            "label_names": self.label_names,
+            "tag_names": list(self.index.tags) if self.index else [],
+            "transforms": self.transforms.describe(),
+        }

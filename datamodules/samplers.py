@@ -44,7 +44,9 @@ class EpochFractionSampler(DistributedSampler):
         if dataset_size <= 0:  # readers refuse an empty split first (datamodules.errors.require_rows)
             raise ValueError(f"cannot draw training samples from an empty dataset (size {dataset_size})")
         # DistributedSampler only needs len(dataset); avoid holding the dataset itself.
-        super().__init__(range(dataset_size), num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed)
+        super().__init__(
+            range(dataset_size), num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed
+        )
         self.dataset_size = dataset_size
         self.fraction = fraction
         per_epoch = max(1, round(fraction * dataset_size))
@@ -74,7 +76,9 @@ class EpochFractionSampler(DistributedSampler):
 
 class EvalSampler(DistributedSampler):
     def __init__(self, dataset_size: int, num_replicas: int = 1, rank: int = 0) -> None:
-        super().__init__(range(dataset_size), num_replicas=num_replicas, rank=rank, shuffle=False, drop_last=False)
+        super().__init__(
+            range(dataset_size), num_replicas=num_replicas, rank=rank, shuffle=False, drop_last=False
+        )
         self.loader_generator = torch.Generator().manual_seed(rank)
         self.dataset_size = dataset_size
         self.num_samples = len(range(rank, dataset_size, num_replicas))

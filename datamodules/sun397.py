@@ -78,8 +78,9 @@ def read_class_names(path: Path) -> list[str]:
         name = line.strip()
         match = CLASS_RE.match(name)
         if not match:
-            raise DatasetFormatError(path, f"expected a class path like /a/abbey or /a/atrium/public, got {line!r}",
-                                     line=i)
+            raise DatasetFormatError(
+                path, f"expected a class path like /a/abbey or /a/atrium/public, got {line!r}", line=i
+            )
         if match.group(2)[0] != match.group(1):
             raise DatasetFormatError(path, f"class {name!r} is filed under the wrong letter", line=i)
         if name in seen:
@@ -125,8 +126,11 @@ def scan_images(image_root: Path, classes: Sequence[str]) -> tuple[list[tuple[st
     records, empty = [], []
     for c, name in enumerate(classes):
         folder = image_root / name.lstrip("/")
-        files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES) \
-            if folder.is_dir() else []
+        files = (
+            sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if folder.is_dir()
+            else []
+        )
         if not files:
             empty.append(name)
         records += [(f"{name.lstrip('/')}/{p.name}", c) for p in files]
@@ -154,10 +158,18 @@ def read_sun397(
     classes = read_class_names(root / class_list)
     index = {c: i for i, c in enumerate(classes)}
     on_disk, empty = scan_images(image_root, classes)
-    stats: dict[str, Any] = {"classes": len(classes), "classes_without_images": len(empty), "images_on_disk": len(on_disk)}
+    stats: dict[str, Any] = {
+        "classes": len(classes),
+        "classes_without_images": len(empty),
+        "images_on_disk": len(on_disk),
+    }
     if empty:
-        log.warning("SUN397: %d class(es) of %s have no images: %s", len(empty), root / class_list,
-                    ", ".join(empty[:_MAX_EXAMPLES]))
+        log.warning(
+            "SUN397: %d class(es) of %s have no images: %s",
+            len(empty),
+            root / class_list,
+            ", ".join(empty[:_MAX_EXAMPLES]),
+        )
     sources = {"train": image_root, "test": image_root}  # random split: the images on disk
     if split == "partition":
         if not 1 <= partition <= NUM_PARTITIONS:
@@ -170,19 +182,27 @@ def read_sun397(
             kept = [r for r in listed if r[0] in present]
             stats[f"missing_{name}"] = len(listed) - len(kept)
             if len(kept) < len(listed):
-                log.warning("SUN397: %d image(s) of %s_%02d.txt are not on disk (dropped)", len(listed) - len(kept),
-                            word, partition)
+                log.warning(
+                    "SUN397: %d image(s) of %s_%02d.txt are not on disk (dropped)",
+                    len(listed) - len(kept),
+                    word,
+                    partition,
+                )
             records[name] = kept
         overlap = {p for p, _ in records["train"]} & {p for p, _ in records["test"]}
         if overlap:
-            raise DatasetFormatError(root / partitions_dir / f"Testing_{partition:02d}.txt",
-                                     f"{len(overlap)} images are also in the training list, e.g. {sorted(overlap)[0]}")
+            raise DatasetFormatError(
+                root / partitions_dir / f"Testing_{partition:02d}.txt",
+                f"{len(overlap)} images are also in the training list, e.g. {sorted(overlap)[0]}",
+            )
     elif split == "random":
         g = np.random.default_rng(split_seed)
         order = g.permutation(len(on_disk))
         n_test = int(round(test_fraction * len(on_disk)))
-        records = {"test": [on_disk[i] for i in sorted(order[:n_test])],
-                   "train": [on_disk[i] for i in sorted(order[n_test:])]}
+        records = {
+            "test": [on_disk[i] for i in sorted(order[:n_test])],
+            "train": [on_disk[i] for i in sorted(order[n_test:])],
+        }
     else:
         raise ValueError(f"split must be 'partition' or 'random', got {split!r}")
     if check_images:
@@ -192,13 +212,25 @@ def read_sun397(
             bad = [r[0] for r, ok in zip(records[name], readable) if not ok]
             stats[f"unreadable_{name}"] = len(bad)
             if bad:
-                log.warning("SUN397: %d unreadable image(s) dropped from %s: %s", len(bad), name,
-                            ", ".join(bad[:_MAX_EXAMPLES]))
+                log.warning(
+                    "SUN397: %d unreadable image(s) dropped from %s: %s",
+                    len(bad),
+                    name,
+                    ", ".join(bad[:_MAX_EXAMPLES]),
+                )
             records[name] = good
     stats.update({f"kept_{k}": len(v) for k, v in records.items()})
     for name, kept in records.items():
-        require_rows(kept, name, sources[name], root / class_list, dropped={
-            "not on disk": stats.get(f"missing_{name}", 0), "unreadable": stats.get(f"unreadable_{name}", 0)})
+        require_rows(
+            kept,
+            name,
+            sources[name],
+            root / class_list,
+            dropped={
+                "not on disk": stats.get(f"missing_{name}", 0),
+                "unreadable": stats.get(f"unreadable_{name}", 0),
+            },
+        )
     return Sun397Index(classes=classes, image_root=image_root, records=records, stats=stats)
 
 
@@ -219,8 +251,12 @@ def read_hashtag_mapping(path: str | Path) -> dict[str, str]:
     """``{class path: hashtag}`` of a mapping CSV (``class,...,hashtag,...`` header; an empty hashtag is
     ``other``)."""
     path = Path(path)
-    reader = csv.reader(io.StringIO(read_text(path, "the class -> hashtag CSV that python -m "
-                                                    "experiments.map_hashtags writes"), newline=""))
+    reader = csv.reader(
+        io.StringIO(
+            read_text(path, "the class -> hashtag CSV that python -m experiments.map_hashtags writes"),
+            newline="",
+        )
+    )
     header = next(reader, [])
     if "class" not in header or "hashtag" not in header:
         raise DatasetFormatError(path, "expected a header with 'class' and 'hashtag' columns", line=1)
@@ -229,17 +265,27 @@ def read_hashtag_mapping(path: str | Path) -> dict[str, str]:
     first_line: dict[str, int] = {}
     for row in reader:
         if len(row) != len(header):
-            raise DatasetFormatError(path, f"expected {len(header)} fields, got {len(row)}", line=reader.line_num)
+            raise DatasetFormatError(
+                path, f"expected {len(header)} fields, got {len(row)}", line=reader.line_num
+            )
         if row[c] in out:
-            raise DatasetFormatError(path, f"class {row[c]!r} repeats line {first_line[row[c]]}",
-                                     line=reader.line_num, field="class")
+            raise DatasetFormatError(
+                path,
+                f"class {row[c]!r} repeats line {first_line[row[c]]}",
+                line=reader.line_num,
+                field="class",
+            )
         first_line[row[c]] = reader.line_num
         out[row[c]] = row[h] or OTHER
     return out
 
 
-def class_targets(classes: Sequence[str], mapping: dict[str, str], hashtags: Sequence[str],
-                  mapping_file: str | Path = "hashtag mapping") -> list[int]:
+def class_targets(
+    classes: Sequence[str],
+    mapping: dict[str, str],
+    hashtags: Sequence[str],
+    mapping_file: str | Path = "hashtag mapping",
+) -> list[int]:
     """Hashtag index of every class.
 
     Every class must have a row in the mapping (``mapping_file``, for the message): a missing one is an
@@ -251,18 +297,29 @@ def class_targets(classes: Sequence[str], mapping: dict[str, str], hashtags: Seq
     missing = [c for c in classes if c not in mapping]
     extra = [c for c in mapping if c not in known]
     if missing:
-        hint = f"; it has rows for classes outside the class list, e.g. {extra[:_MAX_EXAMPLES]}" if extra else ""
-        raise DatasetFormatError(mapping_file, f"{len(missing)} class(es) of the class list have no row, e.g. "
-                                 f"{missing[:_MAX_EXAMPLES]}{hint}; map every class to a hashtag or {OTHER!r} "
-                                 "(python -m experiments.map_hashtags)", field="class")
+        hint = (
+            f"; it has rows for classes outside the class list, e.g. {extra[:_MAX_EXAMPLES]}" if extra else ""
+        )
+        raise DatasetFormatError(
+            mapping_file,
+            f"{len(missing)} class(es) of the class list have no row, e.g. "
+            f"{missing[:_MAX_EXAMPLES]}{hint}; map every class to a hashtag or {OTHER!r} "
+            "(python -m experiments.map_hashtags)",
+            field="class",
+        )
     if extra:
-        log.info("SUN397: %d row(s) of %s name classes outside the class list (ignored), e.g. %s", len(extra),
-                 mapping_file, ", ".join(extra[:_MAX_EXAMPLES]))
+        log.info(
+            "SUN397: %d row(s) of %s name classes outside the class list (ignored), e.g. %s",
+            len(extra),
+            mapping_file,
+            ", ".join(extra[:_MAX_EXAMPLES]),
+        )
     pos = {t: i for i, t in enumerate(hashtags)}
     unknown = sorted({mapping[c] for c in classes if mapping[c] not in pos})
     if unknown:
-        raise DatasetFormatError(mapping_file, f"hashtags outside the model's vocabulary (rules file): {unknown}",
-                                 field="hashtag")
+        raise DatasetFormatError(
+            mapping_file, f"hashtags outside the model's vocabulary (rules file): {unknown}", field="hashtag"
+        )
     return [pos[mapping[c]] for c in classes]
 
 
@@ -277,8 +334,14 @@ class Sun397Dataset(Dataset):
     ``cache_decoded`` keeps decoded uint8 pixels in memory (small datasets such as the twin).
     """
 
-    def __init__(self, image_root: Path, records: Sequence[tuple[str, int]], targets: Sequence[int],
-                 transform: Callable | None = None, cache_decoded: bool = False) -> None:
+    def __init__(
+        self,
+        image_root: Path,
+        records: Sequence[tuple[str, int]],
+        targets: Sequence[int],
+        transform: Callable | None = None,
+        cache_decoded: bool = False,
+    ) -> None:
         self.image_root = Path(image_root)
         self.records = list(records)
         self.targets = list(targets)
@@ -357,9 +420,17 @@ class Sun397DataModule(SuiteDataModule):
         if self.index is not None:
             return
         hp = self.hparams
-        self.index = read_sun397(self.root, split=hp.split, partition=hp.partition, test_fraction=hp.test_fraction,
-                                 split_seed=hp.split_seed, image_dir=hp.image_dir, class_list=hp.class_list,
-                                 partitions_dir=hp.partitions_dir, check_images=hp.check_images)
+        self.index = read_sun397(
+            self.root,
+            split=hp.split,
+            partition=hp.partition,
+            test_fraction=hp.test_fraction,
+            split_seed=hp.split_seed,
+            image_dir=hp.image_dir,
+            class_list=hp.class_list,
+            partitions_dir=hp.partitions_dir,
+            check_images=hp.check_images,
+        )
         targets = class_targets(self.index.classes, self.mapping, self.hashtags, self.mapping_file)
         train = self.index.records["train"]
         g = np.random.default_rng(hp.split_seed + 1)
@@ -369,15 +440,25 @@ class Sun397DataModule(SuiteDataModule):
         train = [train[i] for i in sorted(order[n_val:])]
 
         def make(records, transform):
-            return Sun397Dataset(self.index.image_root, records, targets, transform, cache_decoded=hp.cache_decoded)
+            return Sun397Dataset(
+                self.index.image_root, records, targets, transform, cache_decoded=hp.cache_decoded
+            )
 
         self.data_train = make(train, self.transforms.train())
         self.data_val = make(val, self.transforms.eval())
         self.data_test = make(self.index.records["test"], self.transforms.eval())
         present = sorted({targets[c] for _, c in train})
-        log.info("SUN397 (%s): %d train / %d val / %d test images, %d scene classes -> %d of %d hashtags; %s",
-                 hp.split, len(train), len(val), len(self.data_test), len(self.index.classes), len(present),
-                 len(self.hashtags), ", ".join(f"{k}={v}" for k, v in self.index.stats.items()))
+        log.info(
+            "SUN397 (%s): %d train / %d val / %d test images, %d scene classes -> %d of %d hashtags; %s",
+            hp.split,
+            len(train),
+            len(val),
+            len(self.data_test),
+            len(self.index.classes),
+            len(present),
+            len(self.hashtags),
+            ", ".join(f"{k}={v}" for k, v in self.index.stats.items()),
+        )
 
     def predict_dataloader(self) -> DataLoader:
         return self.test_dataloader()
@@ -396,6 +477,10 @@ class Sun397DataModule(SuiteDataModule):
 
     def export_metadata(self) -> dict[str, Any]:
         classes = self.index.classes if self.index else sorted(self.mapping)
-        return {"dataset": "sun397", "label_names": self.label_names, "other": OTHER,
-                "scene_to_hashtag": {c: self.mapping.get(c, OTHER) for c in classes},
-                "transforms": self.transforms.describe()}
+        return {
+            "dataset": "sun397",
+            "label_names": self.label_names,
+            "other": OTHER,
+            "scene_to_hashtag": {c: self.mapping.get(c, OTHER) for c in classes},
+            "transforms": self.transforms.describe(),
+        }

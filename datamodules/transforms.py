@@ -63,7 +63,9 @@ class RandomAspectRatio(v2.Transform):
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         h, w = TF.get_size(inpt)
-        size = [max(1, round(h * params["s"])), w] if params["vertical"] else [h, max(1, round(w * params["s"]))]
+        size = (
+            [max(1, round(h * params["s"])), w] if params["vertical"] else [h, max(1, round(w * params["s"]))]
+        )
         return TF.center_crop(TF.resize(inpt, size, antialias=True), [h, w])
 
     def _transform(self, inpt: Any, params: dict[str, Any]) -> Any:
@@ -75,7 +77,9 @@ def strength_augmentations(k: float, size: int) -> list[v2.Transform]:
     if k <= 0:
         return []
     if k > MAX_STRENGTH:
-        raise ValueError(f"augmentation strength k must be in [0, {MAX_STRENGTH}] (p = 0.4 + 0.1k <= 1), got {k}")
+        raise ValueError(
+            f"augmentation strength k must be in [0, {MAX_STRENGTH}] (p = 0.4 + 0.1k <= 1), got {k}"
+        )
     p = strength_probability(k)
     low, high = max(0.0, 1 - 0.1 * k), 1 + 0.1 * k
     shear = math.degrees(math.atan(0.05 * k))
@@ -91,8 +95,11 @@ def strength_augmentations(k: float, size: int) -> list[v2.Transform]:
         maybe(v2.RandomAffine(degrees=0.0, shear=(-shear, shear, -shear, shear))),
         maybe(RandomAspectRatio(0.1 * k)),
         v2.RandomHorizontalFlip(p),
-        maybe(v2.ColorJitter(brightness=(low, high), contrast=(low, high), saturation=(low, high),
-                             hue=min(0.5, 0.1 * k))),
+        maybe(
+            v2.ColorJitter(
+                brightness=(low, high), contrast=(low, high), saturation=(low, high), hue=min(0.5, 0.1 * k)
+            )
+        ),
     ]
 
 
@@ -130,8 +137,11 @@ class ImageTransforms:
 
     def _head(self) -> list[v2.Transform]:
         size = self.resize if self.keep_aspect else [self.resize, self.resize]
-        return [v2.ToImage(), v2.Resize(size, interpolation=v2.InterpolationMode.BILINEAR, antialias=True),
-                v2.CenterCrop(self.crop)]
+        return [
+            v2.ToImage(),
+            v2.Resize(size, interpolation=v2.InterpolationMode.BILINEAR, antialias=True),
+            v2.CenterCrop(self.crop),
+        ]
 
     def _tail(self) -> list[v2.Transform]:
         return [v2.ToDtype(torch.float32, scale=True), v2.Normalize(self.mean, self.std)]
@@ -140,7 +150,10 @@ class ImageTransforms:
         if self.k > 0:
             aug = strength_augmentations(self.k, self.crop)
             if self.hflip > 0:  # an explicit flip probability wins over p
-                aug = [v2.RandomHorizontalFlip(self.hflip) if isinstance(t, v2.RandomHorizontalFlip) else t for t in aug]
+                aug = [
+                    v2.RandomHorizontalFlip(self.hflip) if isinstance(t, v2.RandomHorizontalFlip) else t
+                    for t in aug
+                ]
             return v2.Compose(self._head() + aug + self._tail())
         aug: list[v2.Transform] = [v2.RandomHorizontalFlip(self.hflip)] if self.hflip > 0 else []
         return v2.Compose(self._head() + aug + self._tail())

@@ -37,14 +37,28 @@ def build_defaults() -> dict:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Build the relevance training set (caption + class sentence items).")
+    parser = argparse.ArgumentParser(
+        description="Build the relevance training set (caption + class sentence items)."
+    )
     parser.add_argument("--root", required=True, type=Path, help="folder of the captions and descriptions")
     parser.add_argument("--out", required=True, type=Path, help="output folder")
-    parser.add_argument("--captions", default="imagenet_captions.json", help="release JSON, relative to --root")
-    parser.add_argument("--descriptions", default="class_descriptions.json", help="class descriptions, relative to --root")
-    parser.add_argument("--synset-mapping", default="LOC_synset_mapping.txt", help="class names (optional file)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help=f"override a build setting ({', '.join(build_defaults())})")
+    parser.add_argument(
+        "--captions", default="imagenet_captions.json", help="release JSON, relative to --root"
+    )
+    parser.add_argument(
+        "--descriptions", default="class_descriptions.json", help="class descriptions, relative to --root"
+    )
+    parser.add_argument(
+        "--synset-mapping", default="LOC_synset_mapping.txt", help="class names (optional file)"
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"override a build setting ({', '.join(build_defaults())})",
+    )
     return parser.parse_args(argv)
 
 
@@ -59,9 +73,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         settings[key] = yaml.safe_load(value)
     mapping = args.root / args.synset_mapping
-    return print_counts(lambda: write_relevance_dataset(args.root / args.captions, args.root / args.descriptions,
-                                                        args.out, synset_mapping=mapping if mapping.is_file() else None,
-                                                        **settings))
+    return print_counts(
+        lambda: write_relevance_dataset(
+            args.root / args.captions,
+            args.root / args.descriptions,
+            args.out,
+            synset_mapping=mapping if mapping.is_file() else None,
+            **settings,
+        )
+    )
 
 
 def print_counts(work: Callable[[], dict]) -> int:

@@ -35,11 +35,16 @@ def _job_command(local_rank: int) -> tuple[Sequence[str], str]:
     import __main__
 
     hydra_cfg = HydraConfig.get()
-    command = [sys.executable, "-m", __main__.__spec__.name] if __main__.__spec__ else [sys.executable, sys.argv[0]]
+    command = (
+        [sys.executable, "-m", __main__.__spec__.name] if __main__.__spec__ else [sys.executable, sys.argv[0]]
+    )
     command += list(hydra_cfg.overrides.task)
     # Same output dir as this job; no second .hydra/ folder (rank 0 wrote it).
-    command += [f'hydra.run.dir="{hydra_cfg.runtime.output_dir}"', f"hydra.job.name={hydra_cfg.job.name}_rank{local_rank}",
-                "hydra.output_subdir=null"]
+    command += [
+        f'hydra.run.dir="{hydra_cfg.runtime.output_dir}"',
+        f"hydra.job.name={hydra_cfg.job.name}_rank{local_rank}",
+        "hydra.output_subdir=null",
+    ]
     return command, get_original_cwd()
 
 

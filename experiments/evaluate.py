@@ -16,8 +16,15 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from experiments.common import (
+    PROJECT_ROOT,
+    finish_wandb,
+    is_rank_zero,
+    save_resolved_config,
+    to_float_dict,
+    write_json,
+)
 from experiments.ddp import reset_launcher_environment, use_job_command_for_children
-from experiments.common import PROJECT_ROOT, finish_wandb, is_rank_zero, save_resolved_config, to_float_dict, write_json
 from experiments.stages import build_model, build_trainer
 
 log = logging.getLogger(__name__)
@@ -47,8 +54,12 @@ def evaluate(cfg: DictConfig) -> dict:
     model = build_model(cfg)
     trainer = build_trainer(cfg)
     trainer.test(model, datamodule=datamodule, ckpt_path=str(ckpt))
-    summary = {"experiment": cfg.get("experiment_name"), "run_dir": str(run_dir), "checkpoint": str(ckpt),
-               "test": to_float_dict(trainer.callback_metrics, "test/")}
+    summary = {
+        "experiment": cfg.get("experiment_name"),
+        "run_dir": str(run_dir),
+        "checkpoint": str(ckpt),
+        "test": to_float_dict(trainer.callback_metrics, "test/"),
+    }
     if is_rank_zero():
         write_json(run_dir / "metrics.json", summary)
     return summary

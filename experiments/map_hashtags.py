@@ -85,8 +85,10 @@ def clean_name(class_path: str) -> str:
 
 def lookup_candidates(class_path: str) -> list[str]:
     """Phrases tried in order for the synset lookup (see module doc, step 2)."""
-    parts = [[w for w in p.replace("-", "_").split("_") if w and w.lower() not in DROP_WORDS]
-             for p in class_parts(class_path)]
+    parts = [
+        [w for w in p.replace("-", "_").split("_") if w and w.lower() not in DROP_WORDS]
+        for p in class_parts(class_path)
+    ]
     parts = [p for p in parts if p]
     if not parts:
         return []
@@ -117,7 +119,9 @@ def hypernyms_nearest_first(synset) -> list:
     while frontier:
         nxt = []
         for s in frontier:
-            for h in sorted(s.hypernyms() + s.instance_hypernyms(), key=lambda x: x.name()):  # nltk's order varies
+            for h in sorted(
+                s.hypernyms() + s.instance_hypernyms(), key=lambda x: x.name()
+            ):  # nltk's order varies
                 if h not in seen:
                     seen.add(h)
                     order.append(h)
@@ -146,8 +150,9 @@ def load_overrides(path: Path = OVERRIDES_FILE) -> tuple[dict[str, str], dict[st
     return synsets, hashtags
 
 
-def map_class(wn, class_path: str, rules: dict[str, str], pinned: dict[str, str],
-              overrides: dict[str, str]) -> Mapping:
+def map_class(
+    wn, class_path: str, rules: dict[str, str], pinned: dict[str, str], overrides: dict[str, str]
+) -> Mapping:
     synset = find_synset(wn, class_path, pinned.get(class_path))
     name = clean_name(class_path)
     matched, hashtag = None, None
@@ -162,12 +167,17 @@ def map_class(wn, class_path: str, rules: dict[str, str], pinned: dict[str, str]
         return Mapping(class_path, name, synset_name, hyper, overrides[class_path], "override")
     if matched is not None:
         return Mapping(class_path, name, synset_name, matched.name(), hashtag, "rule")
-    direct = sorted(synset.hypernyms() + synset.instance_hypernyms(), key=lambda x: x.name()) if synset is not None else []
+    direct = (
+        sorted(synset.hypernyms() + synset.instance_hypernyms(), key=lambda x: x.name())
+        if synset is not None
+        else []
+    )
     return Mapping(class_path, name, synset_name, direct[0].name() if direct else "", OTHER, "none")
 
 
-def map_classes(class_paths: Iterable[str], wn=None, rules_file: Path = RULES_FILE,
-                overrides_file: Path = OVERRIDES_FILE) -> list[Mapping]:
+def map_classes(
+    class_paths: Iterable[str], wn=None, rules_file: Path = RULES_FILE, overrides_file: Path = OVERRIDES_FILE
+) -> list[Mapping]:
     if wn is None:
         from experiments.prepare_wordnet import load_wordnet
 
@@ -217,12 +227,16 @@ def summary(rows: Sequence[Mapping]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--classes", type=Path, default=DEFAULT_CLASSES, help="SUN397 ClassName.txt")
     parser.add_argument("--rules", type=Path, default=RULES_FILE)
     parser.add_argument("--overrides", type=Path, default=OVERRIDES_FILE)
     parser.add_argument("--out", type=Path, default=MAPPING_FILE, help="output CSV ('-': stdout)")
-    parser.add_argument("--nltk-data", default=None, help="nltk_data folder (see experiments.prepare_wordnet)")
+    parser.add_argument(
+        "--nltk-data", default=None, help="nltk_data folder (see experiments.prepare_wordnet)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     from experiments.prepare_wordnet import WordNetMissing, load_wordnet

@@ -25,16 +25,17 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch.utils.data import DataLoader
 
+from datamodules.feature_cache import encoder_fingerprint, write_feature_cache
 from experiments.common import PROJECT_ROOT  # noqa: F401  (sets PROJECT_ROOT before Hydra resolves paths)
 from experiments.stages import build_model, stage_configs
-from datamodules.feature_cache import encoder_fingerprint, write_feature_cache
 
 log = logging.getLogger(__name__)
 
 
 @torch.no_grad()
-def compute_features(net: torch.nn.Module, modalities: list[str], loader: DataLoader,
-                     device: torch.device) -> dict[str, torch.Tensor]:
+def compute_features(
+    net: torch.nn.Module, modalities: list[str], loader: DataLoader, device: torch.device
+) -> dict[str, torch.Tensor]:
     """``{modality: [n, num_features]}`` from ``net.encode_modality`` in evaluation mode, in loader order."""
     net.eval().to(device)
     chunks: dict[str, list[torch.Tensor]] = {m: [] for m in modalities}
@@ -58,8 +59,10 @@ def precompute(cfg: DictConfig) -> Path:
         raise ValueError(f"{type(net).__name__} / {type(datamodule).__name__} do not support a feature cache")
     modalities = net.frozen_modalities()
     if not modalities:
-        raise ValueError("no frozen encoder in this experiment: freeze one (e.g. model.net.freeze=[image]) "
-                         "or use a frozen pretrained text encoder")
+        raise ValueError(
+            "no frozen encoder in this experiment: freeze one (e.g. model.net.freeze=[image]) "
+            "or use a frozen pretrained text encoder"
+        )
     datamodule.prepare_data()
     datamodule.setup("fit")
     fingerprints = {m: encoder_fingerprint(net.encoders[m]) for m in modalities}
@@ -70,18 +73,34 @@ def precompute(cfg: DictConfig) -> Path:
     features, keys = {}, {}
     start = time.perf_counter()
     for split, (split_keys, dataset) in datamodule.feature_datasets().items():
-        loader = DataLoader(dataset, batch_size=cfg.data.batch_size, num_workers=cfg.data.get("num_workers", 0))
+        loader = DataLoader(
+            dataset, batch_size=cfg.data.batch_size, num_workers=cfg.data.get("num_workers", 0)
+        )
         features[split], keys[split] = compute_features(net, modalities, loader, device), split_keys
         log.info("%s: %d samples", split, len(split_keys))
-    encoders = {m: {"fingerprint": fingerprints[m], "encoder": OmegaConf.to_container(
-        cfg.model.net.get(f"{m}_encoder", {}), resolve=True)} for m in modalities}
-    dataset_info = {"target": cfg.data._target_, "root": str(cfg.data.root),
-                    "split_mode": cfg.data.get("split_mode"), "split_seed": cfg.data.get("split_seed"),
-                    "transforms": datamodule.transforms.describe() if hasattr(datamodule, "transforms") else None,
-                    "stage": name}
+    encoders = {
+        m: {
+            "fingerprint": fingerprints[m],
+            "encoder": OmegaConf.to_container(cfg.model.net.get(f"{m}_encoder", {}), resolve=True),
+        }
+        for m in modalities
+    }
+    dataset_info = {
+        "target": cfg.data._target_,
+        "root": str(cfg.data.root),
+        "split_mode": cfg.data.get("split_mode"),
+        "split_seed": cfg.data.get("split_seed"),
+        "transforms": datamodule.transforms.describe() if hasattr(datamodule, "transforms") else None,
+        "stage": name,
+    }
     out = write_feature_cache(target, features, keys, encoders, dataset_info)
-    log.info("features of %s for %d samples in %.1f s -> %s", "/".join(modalities),
-             sum(len(k) for k in keys.values()), time.perf_counter() - start, out)
+    log.info(
+        "features of %s for %d samples in %.1f s -> %s",
+        "/".join(modalities),
+        sum(len(k) for k in keys.values()),
+        time.perf_counter() - start,
+        out,
+    )
     log.info("train with: data.features_dir=%s", out)
     return out
 

@@ -40,7 +40,7 @@ def read_user_tags(path: Path | None) -> dict[str, list[str]]:
             row = json.loads(line)
             tags[str(row["image"])] = [str(t) for t in row["tags"]]
         except (json.JSONDecodeError, KeyError, TypeError) as err:
-            raise ValueError(f"{path}:{line_no}: expected {{\"image\": ..., \"tags\": [...]}}: {err}") from err
+            raise ValueError(f'{path}:{line_no}: expected {{"image": ..., "tags": [...]}}: {err}') from err
     return tags
 
 
@@ -62,7 +62,9 @@ def load_predictor(kind: str) -> Callable:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--export", required=True, type=Path, help="export folder (or its model.safetensors)")
     parser.add_argument("--images", required=True, type=Path, help="folder of images (searched recursively)")
     parser.add_argument("--tags", type=Path, default=None, help="JSON lines of user tags per image")

@@ -79,7 +79,8 @@ def install_from_system(nltk_data: Path, system_dir: Path = SYSTEM_DIR) -> Path:
     if missing:
         raise WordNetMissing(
             f"{system_dir} lacks {missing}; install the Debian packages first: "
-            "apt-get install -y --no-install-recommends wordnet-base wordnet-sense-index")
+            "apt-get install -y --no-install-recommends wordnet-base wordnet-sense-index"
+        )
     target = nltk_data / "corpora" / "wordnet"
     staging = target.with_name(".wordnet.tmp")
     shutil.rmtree(staging, ignore_errors=True)
@@ -136,7 +137,8 @@ def load_wordnet(nltk_data: str | Path | None = None):
         raise WordNetMissing(
             f"WordNet is not installed in {folder}. Run `{COMMAND}` (online: nltk download; offline: "
             "`apt-get install -y --no-install-recommends wordnet-base wordnet-sense-index` first, then "
-            f"`{COMMAND} --source system`); another folder: --nltk-data or ${ENV_VAR}.") from err
+            f"`{COMMAND} --source system`); another folder: --nltk-data or ${ENV_VAR}."
+        ) from err
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "multilingual functions are not available": English only here
         reader = WordNetCorpusReader(root, None)
@@ -145,8 +147,12 @@ def load_wordnet(nltk_data: str | Path | None = None):
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--nltk-data", default=None, help=f"nltk_data folder (default ${ENV_VAR} or data/nltk_data)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--nltk-data", default=None, help=f"nltk_data folder (default ${ENV_VAR} or data/nltk_data)"
+    )
     parser.add_argument("--source", choices=["auto", "system", "download"], default="auto")
     parser.add_argument("--system-dir", type=Path, default=SYSTEM_DIR)
     args = parser.parse_args(argv)
@@ -156,8 +162,12 @@ def main(argv: list[str] | None = None) -> None:
     except WordNetMissing as err:
         raise SystemExit(str(err)) from err
     wn = load_wordnet(folder)
-    log.info("WordNet %s ready in %s (%d noun synsets)", wn.get_version(), folder,
-             sum(1 for _ in wn.all_synsets("n")))
+    log.info(
+        "WordNet %s ready in %s (%d noun synsets)",
+        wn.get_version(),
+        folder,
+        sum(1 for _ in wn.all_synsets("n")),
+    )
 
 
 if __name__ == "__main__":

@@ -47,7 +47,13 @@ def read_run(run: Path) -> dict[str, Any]:
     value = (metrics.get("optimized_metric") or {}).get("value")
     if value is not None:
         flat["optimized_metric"] = value
-    return {"dir": run, "overrides": overrides or [], "metrics": flat, "config": config or {}, "summary": metrics}
+    return {
+        "dir": run,
+        "overrides": overrides or [],
+        "metrics": flat,
+        "config": config or {},
+        "summary": metrics,
+    }
 
 
 def row_labels(runs: list[dict[str, Any]]) -> list[str]:
@@ -80,7 +86,9 @@ def _fmt(name: str, value: float | None, percent: bool) -> str:
 
 
 def _is_score(name: str) -> bool:
-    return not any(word in name.lower() for word in ("loss", "mae", "medr", "seconds", "minutes", "optimized"))
+    return not any(
+        word in name.lower() for word in ("loss", "mae", "medr", "seconds", "minutes", "optimized")
+    )
 
 
 def render_markdown(runs: list[dict[str, Any]], metrics: list[str], title: str, level: int = 1) -> str:
@@ -88,7 +96,9 @@ def render_markdown(runs: list[dict[str, Any]], metrics: list[str], title: str, 
     header = ["run"] + [m + (" (%)" if percent[m] else "") for m in metrics]
     md = [f"{'#' * level} {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for label, r in zip(row_labels(runs), runs):
-        md.append("| " + " | ".join([label] + [_fmt(m, r["metrics"].get(m), percent[m]) for m in metrics]) + " |")
+        md.append(
+            "| " + " | ".join([label] + [_fmt(m, r["metrics"].get(m), percent[m]) for m in metrics]) + " |"
+        )
     return "\n".join(md) + "\n"
 
 
@@ -183,15 +193,19 @@ def plot_against(runs: list[dict[str, Any]], spec: dict[str, str], path: Path) -
     return _save_axes(fig, ax, spec["x"], spec["y"], path)
 
 
-def make_report(sweep_dir: Path, metrics: list[str] | None = None, curve: str | None = None,
-                out_dir: Path | None = None) -> dict[str, Path]:
+def make_report(
+    sweep_dir: Path, metrics: list[str] | None = None, curve: str | None = None, out_dir: Path | None = None
+) -> dict[str, Path]:
     runs = [read_run(r) for r in find_runs(sweep_dir)]
     if not runs:
         raise SystemExit(f"no runs with a metrics.json under {sweep_dir}")
     out_dir = out_dir or sweep_dir / "report"
     out_dir.mkdir(parents=True, exist_ok=True)
     report_cfg = runs[0]["config"].get("report") or {}
-    title = report_cfg.get("title") or f"{runs[0]['summary'].get('experiment') or sweep_dir.name}: {sweep_dir.name}"
+    title = (
+        report_cfg.get("title")
+        or f"{runs[0]['summary'].get('experiment') or sweep_dir.name}: {sweep_dir.name}"
+    )
     tables = report_cfg.get("tables") if metrics is None else None
     if tables:
         parts = [(t["title"], select_metrics(runs, t["metrics"])) for t in tables]
@@ -200,8 +214,10 @@ def make_report(sweep_dir: Path, metrics: list[str] | None = None, curve: str | 
     else:
         chosen = select_metrics(runs, metrics)
         md = render_markdown(runs, chosen, title)
-    written = {"markdown": atomic_write_text(out_dir / "report.md", md),
-               "csv": atomic_write_text(out_dir / "report.csv", render_csv(runs, list(dict.fromkeys(chosen))))}
+    written = {
+        "markdown": atomic_write_text(out_dir / "report.md", md),
+        "csv": atomic_write_text(out_dir / "report.csv", render_csv(runs, list(dict.fromkeys(chosen)))),
+    }
     curve = curve or report_cfg.get("curve") or runs[0]["config"].get("monitor") or "val/loss"
     figure = plot_curves(runs, curve, out_dir / "val_curves.png")
     if figure:
@@ -214,10 +230,14 @@ def make_report(sweep_dir: Path, metrics: list[str] | None = None, curve: str | 
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("sweep_dir", type=Path, help="a multirun folder (logs/train/multiruns/<name>/<time>)")
     parser.add_argument("--metrics", nargs="+", default=None, help="metric names or glob patterns (columns)")
-    parser.add_argument("--curve", default=None, help="validation metric to plot per epoch (default: the monitor)")
+    parser.add_argument(
+        "--curve", default=None, help="validation metric to plot per epoch (default: the monitor)"
+    )
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: <sweep_dir>/report)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")

@@ -43,11 +43,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Filter captions and give kept ones relevance coefficients.")
     parser.add_argument("--run", required=True, type=Path, help="run dir of a relevance training run")
     parser.add_argument("--out", type=Path, help="output folder (default: <run>/relevance)")
-    parser.add_argument("--captions", type=Path, help="captions JSON (default: the run's data.root/captions_file)")
-    parser.add_argument("--planted", type=Path, help="side file of planted irrelevant captions (default: the "
-                        "twin's planted_irrelevant.json next to the captions, when there)")
+    parser.add_argument(
+        "--captions", type=Path, help="captions JSON (default: the run's data.root/captions_file)"
+    )
+    parser.add_argument(
+        "--planted",
+        type=Path,
+        help="side file of planted irrelevant captions (default: the "
+        "twin's planted_irrelevant.json next to the captions, when there)",
+    )
     parser.add_argument("--min-prob", type=float, help="rule 3 threshold (default: the run's)")
-    parser.add_argument("--saturate-above", type=float, help="rule 5 saturation threshold (default: the run's)")
+    parser.add_argument(
+        "--saturate-above", type=float, help="rule 5 saturation threshold (default: the run's)"
+    )
     parser.add_argument("--shift", type=float, help="rule 5 shift (default: the run's)")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -61,8 +69,11 @@ def filter_quality(dropped: torch.Tensor, planted: set[int]) -> dict[str, float]
     is_planted[list(planted)] = True
     hits = int((dropped & is_planted).sum())
     relevant = int((~is_planted).sum())
-    return {"precision": hits / max(1, int(dropped.sum())), "recall": hits / max(1, int(is_planted.sum())),
-            "relevant_kept": int((~dropped & ~is_planted).sum()) / max(1, relevant)}
+    return {
+        "precision": hits / max(1, int(dropped.sum())),
+        "recall": hits / max(1, int(is_planted.sum())),
+        "relevant_kept": int((~dropped & ~is_planted).sum()) / max(1, relevant),
+    }
 
 
 def plot_histogram(coef: torch.Tensor, path: Path) -> None:
@@ -86,9 +97,18 @@ def score(args: argparse.Namespace) -> dict[str, Any]:
         raise SystemExit(f"{args.run}: no export/model.json (a training run with export=true is needed)")
     net, spec = load_exported(args.run / "export")
     data_spec, model_spec = spec["data"], spec["model"]
-    thresholds = {**model_spec["filter"], **{k: v for k, v in (("min_prob", args.min_prob),
-                                                               ("saturate_above", args.saturate_above),
-                                                               ("shift", args.shift)) if v is not None}}
+    thresholds = {
+        **model_spec["filter"],
+        **{
+            k: v
+            for k, v in (
+                ("min_prob", args.min_prob),
+                ("saturate_above", args.saturate_above),
+                ("shift", args.shift),
+            )
+            if v is not None
+        },
+    }
     captions_file = args.captions
     if captions_file is None:
         data_cfg = OmegaConf.load(args.run / "config.yaml").data
@@ -97,9 +117,15 @@ def score(args: argparse.Namespace) -> dict[str, Any]:
     captions = read_imagenet_captions(captions_file, known_wnids=wnids)
     texts = [c.text(data_spec.get("with_tags", False)) for c in captions]
     tokenizer = tokenizer_from_state(data_spec["text"])
-    probs = caption_probabilities(net, tokenizer, texts, activation=model_spec["activation"],
-                                  max_length=data_spec["text"]["max_length"], batch_size=args.batch_size,
-                                  device=args.device)
+    probs = caption_probabilities(
+        net,
+        tokenizer,
+        texts,
+        activation=model_spec["activation"],
+        max_length=data_spec["text"]["max_length"],
+        batch_size=args.batch_size,
+        device=args.device,
+    )
     label = {w: i for i, w in enumerate(wnids)}
     labels = torch.as_tensor([label[c.wnid] for c in captions])
     masks = rule_masks(probs, labels, min_prob=thresholds["min_prob"])
@@ -107,25 +133,43 @@ def score(args: argparse.Namespace) -> dict[str, Any]:
 
     out = args.out or args.run / "relevance"
     out.mkdir(parents=True, exist_ok=True)
-    lines = [json.dumps({"index": c.index, "filename": c.filename, "wnid": c.wnid, "text": t,
-                         "p": round(float(p), 6), "coef": round(float(k), 6)})
-             for c, t, p, k, kept in zip(captions, texts, masks["p"].tolist(), coef.tolist(), keep.tolist()) if kept]
+    lines = [
+        json.dumps(
+            {
+                "index": c.index,
+                "filename": c.filename,
+                "wnid": c.wnid,
+                "text": t,
+                "p": round(float(p), 6),
+                "coef": round(float(k), 6),
+            }
+        )
+        for c, t, p, k, kept in zip(captions, texts, masks["p"].tolist(), coef.tolist(), keep.tolist())
+        if kept
+    ]
     atomic_write_text(out / "kept_captions.jsonl", "".join(line + "\n" for line in lines))
-    per_class: dict[str, dict[str, int]] = {w: {"captions": 0, "dropped_below_mean": 0, "dropped_below_min_prob": 0,
-                                                "kept": 0} for w in wnids}
-    for c, below_mean, below_min, kept in zip(captions, masks["below_mean"].tolist(),
-                                              masks["below_min_prob"].tolist(), keep.tolist()):
+    per_class: dict[str, dict[str, int]] = {
+        w: {"captions": 0, "dropped_below_mean": 0, "dropped_below_min_prob": 0, "kept": 0} for w in wnids
+    }
+    for c, below_mean, below_min, kept in zip(
+        captions, masks["below_mean"].tolist(), masks["below_min_prob"].tolist(), keep.tolist()
+    ):
         row = per_class[c.wnid]
         row["captions"] += 1
         row["dropped_below_mean"] += below_mean
         row["dropped_below_min_prob"] += below_min
         row["kept"] += kept
     counts: dict[str, Any] = {
-        "captions": len(captions), "thresholds": thresholds,
-        "rules": {"2_dropped_below_mean": int(masks["below_mean"].sum()),
-                  "3_dropped_below_min_prob": int(masks["below_min_prob"].sum()), "4_kept": int(keep.sum()),
-                  "5_saturated": int((masks["p"][keep] > thresholds["saturate_above"]).sum())},
-        "per_class": per_class}
+        "captions": len(captions),
+        "thresholds": thresholds,
+        "rules": {
+            "2_dropped_below_mean": int(masks["below_mean"].sum()),
+            "3_dropped_below_min_prob": int(masks["below_min_prob"].sum()),
+            "4_kept": int(keep.sum()),
+            "5_saturated": int((masks["p"][keep] > thresholds["saturate_above"]).sum()),
+        },
+        "per_class": per_class,
+    }
     planted_file = args.planted or captions_file.parent / "planted_irrelevant.json"
     if planted_file.is_file():
         planted = set(json.loads(planted_file.read_text())["irrelevant"])

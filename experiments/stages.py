@@ -27,16 +27,23 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks import ModelCheckpoint
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import get_class, instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from lit_modules.callbacks import compile_children
-from experiments.common import finish_wandb, instantiate_list, is_rank_zero, save_resolved_config, to_float_dict, write_json
+from experiments.common import (
+    finish_wandb,
+    instantiate_list,
+    is_rank_zero,
+    save_resolved_config,
+    to_float_dict,
+    write_json,
+)
 from experiments.export import export_model
+from lit_modules.callbacks import compile_children
 
 log = logging.getLogger(__name__)
 
@@ -115,12 +122,17 @@ def load_weights(model: L.LightningModule, checkpoint: str | Path) -> None:
     state = state.get("state_dict", state)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise RuntimeError(f"{checkpoint} does not fit this model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        raise RuntimeError(
+            f"{checkpoint} does not fit this model: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
 
 
 def build_trainer(cfg: DictConfig) -> L.Trainer:
-    return instantiate(cfg.trainer, callbacks=instantiate_list(cfg.get("callbacks")),
-                       logger=instantiate_list(cfg.get("logger")) or False)
+    return instantiate(
+        cfg.trainer,
+        callbacks=instantiate_list(cfg.get("callbacks")),
+        logger=instantiate_list(cfg.get("logger")) or False,
+    )
 
 
 def _best_checkpoint_callback(trainer: L.Trainer) -> ModelCheckpoint | None:
@@ -130,12 +142,20 @@ def _best_checkpoint_callback(trainer: L.Trainer) -> ModelCheckpoint | None:
 
 
 def _last_checkpoint(trainer: L.Trainer) -> str | None:
-    paths = [cb.last_model_path or cb.best_model_path for cb in trainer.checkpoint_callbacks if not cb.monitor]
+    paths = [
+        cb.last_model_path or cb.best_model_path for cb in trainer.checkpoint_callbacks if not cb.monitor
+    ]
     return next((p for p in paths if p), None)
 
 
-def run_stage(cfg: DictConfig, name: str, run_dir: Path, init_from: Any, resume: str | None,
-              datamodule: L.LightningDataModule | None = None) -> dict[str, Any]:
+def run_stage(
+    cfg: DictConfig,
+    name: str,
+    run_dir: Path,
+    init_from: Any,
+    resume: str | None,
+    datamodule: L.LightningDataModule | None = None,
+) -> dict[str, Any]:
     """Fit and test one stage. ``init_from`` is a checkpoint path or a state dict (``None``: from
     scratch); ``datamodule`` is the previous stage's when the data config is unchanged (its
     decoded-image cache and index are kept)."""
@@ -164,14 +184,18 @@ def run_stage(cfg: DictConfig, name: str, run_dir: Path, init_from: Any, resume:
         best_checkpoint=best or None,
         last_checkpoint=_last_checkpoint(trainer),
         monitor=ckpt_cb.monitor if ckpt_cb is not None else None,
-        best_score=float(ckpt_cb.best_model_score) if ckpt_cb is not None and ckpt_cb.best_model_score is not None else None,
+        best_score=float(ckpt_cb.best_model_score)
+        if ckpt_cb is not None and ckpt_cb.best_model_score is not None
+        else None,
         epochs=trainer.current_epoch,
         global_step=trainer.global_step,
         val=to_float_dict(trainer.callback_metrics, "val/"),
     )
     if cfg.get("test", True):
         if not best:
-            log.warning("stage %s: no best checkpoint (fast_dev_run or no monitor): testing the current weights", name)
+            log.warning(
+                "stage %s: no best checkpoint (fast_dev_run or no monitor): testing the current weights", name
+            )
         trainer.test(model, datamodule=datamodule, ckpt_path=best or None)
         result["test"] = to_float_dict(trainer.callback_metrics, "test/")
     finish_wandb()
@@ -185,8 +209,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     save_resolved_config(cfg, run_dir / "config.yaml")
     resume_all = cfg.get("ckpt_path")
     init_from: Any = cfg.get("init_ckpt")
-    summary: dict[str, Any] = {"experiment": cfg.get("experiment_name"), "run_dir": str(run_dir), "seed": cfg.seed,
-                               "stages": {}}
+    summary: dict[str, Any] = {
+        "experiment": cfg.get("experiment_name"),
+        "run_dir": str(run_dir),
+        "seed": cfg.seed,
+        "stages": {},
+    }
     stages = stage_configs(cfg)
     last_result: dict[str, Any] = {}
     last_cfg = cfg
@@ -213,7 +241,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             resume = str(resume_all)
         log.info("stage %d/%d: %s", i + 1, len(stages), name)
         same_data = datamodule is not None and stage_cfg.data == last_cfg.data
-        last_result = run_stage(stage_cfg, name, run_dir, init_from, resume, datamodule if same_data else None)
+        last_result = run_stage(
+            stage_cfg, name, run_dir, init_from, resume, datamodule if same_data else None
+        )
         last_cfg = stage_cfg
         model = last_result.pop("_model")
         datamodule = last_result.pop("_datamodule")

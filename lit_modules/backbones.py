@@ -29,16 +29,25 @@ class SmallConvNet(nn.Module):
     Used as the offline default so that the whole suite trains on CPU in minutes.
     """
 
-    def __init__(self, num_outputs: int, width: int = 32, depth: int = 4, convs_per_block: int = 1,
-                 dropout: float = 0.0) -> None:
+    def __init__(
+        self,
+        num_outputs: int,
+        width: int = 32,
+        depth: int = 4,
+        convs_per_block: int = 1,
+        dropout: float = 0.0,
+    ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         in_ch = 3
         for i in range(depth):
             out_ch = width * 2 ** min(i, 3)
             for _ in range(convs_per_block):
-                layers += [nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=False), nn.BatchNorm2d(out_ch),
-                           nn.ReLU(inplace=True)]
+                layers += [
+                    nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=False),
+                    nn.BatchNorm2d(out_ch),
+                    nn.ReLU(inplace=True),
+                ]
                 in_ch = out_ch
             layers.append(nn.MaxPool2d(2))
         self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())

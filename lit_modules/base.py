@@ -23,8 +23,12 @@ class SuiteModule(LightningModule):
     the optimizer and scheduler settings.
     """
 
-    def __init__(self, optimizer: Callable[..., torch.optim.Optimizer] | None = None, scheduler: Any = None,
-                 scheduler_interval: str = "epoch") -> None:
+    def __init__(
+        self,
+        optimizer: Callable[..., torch.optim.Optimizer] | None = None,
+        scheduler: Any = None,
+        scheduler_interval: str = "epoch",
+    ) -> None:
         super().__init__()
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
@@ -94,7 +98,9 @@ class EpochMeans:
         self.sums: torch.Tensor | None = None
         self.counts: torch.Tensor | None = None
 
-    def add(self, names: Sequence[str], values: torch.Tensor, counts: torch.Tensor | float | None = None) -> None:
+    def add(
+        self, names: Sequence[str], values: torch.Tensor, counts: torch.Tensor | float | None = None
+    ) -> None:
         values = values.detach().float()
         if not isinstance(counts, torch.Tensor):  # None or a number: a fill, no host->device copy
             counts = torch.full_like(values, 1.0 if counts is None else float(counts))

@@ -27,7 +27,9 @@ class EpochSeed(Callback):
         return (self.seed + 1_000_003 * epoch + 7_919 * rank) % (2**31 - 1)
 
     def _reseed(self, trainer: Trainer) -> None:
-        seed_everything(self.epoch_seed(trainer.current_epoch, trainer.global_rank), workers=True, verbose=False)
+        seed_everything(
+            self.epoch_seed(trainer.current_epoch, trainer.global_rank), workers=True, verbose=False
+        )
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         # A run resumed from an end-of-epoch checkpoint does not call on_train_epoch_start for the
@@ -64,8 +66,9 @@ class SyncFreeRichProgressBar(RichProgressBar):
         super().__init__(**kwargs)
         self.metrics_interval = metrics_interval
 
-    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         if not self.is_disabled and self.train_progress_bar_id is None:  # a mid-epoch resume
             self._initialize_train_progress_bar_id()
         self._update(self.train_progress_bar_id, batch_idx + 1)

@@ -18,8 +18,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-def focal_loss(logits: Tensor, targets: Tensor, beta: float = 2.0, alpha: float | None = None,
-               reduction: str = "mean") -> Tensor:
+def focal_loss(
+    logits: Tensor, targets: Tensor, beta: float = 2.0, alpha: float | None = None, reduction: str = "mean"
+) -> Tensor:
     """Sigmoid focal loss of ``logits`` against 0/1 ``targets`` (same shape).
 
     Numerically stable (``log p_d`` from ``binary_cross_entropy_with_logits``).
@@ -43,8 +44,14 @@ def focal_loss(logits: Tensor, targets: Tensor, beta: float = 2.0, alpha: float 
     raise ValueError(f"unknown reduction {reduction!r}")
 
 
-def one_vs_rest_loss(logits: Tensor, target: Tensor, kind: str = "focal", beta: float = 2.0,
-                     alpha: float | None = None, class_reduction: str = "sum") -> tuple[Tensor, Tensor]:
+def one_vs_rest_loss(
+    logits: Tensor,
+    target: Tensor,
+    kind: str = "focal",
+    beta: float = 2.0,
+    alpha: float | None = None,
+    class_reduction: str = "sum",
+) -> tuple[Tensor, Tensor]:
     """Masked one-vs-rest loss of a multi-class task.
 
     ``L = sum_i m_i l_i / max(1, sum_i m_i)`` with ``m_i = [y_i >= 0]`` and ``l_i`` the sample's
@@ -81,8 +88,9 @@ def one_vs_rest_loss(logits: Tensor, target: Tensor, kind: str = "focal", beta: 
     return loss, count
 
 
-def weighted_classification_loss(logits: Tensor, target: Tensor, weight: Tensor | None = None,
-                                 kind: str = "bce") -> Tensor:
+def weighted_classification_loss(
+    logits: Tensor, target: Tensor, weight: Tensor | None = None, kind: str = "bce"
+) -> Tensor:
     """Single-label classification loss with optional per-sample weights (relevance coefficients).
 
     ``kind="bce"``: sigmoid outputs against one-hot targets, ``l_i = sum_c BCE(z_ic, y_ic)`` (summed

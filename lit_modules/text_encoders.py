@@ -52,8 +52,9 @@ class WordVocabulary:
         self.index = {w: i for i, w in enumerate(self.words)}
 
     @classmethod
-    def build(cls, texts: Iterable[str], max_size: int = 5000, min_freq: int = 1,
-              tokenize=simple_tokens) -> WordVocabulary:
+    def build(
+        cls, texts: Iterable[str], max_size: int = 5000, min_freq: int = 1, tokenize=simple_tokens
+    ) -> WordVocabulary:
         """The ``max_size - 2`` most frequent tokens seen at least ``min_freq`` times (ties: alphabetical)."""
         counts = Counter(tok for text in texts for tok in tokenize(text))
         kept = sorted((w for w, c in counts.items() if c >= min_freq), key=lambda w: (-counts[w], w))
@@ -65,7 +66,9 @@ class WordVocabulary:
     def ids(self, tokens: Iterable[str]) -> list[int]:
         return [self.index.get(t, 1) for t in tokens]
 
-    def encode(self, texts: Sequence[str], max_length: int = 48, keep_end: bool = False) -> tuple[Tensor, Tensor]:
+    def encode(
+        self, texts: Sequence[str], max_length: int = 48, keep_end: bool = False
+    ) -> tuple[Tensor, Tensor]:
         """``(ids [n, L], mask [n, L])``, each text cut to its first ``max_length`` tokens (its last
         with ``keep_end``), padded with 0."""
         rows = []
@@ -99,13 +102,17 @@ class HFTokenizer:
         """The id batches are padded with (RoBERTa: 1; its positions skip it)."""
         return int(self.tokenizer.pad_token_id or 0)
 
-    def encode(self, texts: Sequence[str], max_length: int = 48, keep_end: bool = False) -> tuple[Tensor, Tensor]:
+    def encode(
+        self, texts: Sequence[str], max_length: int = 48, keep_end: bool = False
+    ) -> tuple[Tensor, Tensor]:
         """``(ids, mask)`` padded to the longest text; a longer text loses its end (its start with
         ``keep_end``), special tokens kept."""
         side = self.tokenizer.truncation_side
         self.tokenizer.truncation_side = "left" if keep_end else "right"
         try:
-            enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+            enc = self.tokenizer(
+                list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+            )
         finally:
             self.tokenizer.truncation_side = side
         return enc["input_ids"].long(), enc["attention_mask"].bool()
@@ -132,11 +139,19 @@ class ByteLevelBPE(HFTokenizer):
 
         self.name = "byte_level_bpe"
         backend = Tokenizer.from_str(serialized)
-        self.tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>",
-                                                 unk_token="<unk>", pad_token="<pad>", mask_token="<mask>")
+        self.tokenizer = PreTrainedTokenizerFast(
+            tokenizer_object=backend,
+            bos_token="<s>",
+            eos_token="</s>",
+            unk_token="<unk>",
+            pad_token="<pad>",
+            mask_token="<mask>",
+        )
         if len(self.tokenizer) != backend.get_vocab_size() or len(self.tokenizer) <= len(self.SPECIALS) + 256:
-            raise ValueError(f"byte-level BPE wrapper has {len(self.tokenizer)} tokens, the trained tokenizer "
-                             f"{backend.get_vocab_size()}: the vocabulary was lost")
+            raise ValueError(
+                f"byte-level BPE wrapper has {len(self.tokenizer)} tokens, the trained tokenizer "
+                f"{backend.get_vocab_size()}: the vocabulary was lost"
+            )
 
     @classmethod
     def train(cls, texts: Iterable[str], vocab_size: int = 5000, min_freq: int = 2) -> ByteLevelBPE:
@@ -145,10 +160,16 @@ class ByteLevelBPE(HFTokenizer):
         from tokenizers.processors import RobertaProcessing
 
         bpe = ByteLevelBPETokenizer()
-        bpe.train_from_iterator(texts, vocab_size=vocab_size, min_frequency=min_freq, special_tokens=list(cls.SPECIALS),
-                                show_progress=False)
-        bpe._tokenizer.post_processor = RobertaProcessing(("</s>", bpe.token_to_id("</s>")),
-                                                          ("<s>", bpe.token_to_id("<s>")))
+        bpe.train_from_iterator(
+            texts,
+            vocab_size=vocab_size,
+            min_frequency=min_freq,
+            special_tokens=list(cls.SPECIALS),
+            show_progress=False,
+        )
+        bpe._tokenizer.post_processor = RobertaProcessing(
+            ("</s>", bpe.token_to_id("</s>")), ("<s>", bpe.token_to_id("<s>"))
+        )
         return cls(bpe._tokenizer.to_str())
 
     def state(self) -> dict[str, Any]:
@@ -167,8 +188,9 @@ def tokenizer_from_state(state: dict[str, Any]) -> WordVocabulary | HFTokenizer:
     raise ValueError(f"unknown tokenizer state kind {kind!r}")
 
 
-def build_tokenizer(name: str, train_texts: Iterable[str] = (), vocab_size: int = 5000,
-                    min_freq: int = 1) -> WordVocabulary | HFTokenizer:
+def build_tokenizer(
+    name: str, train_texts: Iterable[str] = (), vocab_size: int = 5000, min_freq: int = 1
+) -> WordVocabulary | HFTokenizer:
     """The tokenizer that goes with :func:`build_text_encoder` ``name``: a vocabulary (``bilstm``) or
     a byte-level BPE (``roberta_small``) built from ``train_texts``, else the Hugging Face tokenizer
     of ``name``."""
@@ -196,8 +218,15 @@ class BiLSTMTextEncoder(nn.Module):
         pooling: ``"max"`` or ``"mean"`` over tokens; ``num_features = 2 * hidden``.
     """
 
-    def __init__(self, vocab_size: int, embed_dim: int = 64, hidden: int = 32, num_layers: int = 1,
-                 dropout: float = 0.0, pooling: str = "max") -> None:
+    def __init__(
+        self,
+        vocab_size: int,
+        embed_dim: int = 64,
+        hidden: int = 32,
+        num_layers: int = 1,
+        dropout: float = 0.0,
+        pooling: str = "max",
+    ) -> None:
         super().__init__()
         if pooling not in ("max", "mean"):
             raise ValueError(f"pooling must be 'max' or 'mean', got {pooling!r}")
@@ -210,8 +239,9 @@ class BiLSTMTextEncoder(nn.Module):
     def forward(self, ids: Tensor, mask: Tensor | None = None) -> Tensor:
         mask = ids > 0 if mask is None else mask
         lengths = mask.sum(1).clamp_min(1).cpu()
-        packed = nn.utils.rnn.pack_padded_sequence(self.dropout(self.embedding(ids)), lengths, batch_first=True,
-                                                   enforce_sorted=False)
+        packed = nn.utils.rnn.pack_padded_sequence(
+            self.dropout(self.embedding(ids)), lengths, batch_first=True, enforce_sorted=False
+        )
         out, _ = self.lstm(packed)  # packed: the backward direction starts at each text's last real token
         out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=ids.shape[1])
         m = mask.unsqueeze(-1).to(out.dtype)
@@ -258,15 +288,33 @@ class SmallRobertaEncoder(HFTextEncoder):
         pooling: ``"mean"`` (masked) or ``"cls"``.
     """
 
-    def __init__(self, vocab_size: int, hidden: int = 64, layers: int = 2, heads: int = 2, intermediate: int = 128,
-                 max_length: int = 64, pooling: str = "mean", dropout: float = 0.1) -> None:
+    def __init__(
+        self,
+        vocab_size: int,
+        hidden: int = 64,
+        layers: int = 2,
+        heads: int = 2,
+        intermediate: int = 128,
+        max_length: int = 64,
+        pooling: str = "mean",
+        dropout: float = 0.1,
+    ) -> None:
         nn.Module.__init__(self)
         from transformers import RobertaConfig, RobertaModel
 
-        config = RobertaConfig(vocab_size=vocab_size, hidden_size=hidden, num_hidden_layers=layers,
-                               num_attention_heads=heads, intermediate_size=intermediate,
-                               max_position_embeddings=max_length + 2, pad_token_id=1, bos_token_id=0,
-                               eos_token_id=2, hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
+        config = RobertaConfig(
+            vocab_size=vocab_size,
+            hidden_size=hidden,
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
+            intermediate_size=intermediate,
+            max_position_embeddings=max_length + 2,
+            pad_token_id=1,
+            bos_token_id=0,
+            eos_token_id=2,
+            hidden_dropout_prob=dropout,
+            attention_probs_dropout_prob=dropout,
+        )
         self.model = RobertaModel(config, add_pooling_layer=False)
         self.pooling = pooling
         self.num_features = hidden
@@ -298,6 +346,15 @@ def build_text_encoder(name: str = "bilstm", vocab_size: int = 5000, **kwargs: A
     if name == "roberta_small":
         kwargs.pop("freeze", None)
         return SmallRobertaEncoder(vocab_size=vocab_size, **kwargs)
-    for key in ("embed_dim", "hidden", "num_layers", "dropout", "layers", "heads", "intermediate", "max_length"):
+    for key in (
+        "embed_dim",
+        "hidden",
+        "num_layers",
+        "dropout",
+        "layers",
+        "heads",
+        "intermediate",
+        "max_length",
+    ):
         kwargs.pop(key, None)
     return HFTextEncoder(name, **kwargs)

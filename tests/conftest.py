@@ -26,14 +26,24 @@ def real_format_file(*parts: str) -> Path:
     return path
 
 
-def run_cli(module: str, *args: str, timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:
+def run_cli(
+    module: str, *args: str, timeout: int = 600, env: dict | None = None
+) -> subprocess.CompletedProcess:
     """Run ``python -m <module> <args>`` from the project root, as a user would; fail with its output."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "1", **(env or {})}
-    proc = subprocess.run([sys.executable, "-m", module, *args], cwd=PROJECT_ROOT, capture_output=True, text=True,
-                          timeout=timeout, env=full_env)
+    proc = subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
+    )
     if proc.returncode != 0:
-        raise AssertionError(f"{module} {' '.join(args)} failed ({proc.returncode}):\n"
-                             f"--- stdout ---\n{proc.stdout[-6000:]}\n--- stderr ---\n{proc.stderr[-6000:]}")
+        raise AssertionError(
+            f"{module} {' '.join(args)} failed ({proc.returncode}):\n"
+            f"--- stdout ---\n{proc.stdout[-6000:]}\n--- stderr ---\n{proc.stderr[-6000:]}"
+        )
     return proc
 
 
@@ -58,13 +68,21 @@ def small_twin_overrides(synthetic_dir: Path, log_dir: Path) -> list[str]:
     ]
 
 
-def evaluate_on_one_and_two_processes(ckpt: str | Path, overrides: list[str], tmp_path: Path) -> dict[str, dict]:
+def evaluate_on_one_and_two_processes(
+    ckpt: str | Path, overrides: list[str], tmp_path: Path
+) -> dict[str, dict]:
     """Test ``ckpt`` with ``trainer=cpu`` and ``trainer=ddp_cpu`` (2 gloo processes); return both
     ``metrics.json`` test dicts, after checking that each run dir holds one summary (rank 0 alone)."""
     results = {}
     for trainer in ("cpu", "ddp_cpu"):
         run_dir = tmp_path / trainer
-        run_cli("experiments.evaluate", f"ckpt_path={ckpt}", f"trainer={trainer}", f"run_dir={run_dir}", *overrides)
+        run_cli(
+            "experiments.evaluate",
+            f"ckpt_path={ckpt}",
+            f"trainer={trainer}",
+            f"run_dir={run_dir}",
+            *overrides,
+        )
         assert len(list(run_dir.rglob("metrics.json"))) == 1
         results[trainer] = read_metrics(run_dir)["test"]
     assert results["cpu"].keys() == results["ddp_cpu"].keys()

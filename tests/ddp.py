@@ -46,5 +46,10 @@ def _worker(rank: int, world_size: int, port: int, make_metric: Callable, shards
 def compute_on_ranks(make_metric: Callable, shards: list[tuple[Tensor, Tensor]], out_dir: Path) -> list[Any]:
     """``make_metric`` must be picklable (a class or a ``functools.partial``); one shard per rank."""
     world_size = len(shards)
-    mp.spawn(_worker, args=(world_size, _free_port(), make_metric, shards, str(out_dir)), nprocs=world_size, join=True)
+    mp.spawn(
+        _worker,
+        args=(world_size, _free_port(), make_metric, shards, str(out_dir)),
+        nprocs=world_size,
+        join=True,
+    )
     return [torch.load(out_dir / f"rank{rank}.pt") for rank in range(world_size)]

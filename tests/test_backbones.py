@@ -6,7 +6,9 @@ import torch
 from lit_modules.backbones import build_image_classifier
 
 
-@pytest.mark.parametrize("name,size", [("small_cnn", 32), ("resnet18", 64), ("vgg11", 64), ("mobilenet_v3_small", 64)])
+@pytest.mark.parametrize(
+    "name,size", [("small_cnn", 32), ("resnet18", 64), ("vgg11", 64), ("mobilenet_v3_small", 64)]
+)
 def test_new_head_and_feature_mode(name, size):
     kwargs = {"width": 8} if name == "small_cnn" else {}
     x = torch.randn(2, 3, size, size)

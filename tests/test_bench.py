@@ -8,10 +8,20 @@ import pytest
 
 from tests.conftest import run_cli
 
-TINY_CRISISMMD = ["data.synthetic.num_tweets=400", "data.synthetic.image_size=32", "augmentation.resize=32",
-                  "augmentation.crop=32", "data.batch_size=8"]
-TINY_SUN397 = ["data.synthetic.images_per_class=6", "data.synthetic.image_size=32", "augmentation.resize=32",
-               "augmentation.crop=32", "data.batch_size=8"]
+TINY_CRISISMMD = [
+    "data.synthetic.num_tweets=400",
+    "data.synthetic.image_size=32",
+    "augmentation.resize=32",
+    "augmentation.crop=32",
+    "data.batch_size=8",
+]
+TINY_SUN397 = [
+    "data.synthetic.images_per_class=6",
+    "data.synthetic.image_size=32",
+    "augmentation.resize=32",
+    "augmentation.crop=32",
+    "data.batch_size=8",
+]
 
 
 def bench(name: str, out: Path, *args: str) -> dict:
@@ -24,21 +34,56 @@ def bench(name: str, out: Path, *args: str) -> dict:
 
 @pytest.mark.slow
 def test_overhead(tmp_path, synthetic_dir):
-    result = bench("overhead", tmp_path, "--experiments", "crisismmd", "--steps", "3", "--warmup", "1", "--repeats", "1",
-                   *TINY_CRISISMMD, f"paths.synthetic_dir={synthetic_dir}", f"paths.log_dir={tmp_path / 'logs'}")
+    result = bench(
+        "overhead",
+        tmp_path,
+        "--experiments",
+        "crisismmd",
+        "--steps",
+        "3",
+        "--warmup",
+        "1",
+        "--repeats",
+        "1",
+        *TINY_CRISISMMD,
+        f"paths.synthetic_dir={synthetic_dir}",
+        f"paths.log_dir={tmp_path / 'logs'}",
+    )
     row = result["rows"][0]
     assert row["bare_ms"] > 0 and row["suite_ms"] > 0 and "overhead_pct" in row and row["suite_breakdown"]
 
 
 def test_pipeline(tmp_path, synthetic_dir):
-    result = bench("pipeline", tmp_path, "--workers", "0", "--passes", "1", "--cache", "false", *TINY_SUN397,
-                   f"paths.synthetic_dir={synthetic_dir}", f"paths.log_dir={tmp_path / 'logs'}")
+    result = bench(
+        "pipeline",
+        tmp_path,
+        "--workers",
+        "0",
+        "--passes",
+        "1",
+        "--cache",
+        "false",
+        *TINY_SUN397,
+        f"paths.synthetic_dir={synthetic_dir}",
+        f"paths.log_dir={tmp_path / 'logs'}",
+    )
     assert result["rows"][0]["bare_img_s"] > 0 and result["rows"][0]["suite_img_s"] > 0
 
 
 def test_metrics(tmp_path, synthetic_dir):
-    result = bench("metrics", tmp_path, "--experiments", "crisismmd", "--batches", "2", "--warmup", "1",
-                   *TINY_CRISISMMD, f"paths.synthetic_dir={synthetic_dir}", f"paths.log_dir={tmp_path / 'logs'}")
+    result = bench(
+        "metrics",
+        tmp_path,
+        "--experiments",
+        "crisismmd",
+        "--batches",
+        "2",
+        "--warmup",
+        "1",
+        *TINY_CRISISMMD,
+        f"paths.synthetic_dir={synthetic_dir}",
+        f"paths.log_dir={tmp_path / 'logs'}",
+    )
     assert result["rows"][0]["metric_objects"] > 0 and result["rows"][0]["update_share_pct"] >= 0
 
 
@@ -48,21 +93,48 @@ def test_retrieval(tmp_path):
 
 
 def test_gpu_smoke_on_cpu(tmp_path):
-    result = bench("gpu", tmp_path, "--tiny", "--models", "resnet34", "--batch-size", "2", "--image-size", "32",
-                   "--steps", "2", "--warmup", "1", "--repeats", "1", f"paths.log_dir={tmp_path / 'logs'}")
+    result = bench(
+        "gpu",
+        tmp_path,
+        "--tiny",
+        "--models",
+        "resnet34",
+        "--batch-size",
+        "2",
+        "--image-size",
+        "32",
+        "--steps",
+        "2",
+        "--warmup",
+        "1",
+        "--repeats",
+        "1",
+        f"paths.log_dir={tmp_path / 'logs'}",
+    )
     assert result["rows"][0]["suite_img_s"] > 0 and result["rows"][0]["gflops_per_image"] > 0
 
 
 @pytest.mark.slow
 def test_walltime(tmp_path, synthetic_dir):
-    result = bench("walltime", tmp_path, "--experiment", "crisismmd", "--tests", "--pytest-args",
-                   "tests/test_configs.py -k tagger_table", "debug=fdr", *TINY_CRISISMMD,
-                   f"paths.synthetic_dir={synthetic_dir}")
+    result = bench(
+        "walltime",
+        tmp_path,
+        "--experiment",
+        "crisismmd",
+        "--tests",
+        "--pytest-args",
+        "tests/test_configs.py -k tagger_table",
+        "debug=fdr",
+        *TINY_CRISISMMD,
+        f"paths.synthetic_dir={synthetic_dir}",
+    )
     assert [r["exit_code"] for r in result["rows"]] == [0, 0]
 
 
 def test_relevance(tmp_path):
-    result = bench("relevance", tmp_path, "--captions", "40", "--batch-size", "8", "--max-length", "32", "--repeats", "1")
+    result = bench(
+        "relevance", tmp_path, "--captions", "40", "--batch-size", "8", "--max-length", "32", "--repeats", "1"
+    )
     rows = {r["batching"]: r for r in result["rows"]}
     # the padding share is arithmetic, not timing: grouping by length must pad less
     assert rows["length_grouped"]["padding_share_pct"] < rows["pad_to_longest"]["padding_share_pct"]

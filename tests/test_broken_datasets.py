@@ -87,9 +87,15 @@ def twins(tmp_path_factory) -> dict[str, Path]:
 
 def test_require_rows_names_split_files_and_counts(tmp_path):
     assert require_rows([1], "train", tmp_path / "a.txt") == [1]
-    err = raises(lambda: require_rows([], "test", tmp_path / "a.txt", tmp_path / "b.dat",
-                                      dropped={"missing images": 3, "untagged": 0}),
-                 "a.txt", "b.dat", "test split is empty", "3 missing images")
+    err = raises(
+        lambda: require_rows(
+            [], "test", tmp_path / "a.txt", tmp_path / "b.dat", dropped={"missing images": 3, "untagged": 0}
+        ),
+        "a.txt",
+        "b.dat",
+        "test split is empty",
+        "3 missing images",
+    )
     assert err.path == tmp_path / "a.txt" and "untagged" not in str(err)
     raises(lambda: require_rows([], "dev", tmp_path / "a.txt"), "list no usable rows")
 
@@ -107,7 +113,13 @@ def test_non_utf8_json_names_line_and_byte_offset(tmp_path):
     path = tmp_path / "c.json"
     data = b'[\n {"title": "caf\xe9"}\n]'
     path.write_bytes(data)
-    raises(lambda: read_json(path, "a list"), str(path), "not valid UTF-8", f"byte offset {data.index(0xE9)}", line=2)
+    raises(
+        lambda: read_json(path, "a list"),
+        str(path),
+        "not valid UTF-8",
+        f"byte offset {data.index(0xE9)}",
+        line=2,
+    )
 
 
 def test_training_sampler_refuses_an_empty_dataset():
@@ -181,7 +193,9 @@ def test_captioned_images_drop_and_count_missing_images(twins, tmp_path, caplog)
     assert len(dm.data_train) + len(dm.data_test) == 24 - 1
     for wnid in {p.parent.name for p in (root / "train").rglob("*.JPEG")}:
         shutil.rmtree(root / "train" / wnid)
-    raises(lambda: _captioned(root), "imagenet_captions.json", "train split is empty", "images missing on disk")
+    raises(
+        lambda: _captioned(root), "imagenet_captions.json", "train split is empty", "images missing on disk"
+    )
 
 
 # ---- 2. empty splits -----------------------------------------------------------------------------
@@ -231,8 +245,13 @@ def test_crisismmd_header_only_file_and_split_without_images(twins, tmp_path):
 def test_imagenet_captions_empty_list(twins, tmp_path):
     root = copy_of(twins["ic"], tmp_path)
     (root / "imagenet_captions.json").write_text("[]")
-    raises(lambda: write_relevance_dataset(root / "imagenet_captions.json", root / "class_descriptions.json",
-                                           tmp_path / "out"), "imagenet_captions.json", "train split is empty")
+    raises(
+        lambda: write_relevance_dataset(
+            root / "imagenet_captions.json", root / "class_descriptions.json", tmp_path / "out"
+        ),
+        "imagenet_captions.json",
+        "train split is empty",
+    )
 
 
 # ---- 3. JSON / CSV parsing -----------------------------------------------------------------------
@@ -247,16 +266,26 @@ def test_nuswide_corrupt_index_header(twins, tmp_path):
 @pytest.fixture(scope="module")
 def relevance_dir(twins, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("relevance")
-    write_relevance_dataset(twins["ic"] / "imagenet_captions.json", twins["ic"] / "class_descriptions.json", out)
+    write_relevance_dataset(
+        twins["ic"] / "imagenet_captions.json", twins["ic"] / "class_descriptions.json", out
+    )
     return out
 
 
-@pytest.mark.parametrize("number, edit, words, field", [
-    (3, lambda line: line[:30], ["invalid JSON"], None),
-    (4, lambda line: json.dumps({k: v for k, v in json.loads(line).items() if k != "split"}), ["missing field"], "split"),
-    (5, lambda line: json.dumps({**json.loads(line), "split": "dev"}), ["unknown split 'dev'"], "split"),
-    (1, lambda line: line[:30], ["invalid JSON"], None),
-])
+@pytest.mark.parametrize(
+    "number, edit, words, field",
+    [
+        (3, lambda line: line[:30], ["invalid JSON"], None),
+        (
+            4,
+            lambda line: json.dumps({k: v for k, v in json.loads(line).items() if k != "split"}),
+            ["missing field"],
+            "split",
+        ),
+        (5, lambda line: json.dumps({**json.loads(line), "split": "dev"}), ["unknown split 'dev'"], "split"),
+        (1, lambda line: line[:30], ["invalid JSON"], None),
+    ],
+)
 def test_relevance_items_file_names_line_and_field(relevance_dir, tmp_path, number, edit, words, field):
     out = copy_of(relevance_dir, tmp_path)
     lines = (out / ITEMS_FILE).read_text().splitlines()
@@ -273,24 +302,39 @@ def test_relevance_module_with_a_broken_items_header(twins, relevance_dir, tmp_p
     raises(dm.prepare_data, items, "invalid JSON", line=1)
 
 
-@pytest.mark.parametrize("text, words, line, field", [
-    ('{"index": 0, "coef": 0.5}\n{"index": 1}\n', ["missing field"], 2, "coef"),
-    ('{"index": 0, "coef": 0.5}\n{"index": 1, "coef": 0.3\n', ["invalid JSON"], 2, None),
-    ('{"index": 0, "coef": "high"}\n', ["expected int or float, found str"], 1, "coef"),
-    ('{"index": 99999, "coef": 0.5}\n', ["is not in the captions file"], 1, "index"),
-])
+@pytest.mark.parametrize(
+    "text, words, line, field",
+    [
+        ('{"index": 0, "coef": 0.5}\n{"index": 1}\n', ["missing field"], 2, "coef"),
+        ('{"index": 0, "coef": 0.5}\n{"index": 1, "coef": 0.3\n', ["invalid JSON"], 2, None),
+        ('{"index": 0, "coef": "high"}\n', ["expected int or float, found str"], 1, "coef"),
+        ('{"index": 99999, "coef": 0.5}\n', ["is not in the captions file"], 1, "index"),
+    ],
+)
 def test_kept_captions_file_names_line_and_field(twins, tmp_path, text, words, line, field):
     root = copy_of(twins["ic"], tmp_path)
     kept = tmp_path / "kept_captions.jsonl"
     kept.write_text(text)
-    raises(lambda: _captioned(root, mode="weighted", relevance_file=str(kept)), kept, *words, line=line, field=field)
+    raises(
+        lambda: _captioned(root, mode="weighted", relevance_file=str(kept)),
+        kept,
+        *words,
+        line=line,
+        field=field,
+    )
 
 
 def test_imagenet_captions_latin1_json(tmp_path):
     path = tmp_path / "c.json"
     data = b'[{"filename": "n01443537_1.JPEG", "wnid": "n01443537", "title": "caf\xe9"}]'
     path.write_bytes(data)
-    raises(lambda: read_imagenet_captions(path), path, "not valid UTF-8", f"byte offset {data.index(0xE9)}", line=1)
+    raises(
+        lambda: read_imagenet_captions(path),
+        path,
+        "not valid UTF-8",
+        f"byte offset {data.index(0xE9)}",
+        line=1,
+    )
 
 
 def test_sun397_mapping_csv_not_utf8(tmp_path):
@@ -317,15 +361,23 @@ def test_nuswide_repeated_image_line(twins, tmp_path, caplog):
 
 
 def test_imagenet_captions_duplicate_filename(tmp_path, caplog):
-    entry = {"filename": "n01443537_1.JPEG", "wnid": "n01443537", "title": "a goldfish", "description": "",
-             "tags": []}
+    entry = {
+        "filename": "n01443537_1.JPEG",
+        "wnid": "n01443537",
+        "title": "a goldfish",
+        "description": "",
+        "tags": [],
+    }
     path = tmp_path / "c.json"
     path.write_text(json.dumps([entry, dict(entry), {**entry, "title": "another caption"}]))
     with caplog.at_level(logging.INFO, logger="datamodules.imagenet_captions"):
         captions = read_imagenet_captions(path)
     assert [c.index for c in captions] == [0]
     assert "dropped 1 repeated entry(s) identical" in caplog.text
-    assert "dropped 1 repeated entry(s) whose content differs" in caplog.text and "entry 2 repeats" in caplog.text
+    assert (
+        "dropped 1 repeated entry(s) whose content differs" in caplog.text
+        and "entry 2 repeats" in caplog.text
+    )
 
 
 def test_crisismmd_repeated_image_id_with_another_label(twins, tmp_path, caplog):
@@ -347,8 +399,14 @@ def test_crisismmd_repeated_image_id_with_another_label(twins, tmp_path, caplog)
 
 def test_sun397_class_missing_from_mapping_is_an_error(tmp_path, caplog):
     mapping = {"/a/abbey": "church", "/a/abbbey": "church", "/z/zoo": "other"}
-    raises(lambda: class_targets(["/a/abbey", "/a/alley"], mapping, ["church", "other"], tmp_path / "map.csv"),
-           tmp_path / "map.csv", "1 class(es) of the class list have no row", "/a/alley", "/a/abbbey", field="class")
+    raises(
+        lambda: class_targets(["/a/abbey", "/a/alley"], mapping, ["church", "other"], tmp_path / "map.csv"),
+        tmp_path / "map.csv",
+        "1 class(es) of the class list have no row",
+        "/a/alley",
+        "/a/abbbey",
+        field="class",
+    )
     with caplog.at_level(logging.INFO, logger="datamodules.sun397"):
         assert class_targets(["/a/abbey"], mapping, ["church", "other"], tmp_path / "map.csv") == [0]
     assert "2 row(s)" in caplog.text and "/z/zoo" in caplog.text
@@ -363,14 +421,29 @@ def test_sun397_mapping_repeated_class(tmp_path):
 # ---- 6. ImageNet-Captions fields -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("change, words, field", [
-    ({"tags": ["ok", None, 7]}, ["entry 0: tag 1 is NoneType"], "tags"),
-    ({"filename": "n09999999_1.JPEG"}, ["entry 0", "not an image of class n01443537"], "filename"),
-])
+@pytest.mark.parametrize(
+    "change, words, field",
+    [
+        ({"tags": ["ok", None, 7]}, ["entry 0: tag 1 is NoneType"], "tags"),
+        ({"filename": "n09999999_1.JPEG"}, ["entry 0", "not an image of class n01443537"], "filename"),
+    ],
+)
 def test_imagenet_captions_field_validation(tmp_path, change, words, field):
     path = tmp_path / "c.json"
-    path.write_text(json.dumps([{"filename": "n01443537_1.JPEG", "wnid": "n01443537", "title": "a goldfish",
-                                 "description": "", "tags": [], **change}]))
+    path.write_text(
+        json.dumps(
+            [
+                {
+                    "filename": "n01443537_1.JPEG",
+                    "wnid": "n01443537",
+                    "title": "a goldfish",
+                    "description": "",
+                    "tags": [],
+                    **change,
+                }
+            ]
+        )
+    )
     raises(lambda: read_imagenet_captions(path), path, *words, field=field)
 
 

@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-import json
-
 import torch
 
-from datamodules.coco import (CocoDataModule, CocoImage, PartlyPairedCaptions, five_captions, read_coco,
-                              read_coco_captions, read_karpathy_split, split_pairs)
+from datamodules.coco import (
+    CocoDataModule,
+    CocoImage,
+    PartlyPairedCaptions,
+    five_captions,
+    read_coco,
+    read_coco_captions,
+    read_karpathy_split,
+    split_pairs,
+)
 from datamodules.errors import DatasetFormatError
 from datamodules.transforms import ImageTransforms
 from tests.conftest import real_format_file
-
 
 
 def real_file(relative: str) -> Path:
@@ -51,7 +56,10 @@ def test_other_than_five_captions_are_trimmed_or_dropped_and_counted() -> None:
     [
         ('{"images": [{"id": 1, "file_name": "a.jpg"}], "annotations": [{"image_id": 1}]}', "caption"),
         ('{"images": [{"id": "1", "file_name": "a.jpg"}], "annotations": []}', "id"),
-        ('{"images": [{"id": 1, "file_name": "a.jpg"}], "annotations": [{"image_id": 2, "caption": "x"}]}', "image_id"),
+        (
+            '{"images": [{"id": 1, "file_name": "a.jpg"}], "annotations": [{"image_id": 2, "caption": "x"}]}',
+            "image_id",
+        ),
         ('{"images": []}', "annotations"),
     ],
 )
@@ -83,8 +91,12 @@ def test_pair_split_uses_every_remaining_image_and_caption_and_is_seeded(fractio
     # issue 6: the remaining images and the remaining captions are both used (all of them)
     assert images.tolist() == captions.tolist() and len(images) == 1000 - len(paired)
     union = np.concatenate([paired, images])
-    assert len(union) == len(set(union.tolist())) == 1000  # pairs and the unpaired pool cover every image once
-    assert all((a == b).all() for a, b in zip(split_pairs(1000, fraction, seed=3), (paired, images, captions)))
+    assert (
+        len(union) == len(set(union.tolist())) == 1000
+    )  # pairs and the unpaired pool cover every image once
+    assert all(
+        (a == b).all() for a, b in zip(split_pairs(1000, fraction, seed=3), (paired, images, captions))
+    )
     assert not (split_pairs(1000, fraction, seed=4)[0] == paired).all() or fraction == 1.0
 
 
@@ -98,7 +110,9 @@ class FakeImages:
 def partly_paired(n: int, fraction: float, use_unpaired: bool = True) -> PartlyPairedCaptions:
     images = [CocoImage(i, Path(f"{i}.jpg"), tuple("abcde")) for i in range(n)]
     ids = torch.arange(n).view(n, 1, 1).expand(n, 5, 3)  # every token of image i's captions is i
-    return PartlyPairedCaptions(images, ids, split_pairs(n, fraction, seed=1), lambda x: x, FakeImages(), use_unpaired)
+    return PartlyPairedCaptions(
+        images, ids, split_pairs(n, fraction, seed=1), lambda x: x, FakeImages(), use_unpaired
+    )
 
 
 def test_unpaired_rows_use_every_image_and_never_their_own_captions() -> None:
@@ -123,8 +137,14 @@ def test_without_unpaired_the_training_set_is_the_pairs_alone() -> None:
 
 
 # ----------------------------------------------------------------------------- a hand-made release on disk
-def write_release(root: Path, train: dict[int, int], val: dict[int, int], karpathy: list[tuple] | None = None,
-                  images: bool = True, extra_images: dict[str, list[dict]] | None = None) -> Path:
+def write_release(
+    root: Path,
+    train: dict[int, int],
+    val: dict[int, int],
+    karpathy: list[tuple] | None = None,
+    images: bool = True,
+    extra_images: dict[str, list[dict]] | None = None,
+) -> Path:
     """``train``/``val``: image id -> caption count; ``karpathy``: (cocoid, split[, folder, file]) records."""
     (root / "annotations").mkdir(parents=True)
     folder_of = {}
@@ -132,7 +152,9 @@ def write_release(root: Path, train: dict[int, int], val: dict[int, int], karpat
         (root / folder).mkdir()
         entries = [{"id": i, "file_name": f"COCO_{folder}_{i:012d}.jpg"} for i in content]
         entries += (extra_images or {}).get(folder, [])
-        annotations = [{"image_id": i, "caption": f"caption {k} of {i}"} for i, n in content.items() for k in range(n)]
+        annotations = [
+            {"image_id": i, "caption": f"caption {k} of {i}"} for i, n in content.items() for k in range(n)
+        ]
         content_json = json.dumps({"images": entries, "annotations": annotations})
         (root / "annotations" / f"captions_{folder}.json").write_text(content_json)
         for i in content:
@@ -170,7 +192,12 @@ def test_missing_image_files_are_dropped_counted_and_logged(tmp_path, caplog) ->
     ("karpathy", "missing", "split", "why"),
     [
         ([(1, "train"), (4, "val")], None, "test", "list no usable rows"),  # an empty Karpathy test split
-        ([(1, "train"), (4, "val"), (99, "test")], None, "test", "1 of 1 listed without 5 captions"),  # unknown cocoid
+        (
+            [(1, "train"), (4, "val"), (99, "test")],
+            None,
+            "test",
+            "1 of 1 listed without 5 captions",
+        ),  # unknown cocoid
         (KARPATHY, "val2014/COCO_val2014_000000000004.jpg", "val", "1 with the image file missing"),
     ],
 )
@@ -192,20 +219,29 @@ def test_an_empty_split_without_the_split_file(tmp_path) -> None:
 
 def test_repeated_entries_are_read_once_and_contradictions_raise(tmp_path) -> None:
     same = {"train2014": [{"id": 1, "file_name": "COCO_train2014_000000000001.jpg"}]}
-    path = write_release(tmp_path / "same", {1: 5, 2: 5}, {4: 5, 5: 5}, KARPATHY[:2] + [(2, "train")] + KARPATHY[3:],
-                         extra_images=same)
+    path = write_release(
+        tmp_path / "same",
+        {1: 5, 2: 5},
+        {4: 5, 5: 5},
+        KARPATHY[:2] + [(2, "train")] + KARPATHY[3:],
+        extra_images=same,
+    )
     splits, counts = read_coco(tmp_path / "same", path)
     assert counts["duplicate_image_entries"] == 1 and counts["duplicate_split_entries"] == 1
     assert [i.cocoid for i in splits["train"]] == [1, 2]
 
     other = {"train2014": [{"id": 1, "file_name": "other.jpg"}]}
     path = write_release(tmp_path / "other", {1: 5, 2: 5}, {4: 5, 5: 5}, KARPATHY, extra_images=other)
-    with pytest.raises(DatasetFormatError, match=r"images\[0\] and images\[2\] give image id 1 two different file") as err:
+    with pytest.raises(
+        DatasetFormatError, match=r"images\[0\] and images\[2\] give image id 1 two different file"
+    ) as err:
         read_coco(tmp_path / "other", path)
     assert err.value.path.name == "captions_train2014.json"
 
     path = write_release(tmp_path / "split", {1: 5, 2: 5}, {4: 5, 5: 5}, [*KARPATHY, (1, "test")])
-    with pytest.raises(DatasetFormatError, match=r"images\[0\] and images\[5\] give cocoid 1 two different") as err:
+    with pytest.raises(
+        DatasetFormatError, match=r"images\[0\] and images\[5\] give cocoid 1 two different"
+    ) as err:
         read_coco(tmp_path / "split", path)
     assert err.value.path == path
 
@@ -231,9 +267,15 @@ def test_restval_switch(tmp_path) -> None:
 
 def test_twin_reads_through_the_datamodule(tmp_path) -> None:
     root = tmp_path / "coco"
-    dm = CocoDataModule(str(root), karpathy_split=str(root / "dataset_coco.json"), paired_fraction=0.25,
-                        vocab_size=100, max_length=12, transforms=ImageTransforms(32, 32),
-                        synthetic={"num_images": 120, "image_size": 32, "test_images": 20, "val_images": 20})
+    dm = CocoDataModule(
+        str(root),
+        karpathy_split=str(root / "dataset_coco.json"),
+        paired_fraction=0.25,
+        vocab_size=100,
+        max_length=12,
+        transforms=ImageTransforms(32, 32),
+        synthetic={"num_images": 120, "image_size": 32, "test_images": 20, "val_images": 20},
+    )
     dm.prepare_data()
     dm.setup()
     # the twin's 4 odd training images: two with 4 captions (dropped), two with 6 (trimmed)
@@ -251,12 +293,21 @@ def test_twin_reads_through_the_datamodule(tmp_path) -> None:
 def test_datamodule_switches_reach_the_training_set(tmp_path) -> None:
     root = tmp_path / "coco"
     synthetic = {"num_images": 120, "image_size": 32, "test_images": 20, "val_images": 20}
-    dm = CocoDataModule(str(root), karpathy_split=str(root / "dataset_coco.json"), paired_fraction=0.25,
-                        use_unpaired=False, vocab_size=100, max_length=12, transforms=ImageTransforms(32, 32),
-                        synthetic=synthetic)
+    dm = CocoDataModule(
+        str(root),
+        karpathy_split=str(root / "dataset_coco.json"),
+        paired_fraction=0.25,
+        use_unpaired=False,
+        vocab_size=100,
+        max_length=12,
+        transforms=ImageTransforms(32, 32),
+        synthetic=synthetic,
+    )
     dm.prepare_data()
     dm.setup()
-    assert len(dm.data_train) == round(0.25 * 78) and all(dm.data_train[k]["paired"] for k in range(len(dm.data_train)))
+    assert len(dm.data_train) == round(0.25 * 78) and all(
+        dm.data_train[k]["paired"] for k in range(len(dm.data_train))
+    )
     # Equal steps (the default): an epoch draws one row per training image, ~1/p passes over the pairs.
     epoch = list(dm.train_dataloader().sampler)
     assert len(epoch) == 78 and set(epoch) == set(range(len(dm.data_train)))

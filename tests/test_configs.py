@@ -23,9 +23,22 @@ def test_every_experiment_composes(experiment):
     assert cfg.experiment_name and cfg.model._target_ and cfg.data._target_
 
 
-@pytest.mark.parametrize("group", ["optimizer=adam", "optimizer=sgd", "scheduler=none", "scheduler=cosine",
-                                   "scheduler=cosine_restarts", "logger=many_loggers", "trainer=ddp_cpu",
-                                   "trainer=gpu", "trainer=ddp", "debug=overfit", "augmentation=flip"])
+@pytest.mark.parametrize(
+    "group",
+    [
+        "optimizer=adam",
+        "optimizer=sgd",
+        "scheduler=none",
+        "scheduler=cosine",
+        "scheduler=cosine_restarts",
+        "logger=many_loggers",
+        "trainer=ddp_cpu",
+        "trainer=gpu",
+        "trainer=ddp",
+        "debug=overfit",
+        "augmentation=flip",
+    ],
+)
 def test_groups_compose_with_the_tagger(group):
     compose_train("experiment=tagger", group)
 
@@ -58,7 +71,9 @@ def test_table5_1_sweep_rows():
 def test_table5_1_on_nuswide_uses_the_seed_settings_and_builds(row):
     from experiments.stages import build_model
 
-    cfg = compose_train("experiment=tagger_nuswide_table5_1", f"ablation={row}", "model.net.image_cnn.weights=null")
+    cfg = compose_train(
+        "experiment=tagger_nuswide_table5_1", f"ablation={row}", "model.net.image_cnn.weights=null"
+    )
     assert cfg.model.net.image_cnn.name == "resnext101_32x8d" and cfg.data.epoch_fraction == 0.2
     assert cfg.optimizer.lr == 1e-3 and list(cfg.scheduler.milestones) == [5, 10]
     assert build_model(cfg).net.image_cnn is not None
@@ -78,10 +93,19 @@ def test_group_specific_keys_do_not_break_a_group_swap():
 
 
 # Seed 002's Table 4: (optimizer, lr, annealing half-period T or None, k, side), row by row.
-TABLE4 = {1: ("Adam", 1e-2, None, 1, 256), 2: ("SGD", 1e-2, None, 1, 256), 3: ("SGD", 0.1, None, 1, 256),
-          4: ("SGD", 1e-2, None, 3, 256), 5: ("SGD", 1e-2, None, 5, 256), 6: ("SGD", 0.1, 3, 1, 256),
-          7: ("Adam", 1e-3, None, 2, 256), 8: ("SGD", 1e-2, None, 1, 512), 9: ("SGD", 0.1, 3, 2, 512),
-          10: ("SGD", 0.1, 50, 2, 512), 11: ("SGD", 1e-2, None, 2, 512)}
+TABLE4 = {
+    1: ("Adam", 1e-2, None, 1, 256),
+    2: ("SGD", 1e-2, None, 1, 256),
+    3: ("SGD", 0.1, None, 1, 256),
+    4: ("SGD", 1e-2, None, 3, 256),
+    5: ("SGD", 1e-2, None, 5, 256),
+    6: ("SGD", 0.1, 3, 1, 256),
+    7: ("Adam", 1e-3, None, 2, 256),
+    8: ("SGD", 1e-2, None, 1, 512),
+    9: ("SGD", 0.1, 3, 2, 512),
+    10: ("SGD", 0.1, 50, 2, 512),
+    11: ("SGD", 1e-2, None, 2, 512),
+}
 
 
 @pytest.mark.parametrize("row", sorted(TABLE4))

@@ -10,8 +10,14 @@ from tests.conftest import evaluate_on_one_and_two_processes, read_metrics, run_
 
 pytestmark = pytest.mark.slow
 
-SMALL = ["data.synthetic.num_tweets=3000", "data.synthetic.image_size=32", "augmentation.resize=32",
-         "augmentation.crop=32", "trainer.max_epochs=20", "callbacks.rich_progress_bar=null"]
+SMALL = [
+    "data.synthetic.num_tweets=3000",
+    "data.synthetic.image_size=32",
+    "augmentation.resize=32",
+    "augmentation.crop=32",
+    "trainer.max_epochs=20",
+    "callbacks.rich_progress_bar=null",
+]
 
 
 def only_run(parent: Path) -> Path:
@@ -28,8 +34,13 @@ def majority_f1_macro(num_classes: int) -> float:
 @pytest.fixture(scope="module")
 def small_run(tmp_path_factory, synthetic_dir) -> Path:
     logs = tmp_path_factory.mktemp("crisismmd")
-    run_cli("experiments.train", "experiment=crisismmd", f"paths.log_dir={logs}", f"paths.synthetic_dir={synthetic_dir}",
-            *SMALL)
+    run_cli(
+        "experiments.train",
+        "experiment=crisismmd",
+        f"paths.log_dir={logs}",
+        f"paths.synthetic_dir={synthetic_dir}",
+        *SMALL,
+    )
     return only_run(logs)
 
 
@@ -51,16 +62,24 @@ def test_checkpoint_holds_the_task_weights(small_run):
 
 
 def test_two_modalities_and_mgda_fast_dev_run(tmp_path, synthetic_dir):
-    run_cli("experiments.train", "experiment=crisismmd", "debug=fdr", "model.multitask=mgda", "data.extra_modality=null",
-            "model.net.modalities=[image,text]", f"paths.log_dir={tmp_path}", f"paths.synthetic_dir={synthetic_dir}",
-            *SMALL)
+    run_cli(
+        "experiments.train",
+        "experiment=crisismmd",
+        "debug=fdr",
+        "model.multitask=mgda",
+        "data.extra_modality=null",
+        "model.net.modalities=[image,text]",
+        f"paths.log_dir={tmp_path}",
+        f"paths.synthetic_dir={synthetic_dir}",
+        *SMALL,
+    )
     summary = read_metrics(only_run(tmp_path))
     assert summary["stages"]["main"]["global_step"] == 1 and "test/damage/F1_macro" in summary["test"]
 
 
 def test_four_modalities_network_runs():
-    from lit_modules.graph_fusion import MultimodalMultiTaskNet
     from lit_modules.backbones import build_image_classifier
+    from lit_modules.graph_fusion import MultimodalMultiTaskNet
     from lit_modules.text_encoders import TokenBagEncoder, build_text_encoder
 
     class FourModalNet(MultimodalMultiTaskNet):
@@ -70,19 +89,29 @@ def test_four_modalities_network_runs():
             vs = super().encode(batch)
             return vs + [self.fourth(batch["hashtag_ids"])]
 
-    net = FourModalNet({"a": 2, "b": 3}, ["image", "text", "extra"],
-                       image_encoder=build_image_classifier("small_cnn", 0, width=8, depth=2),
-                       text_encoder=build_text_encoder("bilstm", vocab_size=20, embed_dim=8, hidden=8),
-                       extra_encoder=TokenBagEncoder(5, 16), dim=16)
+    net = FourModalNet(
+        {"a": 2, "b": 3},
+        ["image", "text", "extra"],
+        image_encoder=build_image_classifier("small_cnn", 0, width=8, depth=2),
+        text_encoder=build_text_encoder("bilstm", vocab_size=20, embed_dim=8, hidden=8),
+        extra_encoder=TokenBagEncoder(5, 16),
+        dim=16,
+    )
     net.fourth = TokenBagEncoder(7, 16)
     from lit_modules.graph_fusion import build_fusion
 
     net.fusion = build_fusion("hierarchical_graph", 4, 16)
     for kind in ("hierarchical_graph", "graph", "tensor", "concat"):
         net.fusion = build_fusion(kind, 4, 16)
-        net.heads = torch.nn.ModuleDict({t: torch.nn.Linear(net.fusion.out_dim, c) for t, c in net.tasks.items()})
-        batch = {"image": torch.randn(3, 3, 32, 32), "text_ids": torch.randint(1, 20, (3, 5)),
-                 "extra_ids": torch.randint(1, 5, (3, 1)), "hashtag_ids": torch.randint(0, 7, (3, 2))}
+        net.heads = torch.nn.ModuleDict(
+            {t: torch.nn.Linear(net.fusion.out_dim, c) for t, c in net.tasks.items()}
+        )
+        batch = {
+            "image": torch.randn(3, 3, 32, 32),
+            "text_ids": torch.randint(1, 20, (3, 5)),
+            "extra_ids": torch.randint(1, 5, (3, 1)),
+            "hashtag_ids": torch.randint(0, 7, (3, 2)),
+        }
         out = net(batch)
         assert out["logits"]["a"].shape == (3, 2) and out["logits"]["b"].shape == (3, 3)
         sum(o.sum() for o in out["logits"].values()).backward()
@@ -92,7 +121,8 @@ def test_four_modalities_network_runs():
 def test_ddp_two_cpu_processes_give_the_same_test_metrics(small_run, tmp_path, synthetic_dir):
     ckpt = read_metrics(small_run)["stages"]["main"]["best_checkpoint"]
     results = evaluate_on_one_and_two_processes(
-        ckpt, ["experiment=crisismmd", f"paths.synthetic_dir={synthetic_dir}", *SMALL], tmp_path)
+        ckpt, ["experiment=crisismmd", f"paths.synthetic_dir={synthetic_dir}", *SMALL], tmp_path
+    )
     for key, value in results["cpu"].items():
         if key.endswith("loss"):  # a mean of per-batch means: the batches differ
             continue

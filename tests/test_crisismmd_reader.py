@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from datamodules.crisismmd import TASKS, read_crisismmd, read_task_file, random_split
+from datamodules.crisismmd import TASKS, random_split, read_crisismmd, read_task_file
 from datamodules.errors import DatasetFormatError
 from datamodules.synthetic.crisismmd import ensure_crisismmd
 from tests.conftest import REAL_FORMATS
@@ -47,12 +47,18 @@ def real_release(tmp_path) -> Path:
 
 def test_real_files_parse_with_their_labels():
     need_real()
-    rows, repeats = read_task_file(REAL / AGREED / "task_humanitarian_text_img_agreed_lab_train.tsv", "humanitarian")
+    rows, repeats = read_task_file(
+        REAL / AGREED / "task_humanitarian_text_img_agreed_lab_train.tsv", "humanitarian"
+    )
     assert len(rows) + repeats == 299 and rows[0].image_id.startswith(rows[0].tweet_id)
     assert rows[0].image.startswith("data_image/")
-    rows, _ = read_task_file(REAL / "crisismmd_datasplit_all" / "task_informative_text_img_train.tsv", "informative")
+    rows, _ = read_task_file(
+        REAL / "crisismmd_datasplit_all" / "task_informative_text_img_train.tsv", "informative"
+    )
     assert any("â€™" in r.text for r in rows)  # the release's mojibake is kept as is
-    damage, _ = read_task_file(REAL / "firojalam_multimodal_social_media_task_data" / "task_damage_dev.tsv", "damage")
+    damage, _ = read_task_file(
+        REAL / "firojalam_multimodal_social_media_task_data" / "task_damage_dev.tsv", "damage"
+    )
     assert damage[0].text is None and damage[0].tweet_id == damage[0].image_id.rsplit("_", 1)[0]
 
 
@@ -97,7 +103,11 @@ def test_malformed_row_names_file_and_line(real_release):
         f.write("hurricane_irma\t123\t123_0\tonly four fields\n")
     with pytest.raises(DatasetFormatError) as err:
         read_crisismmd(real_release, files=DAMAGE_FILES)
-    assert err.value.path == path and err.value.line == 301 and "expected 9 tab-separated fields" in str(err.value)
+    assert (
+        err.value.path == path
+        and err.value.line == 301
+        and "expected 9 tab-separated fields" in str(err.value)
+    )
 
 
 def test_unknown_label_and_missing_file(real_release):

@@ -89,14 +89,26 @@ def test_frozen_parts_stay_frozen_during_fit():
     model = _FrozenFirstLayer()
     before = model.frozen.running_mean.clone()
     data = DataLoader(TensorDataset(torch.randn(32, 4) * 3 + 5), batch_size=8)
-    L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-              enable_model_summary=False).fit(model, data)
+    L.Trainer(
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    ).fit(model, data)
     assert torch.equal(model.frozen.running_mean, before)
 
 
-TWIN = ["experiment=crisismmd", "data.synthetic.num_tweets=600", "data.synthetic.image_size=32",
-        "augmentation.resize=32", "augmentation.crop=32", "model.net.freeze=[image]", "trainer.max_epochs=2",
-        "callbacks.rich_progress_bar=null"]
+TWIN = [
+    "experiment=crisismmd",
+    "data.synthetic.num_tweets=600",
+    "data.synthetic.image_size=32",
+    "augmentation.resize=32",
+    "augmentation.crop=32",
+    "model.net.freeze=[image]",
+    "trainer.max_epochs=2",
+    "callbacks.rich_progress_bar=null",
+]
 
 
 @pytest.mark.slow
@@ -115,8 +127,20 @@ def test_training_on_cached_features_is_the_same_run(tmp_path, synthetic_dir):
         assert cached[key] == pytest.approx(encoder[key], rel=1e-5, abs=1e-6), key
 
     # Another seed initialises another random image encoder: its features are not these.
-    proc = subprocess.run([sys.executable, "-m", "experiments.train", *common, "seed=1", f"data.features_dir={cache}",
-                           f"run_dir={tmp_path / 'other'}"], cwd=PROJECT_ROOT, capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "experiments.train",
+            *common,
+            "seed=1",
+            f"data.features_dir={cache}",
+            f"run_dir={tmp_path / 'other'}",
+        ],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode != 0 and "come from another encoder" in proc.stderr + proc.stdout
 
 
@@ -125,15 +149,31 @@ def test_frozen_modalities_are_declared_or_untrainable():
     from lit_modules.graph_fusion import MultimodalMultiTaskNet
     from lit_modules.text_encoders import TokenBagEncoder, build_text_encoder
 
-    text = build_text_encoder("bilstm", vocab_size=20, embed_dim=8, hidden=8).requires_grad_(False)  # a frozen LM
-    net = MultimodalMultiTaskNet({"a": 2}, ["image", "text", "extra"], dim=16, freeze=["image"],
-                                 image_encoder=build_image_classifier("small_cnn", 0, width=8, depth=2),
-                                 text_encoder=text, extra_encoder=TokenBagEncoder(5, 16))
+    text = build_text_encoder("bilstm", vocab_size=20, embed_dim=8, hidden=8).requires_grad_(
+        False
+    )  # a frozen LM
+    net = MultimodalMultiTaskNet(
+        {"a": 2},
+        ["image", "text", "extra"],
+        dim=16,
+        freeze=["image"],
+        image_encoder=build_image_classifier("small_cnn", 0, width=8, depth=2),
+        text_encoder=text,
+        extra_encoder=TokenBagEncoder(5, 16),
+    )
     assert net.frozen_modalities() == ["image", "text"]
     net.train()
-    assert not net.encoders["image"].training and not net.encoders["text"].training and net.encoders["extra"].training
-    batch = {"image": torch.randn(3, 3, 16, 16), "text_ids": torch.randint(1, 20, (3, 5)),
-             "text_mask": torch.ones(3, 5, dtype=torch.bool), "extra_ids": torch.randint(1, 5, (3, 1))}
+    assert (
+        not net.encoders["image"].training
+        and not net.encoders["text"].training
+        and net.encoders["extra"].training
+    )
+    batch = {
+        "image": torch.randn(3, 3, 16, 16),
+        "text_ids": torch.randint(1, 20, (3, 5)),
+        "text_mask": torch.ones(3, 5, dtype=torch.bool),
+        "extra_ids": torch.randint(1, 5, (3, 1)),
+    }
     with torch.no_grad():
         direct = net(batch)["logits"]["a"]
         cached = {**batch, "image_features": net.encode_modality("image", batch)}

@@ -16,8 +16,10 @@ def test_matches_torchvision_with_alpha_off(beta):
     ref = sigmoid_focal_loss(logits, targets, alpha=-1, gamma=beta, reduction="none")
     torch.testing.assert_close(ours, ref)
     torch.testing.assert_close(focal_loss(logits, targets, beta=beta), ref.mean())
-    torch.testing.assert_close(focal_loss(logits, targets, beta=beta, alpha=0.25, reduction="sum"),
-                               sigmoid_focal_loss(logits, targets, alpha=0.25, gamma=beta, reduction="sum"))
+    torch.testing.assert_close(
+        focal_loss(logits, targets, beta=beta, alpha=0.25, reduction="sum"),
+        sigmoid_focal_loss(logits, targets, alpha=0.25, gamma=beta, reduction="sum"),
+    )
 
 
 def test_formula_by_hand():

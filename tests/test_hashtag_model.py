@@ -42,7 +42,10 @@ def test_other_is_never_suggested():
     conf = torch.tensor([0.99, 0.7, 0.6])
     correct = torch.tensor([True, True, False])
     eligible = torch.tensor([False, True, True])  # the first is "other"
-    assert selective_scores(conf, correct, 0.65, eligible) == {"coverage": pytest.approx(1 / 3), "precision": 1.0}
+    assert selective_scores(conf, correct, 0.65, eligible) == {
+        "coverage": pytest.approx(1 / 3),
+        "precision": 1.0,
+    }
 
 
 @pytest.mark.parametrize("target", [0.6, 0.8, 0.9, 0.95])
@@ -50,10 +53,12 @@ def test_threshold_meets_target_precision_on_the_data_it_was_chosen_on(target):
     g = torch.Generator().manual_seed(1)
     n, c = 2000, 6
     logits = torch.randn(n, c, generator=g) * 2
-    labels = torch.where(torch.rand(n, generator=g) < 0.7, logits.argmax(1), torch.randint(0, c, (n,), generator=g))
+    labels = torch.where(
+        torch.rand(n, generator=g) < 0.7, logits.argmax(1), torch.randint(0, c, (n,), generator=g)
+    )
     metric = SelectivePredictions()
     for chunk in range(0, n, 256):
-        metric.update(logits[chunk:chunk + 256].softmax(1), labels[chunk:chunk + 256])
+        metric.update(logits[chunk : chunk + 256].softmax(1), labels[chunk : chunk + 256])
     state = metric.compute()
     correct = state["prediction"] == state["target"]
     eligible = state["prediction"] != c - 1
@@ -63,7 +68,9 @@ def test_threshold_meets_target_precision_on_the_data_it_was_chosen_on(target):
     # a lower threshold would miss the target or add nothing
     lower = state["confidence"][eligible & (state["confidence"] < choice["threshold"])]
     if lower.numel():
-        assert selective_scores(state["confidence"], correct, float(lower.max()), eligible)["precision"] < target
+        assert (
+            selective_scores(state["confidence"], correct, float(lower.max()), eligible)["precision"] < target
+        )
 
 
 def test_tta_averages_the_softmax_of_the_copies():
@@ -83,7 +90,11 @@ def test_inverse_check_flags_implausible_user_tags():
     names = ["forest", "shopping", "sport", "other"]
     probs = torch.tensor([0.85, 0.01, 0.1, 0.04])
     checked, unknown = implausible_tags(probs, ["#forest", "Shopping", "sport", "love", "other"], names, 0.05)
-    assert [(c["tag"], c["plausible"]) for c in checked] == [("#forest", True), ("Shopping", False), ("sport", True)]
+    assert [(c["tag"], c["plausible"]) for c in checked] == [
+        ("#forest", True),
+        ("Shopping", False),
+        ("sport", True),
+    ]
     assert unknown == ["love", "other"]
 
 

@@ -14,6 +14,7 @@ from datamodules.imagenet_captions import (
     ITEMS_FILE,
     LengthGroupedBatchSampler,
     PadCollate,
+    num_test_captions,
     read_class_descriptions,
     read_imagenet_captions,
     read_relevance_dataset,
@@ -21,7 +22,6 @@ from datamodules.imagenet_captions import (
     select_sentences,
     split_per_class,
     split_sentences,
-    num_test_captions,
     write_relevance_dataset,
 )
 from datamodules.samplers import EpochFractionSampler
@@ -41,8 +41,14 @@ _IMAGE_NUMBERS = itertools.count(1)
 
 def entry(wnid="n01443537", title="A goldfish", description="in a bowl", **extra):
     """A release entry with a fresh image (a repeated filename is a duplicate entry)."""
-    return {"filename": f"{wnid}_{next(_IMAGE_NUMBERS)}.JPEG", "wnid": wnid, "title": title,
-            "description": description, "tags": [], **extra}
+    return {
+        "filename": f"{wnid}_{next(_IMAGE_NUMBERS)}.JPEG",
+        "wnid": wnid,
+        "title": title,
+        "description": description,
+        "tags": [],
+        **extra,
+    }
 
 
 def write(tmp_path, name, data):
@@ -62,23 +68,31 @@ def test_reader_expects_the_release_fields():
     readme = real_file("README.md").read_text()
     fields = dict(re.findall(r"^\* (\w+): (.+)$", readme, flags=re.M))
     assert set(fields) == set(CAPTION_FIELDS)
-    assert {k: v.strip().split()[0] for k, v in fields.items()} == {k: t.__name__ for k, t in CAPTION_FIELDS.items()} | {"tags": "list"}
+    assert {k: v.strip().split()[0] for k, v in fields.items()} == {
+        k: t.__name__ for k, t in CAPTION_FIELDS.items()
+    } | {"tags": "list"}
 
 
 def test_reads_entries_and_joins_title_and_description(tmp_path):
     path = write(tmp_path, "c.json", [entry(tags=["fish", "pet"]), entry(title="x", description="")])
     captions = read_imagenet_captions(path)
-    assert captions[0].text() == "A goldfish in a bowl" and captions[0].text(with_tags=True) == "A goldfish in a bowl fish pet"
+    assert (
+        captions[0].text() == "A goldfish in a bowl"
+        and captions[0].text(with_tags=True) == "A goldfish in a bowl fish pet"
+    )
     assert captions[0].has_words() and not captions[1].has_words()
 
 
-@pytest.mark.parametrize("data, match, field", [
-    ([entry(wnid="n09999999")], "unknown wnid", "wnid"),
-    ([{k: v for k, v in entry().items() if k != "title"}], "entry 0: missing field", "title"),
-    ([entry(), entry(tags="fish")], "entry 1: expected list", "tags"),
-    ([entry(wnid="goldfish")], "not a WordNet id", "wnid"),
-    ({"a": 1}, "expected a JSON list", None),
-])
+@pytest.mark.parametrize(
+    "data, match, field",
+    [
+        ([entry(wnid="n09999999")], "unknown wnid", "wnid"),
+        ([{k: v for k, v in entry().items() if k != "title"}], "entry 0: missing field", "title"),
+        ([entry(), entry(tags="fish")], "entry 1: expected list", "tags"),
+        ([entry(wnid="goldfish")], "not a WordNet id", "wnid"),
+        ({"a": 1}, "expected a JSON list", None),
+    ],
+)
 def test_bad_captions_name_file_entry_and_field(tmp_path, data, match, field):
     path = write(tmp_path, "c.json", data)
     with pytest.raises(DatasetFormatError, match=match) as err:
@@ -86,9 +100,16 @@ def test_bad_captions_name_file_entry_and_field(tmp_path, data, match, field):
     assert err.value.path == path and err.value.field == field
 
 
-@pytest.mark.parametrize("text, match", [("", "empty file"), ("{}", "no class descriptions"),
-                                         ('{"n01443537": "One sentence only."}', "at least 2"),
-                                         ('{"n01443537": 3}', "expected a text"), ("[", "invalid JSON")])
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("", "empty file"),
+        ("{}", "no class descriptions"),
+        ('{"n01443537": "One sentence only."}', "at least 2"),
+        ('{"n01443537": 3}', "expected a text"),
+        ("[", "invalid JSON"),
+    ],
+)
 def test_bad_description_files(tmp_path, text, match):
     with pytest.raises(DatasetFormatError, match=match):
         read_class_descriptions(write(tmp_path, "d.json", text))
@@ -100,12 +121,17 @@ def test_missing_description_file(tmp_path):
 
 
 def test_sentence_splitting_without_downloads():
-    text = ("The red panda (Ailurus fulgens) is a small mammal native to the eastern Himalayas. It has dense "
-            "reddish-brown fur, e.g. on its back! Is it a bear? Not at all. It was described by F. Cuvier in 1825.")
+    text = (
+        "The red panda (Ailurus fulgens) is a small mammal native to the eastern Himalayas. It has dense "
+        "reddish-brown fur, e.g. on its back! Is it a bear? Not at all. It was described by F. Cuvier in 1825."
+    )
     assert split_sentences(text) == [
         "The red panda (Ailurus fulgens) is a small mammal native to the eastern Himalayas.",
-        "It has dense reddish-brown fur, e.g. on its back!", "Is it a bear?", "Not at all.",
-        "It was described by F. Cuvier in 1825."]
+        "It has dense reddish-brown fur, e.g. on its back!",
+        "Is it a bear?",
+        "Not at all.",
+        "It was described by F. Cuvier in 1825.",
+    ]
 
 
 def test_longest_sentences_kept_in_order():
@@ -123,7 +149,14 @@ def test_small_class_guarantees(n):
 
 
 def test_split_on_skewed_class_sizes():
-    sizes = {"n00000001": 1, "n00000002": 3, "n00000003": 7, "n00000004": 40, "n00000005": 100, "n00000006": 2000}
+    sizes = {
+        "n00000001": 1,
+        "n00000002": 3,
+        "n00000003": 7,
+        "n00000004": 40,
+        "n00000005": 100,
+        "n00000006": 2000,
+    }
     labels = [w for w, n in sizes.items() for _ in range(n)]
     is_test = split_per_class(labels, test_fraction=0.05, seed=3)
     test = Counter(w for w, t in zip(labels, is_test) if t)
@@ -137,11 +170,14 @@ def test_split_on_skewed_class_sizes():
 def test_cartesian_product_counts_and_streaming_file(tmp_path):
     captions = [entry("n01443537", f"goldfish {i}", "in a bowl") for i in range(4)]
     captions += [entry("n01440764", f"tench {i}", "") for i in range(2)] + [entry("n01440764", "tench", "")]
-    descriptions = {"n01443537": [f"Goldfish sentence {i}." for i in range(12)],
-                    "n01440764": "A tench is a fish. It lives in ponds. Anglers like it."}
+    descriptions = {
+        "n01443537": [f"Goldfish sentence {i}." for i in range(12)],
+        "n01440764": "A tench is a fish. It lives in ponds. Anglers like it.",
+    }
     out = tmp_path / "built"
-    counts = write_relevance_dataset(write(tmp_path, "c.json", captions), write(tmp_path, "d.json", descriptions), out,
-                                     test_fraction=0.5)
+    counts = write_relevance_dataset(
+        write(tmp_path, "c.json", captions), write(tmp_path, "d.json", descriptions), out, test_fraction=0.5
+    )
     # 6 captions kept (one-word "tench" dropped): 4 x 10 sentences (capped) + 2 x 3 sentences
     assert counts["dropped_short"] == 1 and counts["items_train"] + counts["items_test"] == 4 * 10 + 2 * 3
     header, splits = read_relevance_dataset(out)
@@ -167,8 +203,13 @@ def test_length_grouped_batches_cover_the_epoch_once():
 
 
 def test_dynamic_padding_to_the_batch_longest():
-    batch = PadCollate(pad_id=1)([{"ids": [0, 5, 2], "label": 3, "index": 0}, {"ids": [0, 2], "label": 1, "index": 1}])
-    assert batch["ids"].tolist() == [[0, 5, 2], [0, 2, 1]] and batch["mask"].tolist() == [[1, 1, 1], [1, 1, 0]]
+    batch = PadCollate(pad_id=1)(
+        [{"ids": [0, 5, 2], "label": 3, "index": 0}, {"ids": [0, 2], "label": 1, "index": 1}]
+    )
+    assert batch["ids"].tolist() == [[0, 5, 2], [0, 2, 1]] and batch["mask"].tolist() == [
+        [1, 1, 1],
+        [1, 1, 0],
+    ]
     assert batch["labels"].tolist() == [3, 1] and "weight" not in batch
 
 
@@ -180,12 +221,20 @@ def test_relevance_items_over_the_token_budget_keep_their_class_sentence(tmp_pat
     long_caption = "holiday photo of our trip with friends and family near the old harbour at dawn"
     captions = [entry("n01443537", f"{long_caption} {i}", "") for i in range(6)]
     captions += [entry("n01440764", f"{long_caption} tench {i}", "") for i in range(6)]
-    descriptions = {"n01443537": ["Goldfish are orange fish.", "Goldfish live in bowls."],
-                    "n01440764": ["A tench is a green fish.", "Tench live in ponds."]}
+    descriptions = {
+        "n01443537": ["Goldfish are orange fish.", "Goldfish live in bowls."],
+        "n01440764": ["A tench is a green fish.", "Tench live in ponds."],
+    }
     write(tmp_path, "imagenet_captions.json", captions)
     write(tmp_path, "class_descriptions.json", descriptions)
-    dm = RelevanceDataModule(str(tmp_path), synset_mapping=None, text_encoder="bilstm", text_min_freq=1,
-                             text_max_length=6, build={"test_fraction": 0.5})
+    dm = RelevanceDataModule(
+        str(tmp_path),
+        synset_mapping=None,
+        text_encoder="bilstm",
+        text_min_freq=1,
+        text_max_length=6,
+        build={"test_fraction": 0.5},
+    )
     dm.prepare_data()
     dm.setup()
     _, splits = read_relevance_dataset(dm.dataset_dir)

@@ -224,12 +224,17 @@ def test_safe_div() -> None:
 
 
 def test_scores_from_counts() -> None:
-    scores = annotation_scores_from_counts(torch.tensor([1, 0, 0]), torch.tensor([2, 0, 1]), torch.tensor([1, 1, 0]))
+    scores = annotation_scores_from_counts(
+        torch.tensor([1, 0, 0]), torch.tensor([2, 0, 1]), torch.tensor([1, 1, 0])
+    )
     cp, cr, op, or_ = 0.5 / 3, 1 / 3, 1 / 3, 0.5
     cf1, of1 = _hmean(cp, cr), _hmean(op, or_)
     expected = {"CP": cp, "CR": cr, "CF1": cf1, "OP": op, "OR": or_, "OF1": of1, "HF1": _hmean(cf1, of1)}
     assert_scores(scores, expected)
-    assert_scores(annotation_scores_from_counts(*(torch.zeros(4, dtype=torch.long),) * 3), dict.fromkeys(SCORE_NAMES, 0.0))
+    assert_scores(
+        annotation_scores_from_counts(*(torch.zeros(4, dtype=torch.long),) * 3),
+        dict.fromkeys(SCORE_NAMES, 0.0),
+    )
 
 
 # --------------------------------------------------------------------------- validation

@@ -65,14 +65,17 @@ def test_task_weight_state_round_trips_through_a_state_dict():
 
 
 def test_mgda_two_known_gradients():
-    torch.testing.assert_close(min_norm_weights([torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])]),
-                               torch.tensor([0.5, 0.5]))
+    torch.testing.assert_close(
+        min_norm_weights([torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])]), torch.tensor([0.5, 0.5])
+    )
     # the min-norm point of the segment between (1, 0) and (1, 1) is (1, 0)
-    torch.testing.assert_close(min_norm_weights([torch.tensor([1.0, 0.0]), torch.tensor([1.0, 1.0])]),
-                               torch.tensor([1.0, 0.0]))
+    torch.testing.assert_close(
+        min_norm_weights([torch.tensor([1.0, 0.0]), torch.tensor([1.0, 1.0])]), torch.tensor([1.0, 0.0])
+    )
     # (2, 0) and (0, 1): alpha = 1/5 -> (0.4, 0.8)
-    torch.testing.assert_close(min_norm_weights([torch.tensor([2.0, 0.0]), torch.tensor([0.0, 1.0])]),
-                               torch.tensor([0.2, 0.8]))
+    torch.testing.assert_close(
+        min_norm_weights([torch.tensor([2.0, 0.0]), torch.tensor([0.0, 1.0])]), torch.tensor([0.2, 0.8])
+    )
 
 
 def test_mgda_frank_wolfe_matches_a_grid_search():
@@ -80,8 +83,11 @@ def test_mgda_frank_wolfe_matches_a_grid_search():
     grads = torch.randn(3, 5, generator=g) + torch.tensor([1.0, 0, 0, 0, 0])
     alpha = min_norm_weights(grads)
     assert alpha.min() >= 0 and alpha.sum().item() == pytest.approx(1.0, abs=1e-5)
-    best = min((torch.tensor([a, b, 1 - a - b]) @ grads).norm().item()
-               for a, b in itertools.product(torch.linspace(0, 1, 101).tolist(), repeat=2) if a + b <= 1)
+    best = min(
+        (torch.tensor([a, b, 1 - a - b]) @ grads).norm().item()
+        for a, b in itertools.product(torch.linspace(0, 1, 101).tolist(), repeat=2)
+        if a + b <= 1
+    )
     assert (alpha @ grads).norm().item() <= best + 1e-3
 
 
@@ -109,16 +115,24 @@ def test_multitask_scores_match_sklearn_per_task_with_missing_labels():
         y, scores = labels[keep, f].numpy(), logits[task][keep]
         p = scores.argmax(1).numpy()
         assert out[f"{task}/F1_macro"].item() == pytest.approx(f1_score(y, p, average="macro"), abs=1e-6)
-        assert out[f"{task}/F1_weighted"].item() == pytest.approx(f1_score(y, p, average="weighted"), abs=1e-6)
+        assert out[f"{task}/F1_weighted"].item() == pytest.approx(
+            f1_score(y, p, average="weighted"), abs=1e-6
+        )
         assert out[f"{task}/accuracy"].item() == pytest.approx((y == p).mean(), abs=1e-6)
         onehot_p, onehot_y = torch.eye(c)[p], torch.eye(c)[y]  # Hamming loss over the C one-vs-rest outputs
-        assert out[f"{task}/HL"].item() == pytest.approx((onehot_p != onehot_y).float().mean().item(), abs=1e-6)
+        assert out[f"{task}/HL"].item() == pytest.approx(
+            (onehot_p != onehot_y).float().mean().item(), abs=1e-6
+        )
         onehot = torch.nn.functional.one_hot(torch.as_tensor(y), c).numpy()
         present = onehot.sum(0) > 0
-        ap = average_precision_score(onehot[:, present], scores.sigmoid().numpy()[:, present], average="macro")
+        ap = average_precision_score(
+            onehot[:, present], scores.sigmoid().numpy()[:, present], average="macro"
+        )
         assert out[f"{task}/MAP"].item() == pytest.approx(ap, abs=1e-6)
         # the task loss: batch means weighted by each batch's labelled samples
         counts = torch.tensor([int((labels[rows, f] >= 0).sum()) for rows in batches], dtype=torch.float)
         expected = float((losses[:, f] * counts).sum() / counts.sum())
         assert out[f"{task}/loss"].item() == pytest.approx(expected, rel=1e-6)
-    assert out["F1_macro"].item() == pytest.approx((out["a/F1_macro"] + out["b/F1_macro"]).item() / 2, abs=1e-6)
+    assert out["F1_macro"].item() == pytest.approx(
+        (out["a/F1_macro"] + out["b/F1_macro"]).item() / 2, abs=1e-6
+    )

@@ -21,15 +21,25 @@ def tagger_overrides(synthetic_dir: Path, log_dir: Path, *extra: str) -> list[st
 
 
 def test_sigkill_then_resume_ends_like_an_uninterrupted_run(tmp_path, synthetic_dir):
-    common = tagger_overrides(synthetic_dir, tmp_path, "run_stages=[image_cnn,tag_mlp]", "trainer.limit_train_batches=8",
-                              "stages.image_cnn.trainer.max_epochs=2", "stages.tag_mlp.trainer.max_epochs=8",
-                              "trainer.deterministic=true")
+    common = tagger_overrides(
+        synthetic_dir,
+        tmp_path,
+        "run_stages=[image_cnn,tag_mlp]",
+        "trainer.limit_train_batches=8",
+        "stages.image_cnn.trainer.max_epochs=2",
+        "stages.tag_mlp.trainer.max_epochs=8",
+        "trainer.deterministic=true",
+    )
     reference = tmp_path / "reference"
     run_cli("experiments.train", *common, f"run_dir={reference}")
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "experiments.train", *common, f"run_dir={killed}"],
-                            cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "experiments.train", *common, f"run_dir={killed}"],
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     target = killed / "checkpoints" / "tag_mlp" / "last.ckpt"  # mid-way through the second stage
     deadline = time.time() + 300
     while not target.exists() and proc.poll() is None and time.time() < deadline:
@@ -50,8 +60,18 @@ def test_sigkill_then_resume_ends_like_an_uninterrupted_run(tmp_path, synthetic_
 
 
 def test_ddp_sweep_runs_each_point_once_with_both_ranks(tmp_path, synthetic_dir):
-    proc = run_cli("experiments.train", "-m", *tagger_overrides(synthetic_dir, tmp_path, "run_stages=[image_cnn]",
-                   "debug=limit", "trainer=ddp_cpu", "optimizer=adamw,sgd"))
+    proc = run_cli(
+        "experiments.train",
+        "-m",
+        *tagger_overrides(
+            synthetic_dir,
+            tmp_path,
+            "run_stages=[image_cnn]",
+            "debug=limit",
+            "trainer=ddp_cpu",
+            "optimizer=adamw,sgd",
+        ),
+    )
     out = proc.stdout + proc.stderr
     assert out.count("MEMBER: 2/2") == 2  # rank 1 of each point, started once
     sweeps = list((tmp_path / "debug" / "multiruns" / "tagger").iterdir())
@@ -65,8 +85,18 @@ def test_ddp_sweep_runs_each_point_once_with_both_ranks(tmp_path, synthetic_dir)
 
 def test_wandb_offline_run_holds_metrics_and_config(tmp_path, synthetic_dir):
     run_dir = tmp_path / "run"
-    run_cli("experiments.train", *tagger_overrides(synthetic_dir, tmp_path, "run_stages=[image_cnn]", "debug=limit",
-            "logger=many_loggers", f"run_dir={run_dir}"), env={"WANDB_SILENT": "true"})
+    run_cli(
+        "experiments.train",
+        *tagger_overrides(
+            synthetic_dir,
+            tmp_path,
+            "run_stages=[image_cnn]",
+            "debug=limit",
+            "logger=many_loggers",
+            f"run_dir={run_dir}",
+        ),
+        env={"WANDB_SILENT": "true"},
+    )
     runs = list((run_dir / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
     # wandb >= 0.2x keeps an offline run in one binary transaction log (protobuf records; `wandb sync`
@@ -80,8 +110,17 @@ def test_wandb_offline_run_holds_metrics_and_config(tmp_path, synthetic_dir):
 
 
 def test_optuna_search_runs_three_trials(tmp_path, synthetic_dir):
-    run_cli("experiments.train", *tagger_overrides(synthetic_dir, tmp_path, "hparams_search=tagger_optuna",
-            "hydra.sweeper.n_trials=3", "hydra.sweeper.sampler.n_startup_trials=2", "debug=limit"))
+    run_cli(
+        "experiments.train",
+        *tagger_overrides(
+            synthetic_dir,
+            tmp_path,
+            "hparams_search=tagger_optuna",
+            "hydra.sweeper.n_trials=3",
+            "hydra.sweeper.sampler.n_startup_trials=2",
+            "debug=limit",
+        ),
+    )
     sweep = next((tmp_path / "debug" / "multiruns" / "tagger").iterdir())
     values = [read_metrics(j.parent)["optimized_metric"]["value"] for j in sweep.glob("*/metrics.json")]
     assert len(values) == 3 and all(v is not None for v in values)
@@ -90,9 +129,20 @@ def test_optuna_search_runs_three_trials(tmp_path, synthetic_dir):
 
 
 def test_config_typo_fails_before_any_data_is_touched(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "experiments.train", "experiment=tagger", "trainer.max_epoch=3",
-                           f"paths.synthetic_dir={tmp_path / 'never'}"], cwd=PROJECT_ROOT, capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "experiments.train",
+            "experiment=tagger",
+            "trainer.max_epoch=3",
+            f"paths.synthetic_dir={tmp_path / 'never'}",
+        ],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode != 0
     assert "Could not override 'trainer.max_epoch'" in proc.stderr
     assert not (tmp_path / "never").exists()

@@ -32,8 +32,15 @@ def _fit(bar: SyncFreeRichProgressBar, tmp_path, steps: int, log_every: int) -> 
 
     bar._update_metrics = counting
     data = TensorDataset(torch.randn(steps * 2, 3), torch.randn(steps * 2, 1))
-    trainer = L.Trainer(max_epochs=1, callbacks=[bar], logger=False, enable_checkpointing=False,
-                        log_every_n_steps=log_every, default_root_dir=tmp_path, enable_model_summary=False)
+    trainer = L.Trainer(
+        max_epochs=1,
+        callbacks=[bar],
+        logger=False,
+        enable_checkpointing=False,
+        log_every_n_steps=log_every,
+        default_root_dir=tmp_path,
+        enable_model_summary=False,
+    )
     trainer.fit(_Tiny(), DataLoader(data, batch_size=2))
     return calls
 

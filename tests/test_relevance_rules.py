@@ -4,7 +4,13 @@ import pytest
 import torch
 
 from lit_modules.losses import weighted_classification_loss
-from lit_modules.relevance import RelevanceClassifier, RelevanceNet, rank_normalise, relevance_coefficients, rule_masks
+from lit_modules.relevance import (
+    RelevanceClassifier,
+    RelevanceNet,
+    rank_normalise,
+    relevance_coefficients,
+    rule_masks,
+)
 from lit_modules.text_encoders import build_text_encoder, masked_mean
 
 
@@ -56,8 +62,12 @@ def test_masked_mean_ignores_padding():
 
 def small_net(num_classes=4):
     torch.manual_seed(0)
-    return RelevanceNet(build_text_encoder("roberta_small", vocab_size=40, hidden=16, layers=1, heads=2,
-                                           intermediate=32, max_length=16), num_classes).eval()
+    return RelevanceNet(
+        build_text_encoder(
+            "roberta_small", vocab_size=40, hidden=16, layers=1, heads=2, intermediate=32, max_length=16
+        ),
+        num_classes,
+    ).eval()
 
 
 def test_relevance_net_output_does_not_depend_on_padding():
@@ -70,23 +80,37 @@ def test_relevance_net_output_does_not_depend_on_padding():
 
 
 def test_weighted_loss():
-    logits, target = torch.randn(5, 3, generator=torch.Generator().manual_seed(0)), torch.tensor([0, 1, 2, 0, 1])
+    logits, target = (
+        torch.randn(5, 3, generator=torch.Generator().manual_seed(0)),
+        torch.tensor([0, 1, 2, 0, 1]),
+    )
     for kind in ("bce", "ce"):
         plain = weighted_classification_loss(logits, target, kind=kind)
-        assert weighted_classification_loss(logits, target, torch.ones(5), kind=kind) == pytest.approx(plain.item())
+        assert weighted_classification_loss(logits, target, torch.ones(5), kind=kind) == pytest.approx(
+            plain.item()
+        )
         w = torch.tensor([1.0, 0.0, 0.5, 1.0, 0.0])
-        per_sample = torch.stack([weighted_classification_loss(logits[i:i + 1], target[i:i + 1], kind=kind) for i in range(5)])
-        assert weighted_classification_loss(logits, target, w, kind=kind).item() == pytest.approx((w * per_sample).mean().item())
+        per_sample = torch.stack(
+            [weighted_classification_loss(logits[i : i + 1], target[i : i + 1], kind=kind) for i in range(5)]
+        )
+        assert weighted_classification_loss(logits, target, w, kind=kind).item() == pytest.approx(
+            (w * per_sample).mean().item()
+        )
     assert weighted_classification_loss(logits, target, kind="ce").item() == pytest.approx(
-        torch.nn.functional.cross_entropy(logits, target).item())
+        torch.nn.functional.cross_entropy(logits, target).item()
+    )
     with pytest.raises(ValueError, match="unknown classification loss"):
         weighted_classification_loss(logits, target, kind="focal")
 
 
 def test_module_steps_and_accuracy_on_a_hand_batch():
     module = RelevanceClassifier(small_net(), activation="softmax", top_k=5)
-    batch = {"ids": torch.tensor([[0, 5, 2], [0, 6, 2]]), "mask": torch.ones(2, 3, dtype=torch.bool),
-             "labels": torch.tensor([1, 3]), "weight": torch.tensor([1.0, 0.0])}
+    batch = {
+        "ids": torch.tensor([[0, 5, 2], [0, 6, 2]]),
+        "mask": torch.ones(2, 3, dtype=torch.bool),
+        "labels": torch.tensor([1, 3]),
+        "weight": torch.tensor([1.0, 0.0]),
+    }
     logits = module(batch)
     assert logits.shape == (2, 4) and torch.isfinite(module.loss(logits, batch))
     module.accuracy["val"]["top5"].update(logits, batch["labels"])  # top-5 clipped to the 4 classes

@@ -19,8 +19,8 @@ def embeddings_for(scores: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     keeps its norm at 1."""
     n, m = scores.shape
     images = torch.cat([torch.eye(n), torch.zeros(n, 1)], dim=1).double()
-    rest = np.sqrt(np.clip(1.0 - (scores ** 2).sum(axis=0), 0.0, None))
-    assert ((scores ** 2).sum(axis=0) <= 1.0 + 1e-9).all()
+    rest = np.sqrt(np.clip(1.0 - (scores**2).sum(axis=0), 0.0, None))
+    assert ((scores**2).sum(axis=0) <= 1.0 + 1e-9).all()
     captions = torch.from_numpy(np.concatenate([scores.T, rest[:, None]], axis=1))
     return images, captions
 
@@ -52,7 +52,7 @@ def test_perfect_retrieval() -> None:
     n = 4
     scores = np.zeros((n, 5 * n))
     for i in range(n):
-        scores[i, 5 * i:5 * i + 5] = 1.0
+        scores[i, 5 * i : 5 * i + 5] = 1.0
     out = coco_retrieval_metrics(*embeddings_for(scaled(scores)))
     assert out["i2t_r1"] == out["t2i_r1"] == 100.0
     assert out["rsum"] == 600.0 and out["i2t_medr"] == out["t2i_medr"] == 1.0
@@ -62,7 +62,7 @@ def test_reversed_retrieval_ranks_last() -> None:
     n = 12  # image i's captions score lowest for it: caption retrieval ranks them last
     scores = np.ones((n, 5 * n))
     for i in range(n):
-        scores[i, 5 * i:5 * i + 5] = 0.0
+        scores[i, 5 * i : 5 * i + 5] = 0.0
     out = coco_retrieval_metrics(*embeddings_for(scaled(scores)))
     assert out["i2t_r10"] == out["t2i_r10"] == 0.0
     assert out["i2t_medr"] == 5 * n - 5 + 1 and out["t2i_medr"] == n
@@ -93,7 +93,11 @@ def test_an_image_whose_second_caption_ranks_first() -> None:
 def test_random_matrices_match_brute_force_in_any_chunking() -> None:
     g = torch.Generator().manual_seed(0)
     images, captions = torch.randn(23, 8, generator=g), torch.randn(115, 8, generator=g)
-    s = (torch.nn.functional.normalize(images, dim=1) @ torch.nn.functional.normalize(captions, dim=1).T).double().numpy()
+    s = (
+        (torch.nn.functional.normalize(images, dim=1) @ torch.nn.functional.normalize(captions, dim=1).T)
+        .double()
+        .numpy()
+    )
     ref = brute_force(s)
     for chunk in (1, 5, 23, 100):
         assert coco_retrieval_metrics(images, captions, chunk_size=chunk) == pytest.approx(ref, abs=1e-4)
@@ -130,7 +134,9 @@ def test_1k_protocol_averages_five_folds() -> None:
     g = torch.Generator().manual_seed(1)
     images, captions = torch.randn(50, 6, generator=g), torch.randn(250, 6, generator=g)
     out = coco_1k_folds(images, captions, folds=5, fold_size=10)
-    folds = [coco_retrieval_metrics(images[10 * f:10 * f + 10], captions[50 * f:50 * f + 50]) for f in range(5)]
+    folds = [
+        coco_retrieval_metrics(images[10 * f : 10 * f + 10], captions[50 * f : 50 * f + 50]) for f in range(5)
+    ]
     assert out == pytest.approx({k: np.mean([f[k] for f in folds]) for k in METRIC_KEYS})
     with pytest.raises(ValueError):
         coco_1k_folds(images, captions)  # 50 images are no 5 x 1,000
@@ -145,7 +151,9 @@ def test_metric_labels_the_5k_and_1k_protocols() -> None:
     metric.update(images, captions)
     got = {k: float(v) for k, v in metric.compute().items()}
     assert all(got[f"5k_{k}"] == got[k] for k in METRIC_KEYS)
-    assert {k[3:]: v for k, v in got.items() if k.startswith("1k_")} == pytest.approx(coco_1k_folds(images, captions))
+    assert {k[3:]: v for k, v in got.items() if k.startswith("1k_")} == pytest.approx(
+        coco_1k_folds(images, captions)
+    )
     small = CocoRetrievalMetrics()
     small.update(images[:200], captions[:1000])
     assert set(small.compute()) == set(METRIC_KEYS)

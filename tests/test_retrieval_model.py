@@ -11,44 +11,62 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from lit_modules.retrieval import PARTS, TERMS, CycleRetrieval, CycleRetrievalNet
-from lit_modules.retrieval import losses
+from lit_modules.retrieval import PARTS, TERMS, CycleRetrieval, CycleRetrievalNet, losses
 from lit_modules.retrieval.networks import CRITIC_PARTS
 
 ALL_ON = {t: 1.0 for t in TERMS}
 
 
 def small_net() -> CycleRetrievalNet:
-    return CycleRetrievalNet(vocab_size=20, image_size=16, image_dim=8, text_dim=8, latent_dim=8, hidden=16,
-                             critic_hidden=8, word_dim=8, decoder_width=4, image_backbone={"width": 4, "depth": 2})
+    return CycleRetrievalNet(
+        vocab_size=20,
+        image_size=16,
+        image_dim=8,
+        text_dim=8,
+        latent_dim=8,
+        hidden=16,
+        critic_hidden=8,
+        word_dim=8,
+        decoder_width=4,
+        image_backbone={"width": 4, "depth": 2},
+    )
 
 
 def module(stage: str = "joint", trainable=None, weights=None, **kwargs) -> CycleRetrieval:
     recipes = {stage: {"trainable": trainable, "loss_weights": weights or ALL_ON}}
-    return CycleRetrieval(small_net(), optimizer=partial(torch.optim.Adam, lr=1e-3), stage=stage, recipes=recipes, **kwargs)
+    return CycleRetrieval(
+        small_net(), optimizer=partial(torch.optim.Adam, lr=1e-3), stage=stage, recipes=recipes, **kwargs
+    )
 
 
 def batch(n: int = 6) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(1, 20, (n, 7), generator=g)
     ids[:, 5:] = 0
-    return {"image": torch.randn(n, 3, 16, 16, generator=g), "ids": ids,
-            "paired": torch.tensor([True, True, True, False, False, False][:n])}
+    return {
+        "image": torch.randn(n, 3, 16, 16, generator=g),
+        "ids": ids,
+        "paired": torch.tensor([True, True, True, False, False, False][:n]),
+    }
 
 
 # ----------------------------------------------------------------------------- loss terms
 def test_triplet_sum_and_hardest_by_hand() -> None:
     a = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     b = torch.tensor([[1.0, 0.0], [1.0, 1.0]])  # s = [[1, .707], [0, .707]]
-    s01, s11 = 2 ** -0.5, 2 ** -0.5
+    s01, s11 = 2**-0.5, 2**-0.5
     # k=0: [m - 1 + s01]_+ (a0 vs b1) + [m - 1 + s(a1, b0) = 0]_+ ; k=1: [m - s11 + 0]_+ + [m - s11 + s01]_+
     k0 = max(0, 0.2 - 1 + s01) + max(0, 0.2 - 1 + 0.0)
     k1 = max(0, 0.2 - s11 + 0.0) + max(0, 0.2 - s11 + s01)
     ones = torch.ones(2)
     assert float(losses.triplet_ranking(a, b, ones, 0.2)) == pytest.approx((k0 + k1) / 2, abs=1e-6)
-    assert float(losses.triplet_ranking(a, b, ones, 0.2, hardest=True)) == pytest.approx((k0 + k1) / 2, abs=1e-6)
+    assert float(losses.triplet_ranking(a, b, ones, 0.2, hardest=True)) == pytest.approx(
+        (k0 + k1) / 2, abs=1e-6
+    )
     c = torch.randn(5, 3)
-    assert float(losses.triplet_ranking(c, c, torch.ones(5), 0.2)) <= 0.2 * 8  # sum over 4 negatives, both ways
+    assert (
+        float(losses.triplet_ranking(c, c, torch.ones(5), 0.2)) <= 0.2 * 8
+    )  # sum over 4 negatives, both ways
 
 
 def test_triplet_row_weights_select_rows() -> None:
@@ -58,7 +76,8 @@ def test_triplet_row_weights_select_rows() -> None:
     keep = w.bool()
     for hardest in (False, True):
         assert float(losses.triplet_ranking(a, b, w, hardest=hardest)) == pytest.approx(
-            float(losses.triplet_ranking(a[keep], b[keep], torch.ones(3), hardest=hardest)), abs=1e-6)
+            float(losses.triplet_ranking(a[keep], b[keep], torch.ones(3), hardest=hardest)), abs=1e-6
+        )
 
 
 def test_reconstruction_terms() -> None:
@@ -136,8 +155,15 @@ class Batches(Dataset):
 
 
 def fit(model: CycleRetrieval, root, max_steps: int, ckpt_path=None) -> L.Trainer:
-    trainer = L.Trainer(max_steps=max_steps, accelerator="cpu", logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=root)
+    trainer = L.Trainer(
+        max_steps=max_steps,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=root,
+    )
     trainer.fit(model, DataLoader(Batches(), batch_size=6), ckpt_path=ckpt_path)
     return trainer
 
@@ -154,8 +180,16 @@ def test_stage_switch_freezes_what_it_says(tmp_path) -> None:
         assert p.requires_grad == (part in trainable), name
         if part in frozen_parts:
             assert torch.equal(p, before[name]), f"frozen {name} changed"
-    assert any(not torch.equal(p, before[n]) for n, p in model.net.named_parameters() if n.split(".")[0] in CRITIC_PARTS)
-    assert any(not torch.equal(p, before[n]) for n, p in model.net.named_parameters() if n.startswith("image_to_latent"))
+    assert any(
+        not torch.equal(p, before[n])
+        for n, p in model.net.named_parameters()
+        if n.split(".")[0] in CRITIC_PARTS
+    )
+    assert any(
+        not torch.equal(p, before[n])
+        for n, p in model.net.named_parameters()
+        if n.startswith("image_to_latent")
+    )
     for name, b in model.net.named_buffers():
         if name in buffers:
             assert torch.equal(b, buffers[name]), f"batch-norm statistics of frozen {name} changed"
@@ -178,8 +212,15 @@ def test_resume_restores_every_optimizer_state(tmp_path) -> None:
         def on_train_start(self, trainer, pl_module) -> None:
             restored["states"] = [copy.deepcopy(opt.state_dict()) for opt in trainer.optimizers]
 
-    trainer = L.Trainer(max_steps=3, accelerator="cpu", logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, callbacks=[Capture()])
+    trainer = L.Trainer(
+        max_steps=3,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[Capture()],
+    )
     trainer.fit(resumed, DataLoader(Batches(), batch_size=6), ckpt_path=path)
     for before, after in zip(saved, restored["states"]):
         assert before["state"].keys() == after["state"].keys()
@@ -205,31 +246,49 @@ def test_validation_logs_the_reconstruction_loss(tmp_path) -> None:
     """val/auto: the auto term over the evaluation images and all five captions of each, averaged
     over the batches by their size; it is what picks the autoencoder stage's checkpoint."""
     model = module("autoencoders", weights={"auto": 1.0}).eval()
-    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
-                        default_root_dir=tmp_path)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
     logged = trainer.validate(model, DataLoader(EvalItems(), batch_size=4))[0]
     items = [EvalItems()[k] for k in range(10)]
     image, ids = torch.stack([i["image"] for i in items]), torch.stack([i["ids"] for i in items]).view(50, 7)
     net = model.net
     expected = 0.0
-    with torch.no_grad():  # per batch (4, 4, 2 images): mean image error + mean token loss of its 5 captions each
+    with (
+        torch.no_grad()
+    ):  # per batch (4, 4, 2 images): mean image error + mean token loss of its 5 captions each
         for a, b in ((0, 4), (4, 8), (8, 10)):
             image_error = (net.image_decoder(net.image_encoder(image[a:b])) - image[a:b]).pow(2).mean()
-            words = ids[5 * a:5 * b]
-            token_loss = losses.token_reconstruction(net.text_decoder(net.text_encoder(words), words), words,
-                                                     torch.ones(len(words)))
+            words = ids[5 * a : 5 * b]
+            token_loss = losses.token_reconstruction(
+                net.text_decoder(net.text_encoder(words), words), words, torch.ones(len(words))
+            )
             expected += float(image_error + token_loss) * (b - a) / 10
     assert logged["val/auto"] == pytest.approx(expected, rel=1e-5) and "val/rsum" in logged
 
 
 def test_recipes_carry_their_checkpoint_metric() -> None:
-    recipes = {"autoencoders": {"trainable": None, "loss_weights": {"auto": 1.0}, "monitor": "val/auto",
-                                "monitor_mode": "min"}}
-    model = CycleRetrieval(small_net(), optimizer=partial(torch.optim.Adam), stage="autoencoders", recipes=recipes)
+    recipes = {
+        "autoencoders": {
+            "trainable": None,
+            "loss_weights": {"auto": 1.0},
+            "monitor": "val/auto",
+            "monitor_mode": "min",
+        }
+    }
+    model = CycleRetrieval(
+        small_net(), optimizer=partial(torch.optim.Adam), stage="autoencoders", recipes=recipes
+    )
     assert model.hparams.recipes["autoencoders"]["monitor"] == "val/auto"
     recipes["autoencoders"]["monitor_mode"] = "lowest"
     with pytest.raises(ValueError, match="monitor_mode"):
-        CycleRetrieval(small_net(), optimizer=partial(torch.optim.Adam), stage="autoencoders", recipes=recipes)
+        CycleRetrieval(
+            small_net(), optimizer=partial(torch.optim.Adam), stage="autoencoders", recipes=recipes
+        )
 
 
 def test_predictor_ranks_candidate_captions(tmp_path) -> None:
@@ -241,9 +300,16 @@ def test_predictor_ranks_candidate_captions(tmp_path) -> None:
 
     Image.new("RGB", (20, 20), (200, 10, 10)).save(tmp_path / "a.jpg")
     vocabulary = WordVocabulary.build(["a red circle", "a blue star"])
-    spec = {"data": {"transforms": ImageTransforms(16, 16).describe(), "vocabulary": vocabulary.state(),
-                     "max_length": 8}}
+    spec = {
+        "data": {
+            "transforms": ImageTransforms(16, 16).describe(),
+            "vocabulary": vocabulary.state(),
+            "max_length": 8,
+        }
+    }
     net = small_net().eval()
-    rows = list(predict_images(net, spec, [tmp_path / "a.jpg"], tmp_path, {"a.jpg": ["a red circle", "a blue star"]}))
+    rows = list(
+        predict_images(net, spec, [tmp_path / "a.jpg"], tmp_path, {"a.jpg": ["a red circle", "a blue star"]})
+    )
     assert len(rows) == 1 and sorted(rows[0]["captions"]) == ["a blue star", "a red circle"]
     assert rows[0]["scores"] == sorted(rows[0]["scores"], reverse=True) and len(rows[0]["embedding"]) == 8

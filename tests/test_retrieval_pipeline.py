@@ -27,8 +27,15 @@ def chance_rsum(n: int) -> float:
 
 def train(synthetic_dir, tmp_path, name: str, *overrides: str) -> dict:
     run_dir = tmp_path / name
-    run_cli("experiments.train", "experiment=retrieval", f"paths.synthetic_dir={synthetic_dir}",
-            f"paths.log_dir={tmp_path / 'logs'}", f"run_dir={run_dir}", "seed=0", *overrides)
+    run_cli(
+        "experiments.train",
+        "experiment=retrieval",
+        f"paths.synthetic_dir={synthetic_dir}",
+        f"paths.log_dir={tmp_path / 'logs'}",
+        f"run_dir={run_dir}",
+        "seed=0",
+        *overrides,
+    )
     return json.loads((run_dir / "metrics.json").read_text())
 
 
@@ -57,18 +64,31 @@ def test_autoencoder_stage_hands_over_its_best_reconstruction(synthetic_dir, tmp
 
 def test_vsepp_trains_on_full_batches_of_pairs_and_picks_every_stage_by_rsum(synthetic_dir) -> None:
     """model=cycle_retrieval_vsepp implies data.use_unpaired=false: the training set is the pairs alone."""
-    cfg = compose_train("experiment=retrieval", "model=cycle_retrieval_vsepp", "data.paired_fraction=0.25",
-                        f"paths.synthetic_dir={synthetic_dir}", *TINY_TWIN)
+    cfg = compose_train(
+        "experiment=retrieval",
+        "model=cycle_retrieval_vsepp",
+        "data.paired_fraction=0.25",
+        f"paths.synthetic_dir={synthetic_dir}",
+        *TINY_TWIN,
+    )
     assert [(c.monitor, c.monitor_mode) for _, c in stage_configs(cfg)] == [("val/rsum", "max")] * 3
     data = instantiate(cfg.data)
     data.prepare_data()
     data.setup()
     paired = len(data.pairs[0])
     assert len(data.data_train) == paired and all(data.data_train[k]["paired"] for k in range(paired))
-    cycle = instantiate(compose_train("experiment=retrieval", "data.paired_fraction=0.25",
-                                      f"paths.synthetic_dir={synthetic_dir}", *TINY_TWIN).data)
+    cycle = instantiate(
+        compose_train(
+            "experiment=retrieval",
+            "data.paired_fraction=0.25",
+            f"paths.synthetic_dir={synthetic_dir}",
+            *TINY_TWIN,
+        ).data
+    )
     cycle.setup()
-    assert len(cycle.data_train) == paired + len(cycle.pairs[1])  # the cycle model also gets every unpaired row
+    assert len(cycle.data_train) == paired + len(
+        cycle.pairs[1]
+    )  # the cycle model also gets every unpaired row
 
 
 @pytest.mark.slow
@@ -79,8 +99,14 @@ def test_unpaired_rows_help_at_equal_passes_over_a_quarter_of_the_pairs(syntheti
     At equal steps (four passes over the pairs per epoch, the sweep's default) the pairs-only control
     is the better one on the twin (332 vs 223): see README, "Cycle-consistent retrieval"."""
     cycle = train(synthetic_dir, tmp_path, "cycle", "data.paired_fraction=0.25")
-    paired_only = train(synthetic_dir, tmp_path, "paired_only", "data.paired_fraction=0.25", "model.use_unpaired=false",
-                        "data.equal_steps=false")
+    paired_only = train(
+        synthetic_dir,
+        tmp_path,
+        "paired_only",
+        "data.paired_fraction=0.25",
+        "model.use_unpaired=false",
+        "data.equal_steps=false",
+    )
     assert list(cycle["stages"]) == ["autoencoders", "latent", "joint"]
     chance = chance_rsum(TEST_IMAGES)
     assert cycle["test"]["test/rsum"] > 5 * chance

@@ -32,14 +32,26 @@ def cluster():
 
 
 def slurm_overrides(synthetic_dir: Path, log_dir: Path) -> list[str]:
-    return ["hydra/launcher=slurm", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=2",
-            "hydra.launcher.timeout_min=20", "experiment=tagger", "export=false",
-            *small_twin_overrides(synthetic_dir, log_dir)]
+    return [
+        "hydra/launcher=slurm",
+        "hydra.launcher.cpus_per_task=1",
+        "hydra.launcher.mem_gb=2",
+        "hydra.launcher.timeout_min=20",
+        "experiment=tagger",
+        "export=false",
+        *small_twin_overrides(synthetic_dir, log_dir),
+    ]
 
 
 def test_sweep_runs_as_a_job_array(cluster, tmp_path, synthetic_dir):
-    run_cli("experiments.train", "-m", *slurm_overrides(synthetic_dir, tmp_path), "run_stages=[image_cnn]",
-            "debug=limit", "optimizer=adamw,sgd")
+    run_cli(
+        "experiments.train",
+        "-m",
+        *slurm_overrides(synthetic_dir, tmp_path),
+        "run_stages=[image_cnn]",
+        "debug=limit",
+        "optimizer=adamw,sgd",
+    )
     sweep = next((tmp_path / "debug" / "multiruns" / "tagger").iterdir())
     jobs = sorted(p.parent.name for p in sweep.glob("*/metrics.json"))
     assert jobs == ["0", "1"]
@@ -49,15 +61,26 @@ def test_sweep_runs_as_a_job_array(cluster, tmp_path, synthetic_dir):
 
 
 def test_requeue_on_signal_resumes_with_the_step_count(cluster, tmp_path, synthetic_dir):
-    args = [*slurm_overrides(synthetic_dir, tmp_path), "run_stages=[image_cnn,tag_mlp]", "trainer.limit_train_batches=10",
-            "stages.image_cnn.trainer.max_epochs=12", "stages.tag_mlp.trainer.max_epochs=2"]
-    launcher = subprocess.Popen([sys.executable, "-m", "experiments.train", "-m", *args], cwd=PROJECT_ROOT,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    args = [
+        *slurm_overrides(synthetic_dir, tmp_path),
+        "run_stages=[image_cnn,tag_mlp]",
+        "trainer.limit_train_batches=10",
+        "stages.image_cnn.trainer.max_epochs=12",
+        "stages.tag_mlp.trainer.max_epochs=2",
+    ]
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "experiments.train", "-m", *args],
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.time() + 300
         last = None
         while time.time() < deadline and launcher.poll() is None:
-            last = next(iter(tmp_path.glob("train/multiruns/tagger/*/0/checkpoints/image_cnn/last.ckpt")), None)
+            last = next(
+                iter(tmp_path.glob("train/multiruns/tagger/*/0/checkpoints/image_cnn/last.ckpt")), None
+            )
             if last is not None:
                 break
             time.sleep(0.2)
@@ -66,7 +89,9 @@ def test_requeue_on_signal_resumes_with_the_step_count(cluster, tmp_path, synthe
         # SIGUSR1 to the job step (the training process): Lightning saves hpc_ckpt_1 and requeues.
         subprocess.run(["scancel", "--signal=USR1", job_id], check=True, timeout=30)
         while time.time() < deadline:  # skip SLURM's requeue hold (EligibleTime = now + 2 min)
-            state = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T %r"], capture_output=True, text=True).stdout
+            state = subprocess.run(
+                ["squeue", "-h", "-j", job_id, "-o", "%T %r"], capture_output=True, text=True
+            ).stdout
             if "PENDING" in state:
                 subprocess.run(["scontrol", "update", f"jobid={job_id}", "StartTime=now"], timeout=30)
                 break
@@ -77,9 +102,13 @@ def test_requeue_on_signal_resumes_with_the_step_count(cluster, tmp_path, synthe
             launcher.kill()
     run_dir = last.parents[2]
     summary = read_metrics(run_dir)
-    assert summary["stages"]["image_cnn"]["global_step"] == 120  # 12 epochs x 10 batches, none lost or repeated
+    assert (
+        summary["stages"]["image_cnn"]["global_step"] == 120
+    )  # 12 epochs x 10 batches, none lost or repeated
     assert summary["stages"]["tag_mlp"]["global_step"] == 20
     assert (run_dir / "checkpoints" / "image_cnn" / "hpc_ckpt_1.ckpt").exists()
     log = "".join(p.read_text() for p in run_dir.parent.glob(".submitit/*/*_log.err"))
-    assert "continuing a requeued run" in "".join(p.read_text() for p in run_dir.parent.glob(".submitit/*/*_log.*"))
+    assert "continuing a requeued run" in "".join(
+        p.read_text() for p in run_dir.parent.glob(".submitit/*/*_log.*")
+    )
     assert "Restored all states from the checkpoint" in log and "hpc_ckpt_1.ckpt" in log

@@ -22,7 +22,6 @@ from datamodules.synthetic.sun397 import ensure_sun397
 from tests.conftest import real_format_file
 
 
-
 def _real(name: str) -> Path:
     return real_format_file("sun397", name)
 
@@ -41,7 +40,9 @@ def test_real_class_list_and_partitions_parse():
 
 def test_every_real_class_is_in_the_committed_mapping():
     classes = read_class_names(_real("ClassName.txt"))
-    mapping = read_hashtag_mapping(Path(__file__).resolve().parents[1] / "conf" / "hashtags" / "sun397_hashtags.csv")
+    mapping = read_hashtag_mapping(
+        Path(__file__).resolve().parents[1] / "conf" / "hashtags" / "sun397_hashtags.csv"
+    )
     assert set(mapping) == set(classes)
     vocab = read_hashtag_vocabulary()
     assert len(vocab) == 21 and vocab[-1] == "other"
@@ -49,12 +50,15 @@ def test_every_real_class_is_in_the_committed_mapping():
     assert targets[classes.index("/s/shoe_shop")] == vocab.index("shopping")
 
 
-@pytest.mark.parametrize("text,line,match", [
-    ("/a/abbey\n/a/airport terminal\n", 2, "expected a class path"),
-    ("/a/abbey\n/b/alley\n", 2, "wrong letter"),
-    ("/a/abbey\n/a/alley\n/a/abbey\n", 3, "repeats line 1"),
-    ("/a/abbey\n\n/a/alley\n", 2, "expected a class path"),
-])
+@pytest.mark.parametrize(
+    "text,line,match",
+    [
+        ("/a/abbey\n/a/airport terminal\n", 2, "expected a class path"),
+        ("/a/abbey\n/b/alley\n", 2, "wrong letter"),
+        ("/a/abbey\n/a/alley\n/a/abbey\n", 3, "repeats line 1"),
+        ("/a/abbey\n\n/a/alley\n", 2, "expected a class path"),
+    ],
+)
 def test_broken_class_list(tmp_path, text, line, match):
     path = tmp_path / "ClassName.txt"
     path.write_text(text)
@@ -63,11 +67,14 @@ def test_broken_class_list(tmp_path, text, line, match):
     assert err.value.line == line and err.value.path == path
 
 
-@pytest.mark.parametrize("text,line,match", [
-    ("/a/abbey/sun_a.jpg\n/a/alley/sun_b.txt\n", 2, "expected /<class path>"),
-    ("/a/abbey/sun_a.jpg\n/z/zoo/sun_b.jpg\n", 2, "not in the class list"),
-    ("/a/abbey/sun_a.jpg\n/a/abbey/sun_a.jpg\n", 2, "repeats line 1"),
-])
+@pytest.mark.parametrize(
+    "text,line,match",
+    [
+        ("/a/abbey/sun_a.jpg\n/a/alley/sun_b.txt\n", 2, "expected /<class path>"),
+        ("/a/abbey/sun_a.jpg\n/z/zoo/sun_b.jpg\n", 2, "not in the class list"),
+        ("/a/abbey/sun_a.jpg\n/a/abbey/sun_a.jpg\n", 2, "repeats line 1"),
+    ],
+)
 def test_broken_partition(tmp_path, text, line, match):
     path = tmp_path / "Training_01.txt"
     path.write_text(text)
@@ -79,14 +86,18 @@ def test_broken_partition(tmp_path, text, line, match):
 @pytest.fixture(scope="module")
 def twin(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("sun397") / "twin"
-    return ensure_sun397(root, images_per_class=6, image_size=24, num_classes=6, empty_classes=1, corrupt_images=1)
+    return ensure_sun397(
+        root, images_per_class=6, image_size=24, num_classes=6, empty_classes=1, corrupt_images=1
+    )
 
 
 def test_twin_layout_is_the_release_layout(twin):
     meta = json.loads((twin / "synthetic_meta.json").read_text())
     classes = read_class_names(twin / "Partitions" / "ClassName.txt")
     assert classes == sorted(classes) and len(classes) == 7
-    assert (twin / "SUN397" / "ClassName.txt").read_text() == (twin / "Partitions" / "ClassName.txt").read_text()
+    assert (twin / "SUN397" / "ClassName.txt").read_text() == (
+        twin / "Partitions" / "ClassName.txt"
+    ).read_text()
     for n in range(1, 11):
         assert (twin / "Partitions" / f"Training_{n:02d}.txt").is_file()
     image = next((twin / "SUN397").rglob("sun_*.jpg"))

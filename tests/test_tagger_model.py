@@ -10,12 +10,20 @@ from lit_modules.tagger import PARTS, MultiLabelTagger, TaggerNet, apply_rule
 
 
 def make_net(**kwargs) -> TaggerNet:
-    return TaggerNet(build_image_classifier("small_cnn", 5, width=4), num_labels=5, num_tags=12, tag_hidden=[8],
-                     count_hidden=[8], **kwargs)
+    return TaggerNet(
+        build_image_classifier("small_cnn", 5, width=4),
+        num_labels=5,
+        num_tags=12,
+        tag_hidden=[8],
+        count_hidden=[8],
+        **kwargs,
+    )
 
 
 def make_module(stage: str, net: TaggerNet | None = None) -> MultiLabelTagger:
-    return MultiLabelTagger(net or make_net(), optimizer=functools.partial(torch.optim.AdamW, lr=1e-3), stage=stage)
+    return MultiLabelTagger(
+        net or make_net(), optimizer=functools.partial(torch.optim.AdamW, lr=1e-3), stage=stage
+    )
 
 
 def test_net_outputs():
@@ -39,7 +47,7 @@ def test_stage_trains_only_its_part(stage):
         assert getattr(module.net, part).training == (part == stage)
 
 
-@pytest.mark.filterwarnings("ignore:You are trying to `self.log\(\)`")
+@pytest.mark.filterwarnings(r"ignore:You are trying to `self.log\(\)`")
 def test_frozen_image_cnn_statistics_do_not_move_in_later_stages():
     module = make_module("fusion")
     module.train()
@@ -59,8 +67,15 @@ def test_rules_follow_trained_parts():
         net.mark_trained(part)
     module = make_module("label_count", net)
     module._refresh_active()
-    assert module.rules == ["image_topk", "tags_topk", "fusion_topk", "composite", "image_threshold",
-                            "tags_threshold", "fusion_threshold"]
+    assert module.rules == [
+        "image_topk",
+        "tags_topk",
+        "fusion_topk",
+        "composite",
+        "image_threshold",
+        "tags_threshold",
+        "fusion_threshold",
+    ]
     assert module.selection_rule == "composite"
     image_only = make_net(count_inputs="image")
     image_only.mark_trained("image_cnn")

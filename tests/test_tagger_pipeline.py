@@ -31,8 +31,13 @@ def only_run(parent: Path) -> Path:
 def main_job(tmp_path_factory, synthetic_dir) -> Path:
     """The README's main job, unchanged but for where it writes."""
     logs = tmp_path_factory.mktemp("main_job")
-    run_cli("experiments.train", "experiment=tagger", f"paths.log_dir={logs}", f"paths.synthetic_dir={synthetic_dir}",
-            timeout=1800)
+    run_cli(
+        "experiments.train",
+        "experiment=tagger",
+        f"paths.log_dir={logs}",
+        f"paths.synthetic_dir={synthetic_dir}",
+        timeout=1800,
+    )
     return only_run(logs)
 
 
@@ -45,7 +50,9 @@ def trivial_hf1(index_path: Path) -> float:
     freq = torch.tensor(train_labels, dtype=torch.float).mean(0, keepdim=True)
     target = torch.tensor(test_labels, dtype=torch.long)
     scores = freq.expand(len(target), -1)
-    return max(multilabel_annotation_scores(top_k_labels(scores, k), target)["HF1"].item() for k in (1, 2, 3, 4))
+    return max(
+        multilabel_annotation_scores(top_k_labels(scores, k), target)["HF1"].item() for k in (1, 2, 3, 4)
+    )
 
 
 def test_main_job_learns_and_composite_beats_image_cnn(main_job):
@@ -72,9 +79,11 @@ def test_export_round_trips_to_identical_predictions(main_job, tmp_path):
 
     net, spec = load_exported(main_job / "export")
     best = read_metrics(main_job)["stages"]["label_count"]["best_checkpoint"]
-    state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]  # plain tensors and values only
+    state = torch.load(best, map_location="cpu", weights_only=True)[
+        "state_dict"
+    ]  # plain tensors and values only
     reference, _ = load_exported(main_job / "export")
-    reference.load_state_dict({k[len("net."):]: v for k, v in state.items() if k.startswith("net.")})
+    reference.load_state_dict({k[len("net.") :]: v for k, v in state.items() if k.startswith("net.")})
     reference.eval()
     g = torch.Generator().manual_seed(0)
     images, tags = torch.randn(16, 3, 64, 64, generator=g), (torch.rand(16, 1000, generator=g) < 0.01).float()
@@ -94,11 +103,22 @@ def test_predict_tags_a_folder(main_job, tmp_path):
     rows = []
     for rec in index.split("test")[:6]:
         shutil.copy(Path(index.image_root) / rec.image, folder / Path(rec.image).name)
-        rows.append({"image": Path(rec.image).name, "tags": [index.tags[t] for t in rec.tags] + ["not-a-tag"]})
+        rows.append(
+            {"image": Path(rec.image).name, "tags": [index.tags[t] for t in rec.tags] + ["not-a-tag"]}
+        )
     (tmp_path / "tags.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "preds.jsonl"
-    run_cli("experiments.predict", "--export", str(main_job / "export"), "--images", str(folder),
-            "--tags", str(tmp_path / "tags.jsonl"), "--out", str(out))
+    run_cli(
+        "experiments.predict",
+        "--export",
+        str(main_job / "export"),
+        "--images",
+        str(folder),
+        "--tags",
+        str(tmp_path / "tags.jsonl"),
+        "--out",
+        str(out),
+    )
     preds = [json.loads(line) for line in out.read_text().splitlines()]
     assert sorted(p["image"] for p in preds) == sorted(r["image"] for r in rows)
     for p in preds:
@@ -109,18 +129,23 @@ def test_predict_tags_a_folder(main_job, tmp_path):
 def test_ddp_two_cpu_processes_give_the_same_test_metrics(main_job, tmp_path):
     ckpt = read_metrics(main_job)["stages"]["label_count"]["best_checkpoint"]
     synthetic_dir = yaml.safe_load((main_job / "config.yaml").read_text())["paths"]["synthetic_dir"]
-    results = evaluate_on_one_and_two_processes(ckpt, ["experiment=tagger", f"paths.synthetic_dir={synthetic_dir}"],
-                                                tmp_path)
+    results = evaluate_on_one_and_two_processes(
+        ckpt, ["experiment=tagger", f"paths.synthetic_dir={synthetic_dir}"], tmp_path
+    )
     for key, value in results["cpu"].items():
         if key.endswith("loss") or key.endswith("count_mae"):  # means of per-batch means: batches differ
             continue
         assert results["ddp_cpu"][key] == pytest.approx(value, abs=1e-6), key
-    assert results["cpu"]["test/composite/HF1"] == pytest.approx(read_metrics(main_job)["test"]["test/composite/HF1"])
+    assert results["cpu"]["test/composite/HF1"] == pytest.approx(
+        read_metrics(main_job)["test"]["test/composite/HF1"]
+    )
 
 
 # ------------------------------------------------------------------------------------------- small runs
 def test_fast_dev_run_of_every_stage(tmp_path, synthetic_dir):
-    run_cli("experiments.train", "experiment=tagger", "debug=fdr", *small_twin_overrides(synthetic_dir, tmp_path))
+    run_cli(
+        "experiments.train", "experiment=tagger", "debug=fdr", *small_twin_overrides(synthetic_dir, tmp_path)
+    )
     summary = read_metrics(only_run(tmp_path))
     assert list(summary["stages"]) == ["image_cnn", "tag_mlp", "fusion", "label_count"]
     for name, stage in summary["stages"].items():
@@ -143,8 +168,13 @@ def test_one_stage_alone_from_a_checkpoint(tmp_path, synthetic_dir):
 
 def test_resume_from_last_continues_the_step_count(tmp_path, synthetic_dir):
     run_dir = tmp_path / "run"
-    common = ["experiment=tagger", "run_stages=[image_cnn]", "debug=limit", f"run_dir={run_dir}",
-              *small_twin_overrides(synthetic_dir, tmp_path)]
+    common = [
+        "experiment=tagger",
+        "run_stages=[image_cnn]",
+        "debug=limit",
+        f"run_dir={run_dir}",
+        *small_twin_overrides(synthetic_dir, tmp_path),
+    ]
     run_cli("experiments.train", *common, "trainer.max_epochs=2")
     first = read_metrics(run_dir)["stages"]["image_cnn"]
     assert first["global_step"] == 6  # 2 epochs x 3 batches (debug=limit)
@@ -155,15 +185,24 @@ def test_resume_from_last_continues_the_step_count(tmp_path, synthetic_dir):
 
 
 def test_sweep_over_two_optimizers_and_report(tmp_path, synthetic_dir):
-    run_cli("experiments.train", "-m", "experiment=tagger", "optimizer=adamw,sgd", "run_stages=[image_cnn]",
-            "debug=limit", *small_twin_overrides(synthetic_dir, tmp_path))
+    run_cli(
+        "experiments.train",
+        "-m",
+        "experiment=tagger",
+        "optimizer=adamw,sgd",
+        "run_stages=[image_cnn]",
+        "debug=limit",
+        *small_twin_overrides(synthetic_dir, tmp_path),
+    )
     sweep_dirs = [p for p in (tmp_path / "debug" / "multiruns" / "tagger").iterdir() if p.is_dir()]
     assert len(sweep_dirs) == 1
     jobs = sorted(p.parent for p in sweep_dirs[0].glob("*/metrics.json"))
     assert len(jobs) == 2
     optimizers = {yaml.safe_load((j / "config.yaml").read_text())["optimizer"]["_target_"] for j in jobs}
     assert optimizers == {"torch.optim.AdamW", "torch.optim.SGD"}
-    run_cli("experiments.report", str(sweep_dirs[0]), "--metrics", "test/HF1", "test/image/mAP", "fit_minutes")
+    run_cli(
+        "experiments.report", str(sweep_dirs[0]), "--metrics", "test/HF1", "test/image/mAP", "fit_minutes"
+    )
     report = (sweep_dirs[0] / "report" / "report.md").read_text()
     assert "optimizer=adamw" in report and "optimizer=sgd" in report
     rows = list(csv.reader((sweep_dirs[0] / "report" / "report.csv").read_text().splitlines()))

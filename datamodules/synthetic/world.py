@@ -263,9 +263,7 @@ def _ground(rng: np.random.Generator, h: int, w: int, grounds: Sequence[str]) ->
         return _GROUND_TEXTURES[grounds[0]](rng, h, w)
     split = int(h * rng.uniform(0.35, 0.65))
     far, near = grounds
-    return np.concatenate(
-        [_GROUND_TEXTURES[far](rng, split, w), _GROUND_TEXTURES[near](rng, h - split, w)]
-    )
+    return np.concatenate([_GROUND_TEXTURES[far](rng, split, w), _GROUND_TEXTURES[near](rng, h - split, w)])
 
 
 def _draw_clouds(rng: np.random.Generator, band: np.ndarray) -> None:
@@ -382,9 +380,7 @@ class ConceptRegistry:
     spare: tuple[Glyph, ...]
 
     @classmethod
-    def build(
-        cls, concepts: Iterable[str], elements: Mapping[str, str], *, seed: int = 0
-    ) -> ConceptRegistry:
+    def build(cls, concepts: Iterable[str], elements: Mapping[str, str], *, seed: int = 0) -> ConceptRegistry:
         """Give every concept not in ``elements`` (concept -> scene element) its own glyph."""
         unknown = set(elements.values()) - SCENE_ELEMENTS
         if unknown:

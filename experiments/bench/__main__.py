@@ -11,8 +11,15 @@ from pathlib import Path
 from experiments.bench.common import write_result
 from experiments.common import PROJECT_ROOT
 
-BENCHMARKS = {"overhead": "overhead", "pipeline": "pipeline", "retrieval": "retrieval", "relevance": "relevance",
-              "metrics": "metrics_cost", "gpu": "gpu", "walltime": "walltime"}
+BENCHMARKS = {
+    "overhead": "overhead",
+    "pipeline": "pipeline",
+    "retrieval": "retrieval",
+    "relevance": "relevance",
+    "metrics": "metrics_cost",
+    "gpu": "gpu",
+    "walltime": "walltime",
+}
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -22,12 +29,16 @@ def main(argv: list[str] | None = None) -> Path:
     for name, module_name in BENCHMARKS.items():
         module = importlib.import_module(f"experiments.bench.{module_name}")
         p = sub.add_parser(name, help=(module.__doc__ or "").strip().splitlines()[0])
-        p.add_argument("--out", type=Path, default=None, help="result folder (default logs/bench/<name>/<time>)")
+        p.add_argument(
+            "--out", type=Path, default=None, help="result folder (default logs/bench/<name>/<time>)"
+        )
         module.add_arguments(p)
         modules[name] = module
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s] %(message)s")
-    out = args.out or PROJECT_ROOT / "logs" / "bench" / args.name / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    out = args.out or PROJECT_ROOT / "logs" / "bench" / args.name / datetime.now().strftime(
+        "%Y-%m-%d_%H-%M-%S"
+    )
     result = modules[args.name].run(args)
     write_result(out, args.name, result)
     print((out / "result.md").read_text())

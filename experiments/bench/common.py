@@ -25,14 +25,28 @@ def environment() -> dict[str, Any]:
     import lightning
     import torchvision
 
-    cpu = next((line.split(":", 1)[1].strip() for line in _read_lines("/proc/cpuinfo") if line.startswith("model name")),
-               platform.processor())
-    env = {"date": datetime.now().isoformat(timespec="seconds"), "python": platform.python_version(),
-           "torch": torch.__version__, "torchvision": torchvision.__version__, "lightning": lightning.__version__,
-           "cpu": cpu, "cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads()}
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in _read_lines("/proc/cpuinfo")
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    env = {
+        "date": datetime.now().isoformat(timespec="seconds"),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "lightning": lightning.__version__,
+        "cpu": cpu,
+        "cpu_cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+    }
     if torch.cuda.is_available():
-        env.update(gpu=torch.cuda.get_device_name(0), cuda=torch.version.cuda,
-                   cudnn=torch.backends.cudnn.version())
+        env.update(
+            gpu=torch.cuda.get_device_name(0), cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version()
+        )
     return env
 
 
@@ -52,7 +66,9 @@ def compose_experiment(experiment: str, overrides: Sequence[str] = ()) -> Any:
     from experiments.stages import stage_configs
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("train.yaml", overrides=[f"experiment={experiment}", *overrides], return_hydra_config=True)
+        cfg = compose(
+            "train.yaml", overrides=[f"experiment={experiment}", *overrides], return_hydra_config=True
+        )
     with open_dict(cfg):
         cfg.paths.output_dir = str(Path(cfg.paths.log_dir) / "bench" / "runs" / experiment)
         cfg.paths.work_dir = str(PROJECT_ROOT)
@@ -122,8 +138,15 @@ def write_result(out_dir: Path, name: str, result: dict[str, Any]) -> Path:
     result = {"benchmark": name, "environment": environment(), **result}
     atomic_write_text(out_dir / "result.json", json.dumps(result, indent=2, default=str))
     env = result["environment"]
-    machine = ", ".join(f"{k} {env[k]}" for k in ("cpu", "cpu_cores", "gpu", "torch", "lightning") if k in env)
-    parts = [f"# bench {name}: {result.get('title', '')}", "", markdown_table(result["columns"], result["rows"]), ""]
+    machine = ", ".join(
+        f"{k} {env[k]}" for k in ("cpu", "cpu_cores", "gpu", "torch", "lightning") if k in env
+    )
+    parts = [
+        f"# bench {name}: {result.get('title', '')}",
+        "",
+        markdown_table(result["columns"], result["rows"]),
+        "",
+    ]
     parts += [f"- {note}" for note in result.get("notes", [])]
     parts += ["", f"Machine: {machine}; {env['date']}.", ""]
     atomic_write_text(out_dir / "result.md", "\n".join(parts))

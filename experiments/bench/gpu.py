@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 
 from experiments.bench.common import compose_experiment, synchronize
-from experiments.bench.overhead import _StepTimer, _no_log
+from experiments.bench.overhead import _no_log, _StepTimer
 from experiments.stages import build_model
 from lit_modules.callbacks import ChannelsLast, compile_children
 
@@ -37,8 +37,12 @@ PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, 
 
 MODELS = {
     # name: (experiment, overrides, image size, overrides of --tiny: a small CNN for a CPU smoke run)
-    "resnext101_32x8d": ("tagger_nuswide", ["run_stages=[image_cnn]", "model.net.image_cnn.weights=null"], 224,
-                         ["model.net.image_cnn.name=small_cnn"]),
+    "resnext101_32x8d": (
+        "tagger_nuswide",
+        ["run_stages=[image_cnn]", "model.net.image_cnn.weights=null"],
+        224,
+        ["model.net.image_cnn.name=small_cnn"],
+    ),
     "resnet34": ("hashtag_sun397", ["model.net.weights=null"], 512, ["model.net.backbone=small_cnn"]),
 }
 
@@ -53,7 +57,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compile", action="store_true", help="torch.compile the network's parts")
     parser.add_argument("--no-channels-last", action="store_true")
     parser.add_argument("--peak-tflops", type=float, default=None)
-    parser.add_argument("--tiny", action="store_true", help="small CNNs instead (a smoke run of the benchmark)")
+    parser.add_argument(
+        "--tiny", action="store_true", help="small CNNs instead (a smoke run of the benchmark)"
+    )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for every model")
 
 
@@ -80,8 +86,9 @@ def flops_per_image(module: L.LightningModule, batch: dict[str, torch.Tensor], d
     return counter.get_total_flops() / len(batch["image"])
 
 
-def bare_throughput(module: L.LightningModule, batch: dict[str, torch.Tensor], args: argparse.Namespace,
-                    dtype: torch.dtype) -> float:
+def bare_throughput(
+    module: L.LightningModule, batch: dict[str, torch.Tensor], args: argparse.Namespace, dtype: torch.dtype
+) -> float:
     module.train()
     module.log = module.log_dict = _no_log
     optimizer = module.configure_optimizers()["optimizer"]
@@ -99,14 +106,32 @@ def bare_throughput(module: L.LightningModule, batch: dict[str, torch.Tensor], a
     return args.steps * len(batch["image"]) / (time.perf_counter() - start)
 
 
-def suite_throughput(module: L.LightningModule, batch: dict[str, torch.Tensor], args: argparse.Namespace,
-                     device: torch.device, channels_last: bool, root_dir: str) -> float:
+def suite_throughput(
+    module: L.LightningModule,
+    batch: dict[str, torch.Tensor],
+    args: argparse.Namespace,
+    device: torch.device,
+    channels_last: bool,
+    root_dir: str,
+) -> float:
     steps = args.warmup + args.steps
     timer = _StepTimer(args.warmup, steps - 1)
     callbacks = [timer] + ([ChannelsLast()] if channels_last else [])
-    trainer = L.Trainer(default_root_dir=root_dir, accelerator=device.type, devices=1, precision="bf16-mixed",
-                        max_steps=steps, max_epochs=1, limit_val_batches=0, num_sanity_val_steps=0, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, callbacks=callbacks)
+    trainer = L.Trainer(
+        default_root_dir=root_dir,
+        accelerator=device.type,
+        devices=1,
+        precision="bf16-mixed",
+        max_steps=steps,
+        max_epochs=1,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=callbacks,
+    )
     # The batch is already on the device, as in the bare loop: Lightning's transfer is then a no-op, and a
     # 200 MB host-to-device copy per step (64 x 512 px float32) does not count against the suite.
     trainer.fit(module, train_dataloaders=DataLoader([batch] * steps, batch_size=None))
@@ -148,11 +173,21 @@ def measure(model_name: str, args: argparse.Namespace, device: torch.device) -> 
     bare_ips, suite_ips = statistics.median(bare), statistics.median(suite)
     peak = peak_tflops(args)
     achieved = suite_ips * flops / 1e12
-    return {"model": model_name + (" (tiny: small_cnn)" if args.tiny else ""), "image_size": size, "batch_size": args.batch_size, "compile": args.compile,
-            "channels_last": channels_last, "bare_img_s": bare_ips, "suite_img_s": suite_ips,
-            "suite_vs_bare_pct": 100.0 * suite_ips / bare_ips, "gflops_per_image": flops / 1e9,
-            "achieved_tflops": achieved, "peak_share_pct": 100.0 * achieved / peak if peak else None,
-            "bare_runs": bare, "suite_runs": suite}
+    return {
+        "model": model_name + (" (tiny: small_cnn)" if args.tiny else ""),
+        "image_size": size,
+        "batch_size": args.batch_size,
+        "compile": args.compile,
+        "channels_last": channels_last,
+        "bare_img_s": bare_ips,
+        "suite_img_s": suite_ips,
+        "suite_vs_bare_pct": 100.0 * suite_ips / bare_ips,
+        "gflops_per_image": flops / 1e9,
+        "achieved_tflops": achieved,
+        "peak_share_pct": 100.0 * achieved / peak if peak else None,
+        "bare_runs": bare,
+        "suite_runs": suite,
+    }
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -160,11 +195,28 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     rows = [measure(m, args, device) for m in args.models]
-    notes = ["target: suite >= 90 % of the bare loop; peak share = achieved (forward + backward FLOPs x images/s) "
-             "/ the device's dense bf16 peak"]
+    notes = [
+        "target: suite >= 90 % of the bare loop; peak share = achieved (forward + backward FLOPs x images/s) "
+        "/ the device's dense bf16 peak"
+    ]
     if device.type != "cuda":
         notes.append("no GPU here: a CPU smoke run, the figures say nothing about GPU throughput")
-    return {"title": "training throughput, bf16 autocast" + (" + channels_last" if not args.no_channels_last else ""),
-            "columns": ["model", "image_size", "batch_size", "compile", "bare_img_s", "suite_img_s",
-                        "suite_vs_bare_pct", "gflops_per_image", "achieved_tflops", "peak_share_pct"],
-            "rows": rows, "notes": notes, "settings": vars(args)}
+    return {
+        "title": "training throughput, bf16 autocast"
+        + (" + channels_last" if not args.no_channels_last else ""),
+        "columns": [
+            "model",
+            "image_size",
+            "batch_size",
+            "compile",
+            "bare_img_s",
+            "suite_img_s",
+            "suite_vs_bare_pct",
+            "gflops_per_image",
+            "achieved_tflops",
+            "peak_share_pct",
+        ],
+        "rows": rows,
+        "notes": notes,
+        "settings": vars(args),
+    }

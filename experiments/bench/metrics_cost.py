@@ -80,22 +80,43 @@ def measure(experiment: str, args: argparse.Namespace) -> dict[str, Any]:
         clock.wrap(metric, "update")
         clock.wrap(metric, "compute")
     timer = _ValStepTimer(clock, args.warmup)
-    trainer = L.Trainer(accelerator=cfg.trainer.accelerator, devices=1, precision=cfg.trainer.precision,
-                        default_root_dir=cfg.paths.output_dir,
-                        limit_test_batches=args.batches + args.warmup, logger=False, enable_progress_bar=False,
-                        enable_model_summary=False, callbacks=[timer])
+    trainer = L.Trainer(
+        accelerator=cfg.trainer.accelerator,
+        devices=1,
+        precision=cfg.trainer.precision,
+        default_root_dir=cfg.paths.output_dir,
+        limit_test_batches=args.batches + args.warmup,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[timer],
+    )
     trainer.test(model, datamodule=datamodule, verbose=False)
     step_ms = 1e3 * timer.seconds / max(1, timer.steps)
     update_ms = 1e3 * clock.seconds["update"] / max(1, timer.steps)
-    return {"experiment": experiment, "metric_objects": len(metrics), "eval_step_ms": step_ms,
-            "metric_update_ms": update_ms, "update_share_pct": 100.0 * update_ms / step_ms,
-            "compute_ms_per_epoch": 1e3 * clock.seconds["compute"]}
+    return {
+        "experiment": experiment,
+        "metric_objects": len(metrics),
+        "eval_step_ms": step_ms,
+        "metric_update_ms": update_ms,
+        "update_share_pct": 100.0 * update_ms / step_ms,
+        "compute_ms_per_epoch": 1e3 * clock.seconds["compute"],
+    }
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     rows = [measure(e, args) for e in args.experiments]
-    return {"title": "metric updates per evaluation step",
-            "columns": ["experiment", "metric_objects", "eval_step_ms", "metric_update_ms", "update_share_pct",
-                        "compute_ms_per_epoch"],
-            "rows": rows, "settings": vars(args),
-            "notes": ["target: metric updates < 2 % of the step; updates stay on the step's device (no .item())"]}
+    return {
+        "title": "metric updates per evaluation step",
+        "columns": [
+            "experiment",
+            "metric_objects",
+            "eval_step_ms",
+            "metric_update_ms",
+            "update_share_pct",
+            "compute_ms_per_epoch",
+        ],
+        "rows": rows,
+        "settings": vars(args),
+        "notes": ["target: metric updates < 2 % of the step; updates stay on the step's device (no .item())"],
+    }

@@ -102,7 +102,9 @@ def fixed_cost_ms(cfg: Any, repeats: int, steps: int = 200, warmup: int = 5) -> 
     batches = [{"x": torch.randn(32, 8)} for _ in range(warmup + steps)]
     module = _OneLayer()
     bare = [bare_loop(copy.deepcopy(module), batches, warmup)[0] for _ in range(repeats)]
-    suite = [suite_loop(copy.deepcopy(cfg), copy.deepcopy(module), batches, warmup)[0][0] for _ in range(repeats)]
+    suite = [
+        suite_loop(copy.deepcopy(cfg), copy.deepcopy(module), batches, warmup)[0][0] for _ in range(repeats)
+    ]
     return 1e3 * (min(suite) - min(bare)) / steps
 
 
@@ -124,8 +126,9 @@ def bare_loop(module: L.LightningModule, batches: list[Any], warmup: int) -> tup
     return time.perf_counter() - start, time.process_time() - cpu_start
 
 
-def suite_loop(cfg: Any, module: L.LightningModule, batches: list[Any], warmup: int,
-               profiler: str | None = None) -> tuple[tuple[float, float], Any]:
+def suite_loop(
+    cfg: Any, module: L.LightningModule, batches: list[Any], warmup: int, profiler: str | None = None
+) -> tuple[tuple[float, float], Any]:
     """``(wall, process CPU)`` seconds for the same steps through ``trainer.fit`` (experiment's
     callbacks and logger), and the trainer."""
     with open_dict(cfg):
@@ -135,11 +138,18 @@ def suite_loop(cfg: Any, module: L.LightningModule, batches: list[Any], warmup: 
         cfg.trainer.num_sanity_val_steps = 0
         cfg.trainer.enable_checkpointing = False
         if profiler:  # written to a file (not printed) under the bench's scratch run dir
-            cfg.trainer.profiler = {"_target_": "lightning.pytorch.profilers.SimpleProfiler",
-                                    "dirpath": str(cfg.paths.output_dir), "filename": "profile"}
-        callbacks = {k: v for k, v in (cfg.get("callbacks") or {}).items()
-                     if v is not None and "ModelCheckpoint" not in str(v.get("_target_", ""))
-                     and "EarlyStopping" not in str(v.get("_target_", ""))}
+            cfg.trainer.profiler = {
+                "_target_": "lightning.pytorch.profilers.SimpleProfiler",
+                "dirpath": str(cfg.paths.output_dir),
+                "filename": "profile",
+            }
+        callbacks = {
+            k: v
+            for k, v in (cfg.get("callbacks") or {}).items()
+            if v is not None
+            and "ModelCheckpoint" not in str(v.get("_target_", ""))
+            and "EarlyStopping" not in str(v.get("_target_", ""))
+        }
         cfg.callbacks = callbacks
     trainer = build_trainer(cfg)
     timer = _StepTimer(warmup, len(batches) - 1)
@@ -150,16 +160,27 @@ def suite_loop(cfg: Any, module: L.LightningModule, batches: list[Any], warmup: 
 
 
 # Profiled actions that contain the model's own forward/backward/step (the part both loops share).
-_MODEL_WORK = ("run_training_batch", "optimizer_step", "training_step", "backward", "run_training_epoch",
-               "fit_loop", "_run_train", "train_dataloader_next")
+_MODEL_WORK = (
+    "run_training_batch",
+    "optimizer_step",
+    "training_step",
+    "backward",
+    "run_training_epoch",
+    "fit_loop",
+    "_run_train",
+    "train_dataloader_next",
+)
 
 
 def profile_breakdown(trainer: Any, steps: int, top: int = 8) -> list[dict[str, Any]]:
     """What the suite adds, per step (ms): the profiled actions that are not the model's own work
     (hooks of callbacks, loggers and the loop), largest first."""
     durations = getattr(trainer.profiler, "recorded_durations", {})
-    rows = [{"action": k, "ms_per_step": 1e3 * sum(v) / max(1, steps)} for k, v in durations.items()
-            if not any(w in k for w in _MODEL_WORK)]
+    rows = [
+        {"action": k, "ms_per_step": 1e3 * sum(v) / max(1, steps)}
+        for k, v in durations.items()
+        if not any(w in k for w in _MODEL_WORK)
+    ]
     return sorted(rows, key=lambda r: -r["ms_per_step"])[:top]
 
 
@@ -200,29 +221,58 @@ def measure(experiment: str, args: argparse.Namespace) -> dict[str, Any]:
     median_pct = 100.0 * (statistics.median(wall["suite"]) / statistics.median(wall["bare"]) - 1.0)
     spread_pct = 100.0 * (max(wall["bare"]) / min(wall["bare"]) - 1.0)
     fixed_ms = fixed_cost_ms(cfg, args.repeats)
-    return {"experiment": experiment, "batch_size": int(cfg.data.batch_size), "precision": str(cfg.trainer.precision),
-            "bare_ms": bare_ms, "suite_ms": suite_ms, "overhead_pct": 100.0 * (suite_ms / bare_ms - 1.0),
-            "overhead_median_pct": median_pct, "overhead_cpu_pct": cpu_pct, "bare_spread_pct": spread_pct,
-            "fixed_ms": fixed_ms, "fixed_share_pct": 100.0 * fixed_ms / bare_ms,
-            "bare_runs_s": wall["bare"], "suite_runs_s": wall["suite"],
-            "bare_cpu_s": cpu["bare"], "suite_cpu_s": cpu["suite"],
-            "suite_breakdown": profile_breakdown(profiled, len(batches))}
+    return {
+        "experiment": experiment,
+        "batch_size": int(cfg.data.batch_size),
+        "precision": str(cfg.trainer.precision),
+        "bare_ms": bare_ms,
+        "suite_ms": suite_ms,
+        "overhead_pct": 100.0 * (suite_ms / bare_ms - 1.0),
+        "overhead_median_pct": median_pct,
+        "overhead_cpu_pct": cpu_pct,
+        "bare_spread_pct": spread_pct,
+        "fixed_ms": fixed_ms,
+        "fixed_share_pct": 100.0 * fixed_ms / bare_ms,
+        "bare_runs_s": wall["bare"],
+        "suite_runs_s": wall["suite"],
+        "bare_cpu_s": cpu["bare"],
+        "suite_cpu_s": cpu["suite"],
+        "suite_breakdown": profile_breakdown(profiled, len(batches)),
+    }
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     rows = [measure(e, args) for e in args.experiments]
-    notes = ["overhead_pct = suite / bare - 1 per step (target <= 3 %); data loading excluded (batches in memory)",
-             f"{args.steps} timed steps after {args.warmup} warm-up steps, {args.repeats} interleaved repeats; "
-             "bare_ms / suite_ms: the fastest repeat of each (noise only adds time); overhead_median_pct: from "
-             "the medians; overhead_cpu_pct: from the process CPU time (fastest repeats), which leaves out "
-             "time stolen by other tenants; bare_spread_pct: slowest / fastest bare repeat, the machine's noise",
-             "fixed_ms: the suite's per-step cost around a one-layer module (same trainer, callbacks, logger); "
-             "fixed_share_pct = fixed_ms / bare_ms, the overhead it implies (steady where the direct figures are noisy)"]
+    notes = [
+        "overhead_pct = suite / bare - 1 per step (target <= 3 %); data loading excluded (batches in memory)",
+        f"{args.steps} timed steps after {args.warmup} warm-up steps, {args.repeats} interleaved repeats; "
+        "bare_ms / suite_ms: the fastest repeat of each (noise only adds time); overhead_median_pct: from "
+        "the medians; overhead_cpu_pct: from the process CPU time (fastest repeats), which leaves out "
+        "time stolen by other tenants; bare_spread_pct: slowest / fastest bare repeat, the machine's noise",
+        "fixed_ms: the suite's per-step cost around a one-layer module (same trainer, callbacks, logger); "
+        "fixed_share_pct = fixed_ms / bare_ms, the overhead it implies (steady where the direct figures are noisy)",
+    ]
     for r in rows:
         if r.get("suite_breakdown"):
             top = ", ".join(f"{b['action']} {b['ms_per_step']:.2f} ms" for b in r["suite_breakdown"][:5])
             notes.append(f"{r['experiment']}: largest suite-only actions per step (SimpleProfiler): {top}")
-    return {"title": "suite training step vs bare PyTorch loop",
-            "columns": ["experiment", "batch_size", "precision", "bare_ms", "suite_ms", "overhead_pct",
-                        "overhead_median_pct", "overhead_cpu_pct", "bare_spread_pct", "fixed_ms", "fixed_share_pct", "note"],
-            "rows": rows, "notes": notes, "settings": vars(args)}
+    return {
+        "title": "suite training step vs bare PyTorch loop",
+        "columns": [
+            "experiment",
+            "batch_size",
+            "precision",
+            "bare_ms",
+            "suite_ms",
+            "overhead_pct",
+            "overhead_median_pct",
+            "overhead_cpu_pct",
+            "bare_spread_pct",
+            "fixed_ms",
+            "fixed_share_pct",
+            "note",
+        ],
+        "rows": rows,
+        "notes": notes,
+        "settings": vars(args),
+    }

@@ -23,7 +23,9 @@ from experiments.bench.common import compose_experiment
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--experiment", default="hashtag", help="an experiment whose dataset holds image files")
+    parser.add_argument(
+        "--experiment", default="hashtag", help="an experiment whose dataset holds image files"
+    )
     parser.add_argument("--workers", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--passes", type=int, default=2, help="passes over the data; the last one is timed")
     parser.add_argument("--cache", default="false,true", help="data.cache_decoded settings, comma-separated")
@@ -47,8 +49,10 @@ class BareImageFolder(Dataset):
 def image_files(dataset: Any) -> tuple[list[Path], list[int]]:
     """The files and labels behind a suite dataset (``image_root`` + ``records`` as in SUN397)."""
     if hasattr(dataset, "records"):
-        return ([Path(dataset.image_root) / r[0] for r in dataset.records],
-                [dataset.targets[r[1]] for r in dataset.records])
+        return (
+            [Path(dataset.image_root) / r[0] for r in dataset.records],
+            [dataset.targets[r[1]] for r in dataset.records],
+        )
     raise ValueError(f"{type(dataset).__name__}: no list of image files to compare with")
 
 
@@ -67,23 +71,42 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     rows = []
     for cache in args.cache.split(","):
         for workers in args.workers:
-            cfg = compose_experiment(args.experiment, [*args.overrides, f"data.num_workers={workers}",
-                                                       f"data.cache_decoded={cache}"])
+            cfg = compose_experiment(
+                args.experiment,
+                [*args.overrides, f"data.num_workers={workers}", f"data.cache_decoded={cache}"],
+            )
             L.seed_everything(cfg.seed)
             datamodule = instantiate(cfg.data)
             datamodule.prepare_data()
             datamodule.setup("fit")
             suite = images_per_second(datamodule.train_dataloader(), args.passes)
             files, labels = image_files(datamodule.data_train)
-            bare_loader = DataLoader(BareImageFolder(files, labels, datamodule.data_train.transform),
-                                     batch_size=int(cfg.data.batch_size), shuffle=True, num_workers=workers,
-                                     persistent_workers=workers > 0)
+            bare_loader = DataLoader(
+                BareImageFolder(files, labels, datamodule.data_train.transform),
+                batch_size=int(cfg.data.batch_size),
+                shuffle=True,
+                num_workers=workers,
+                persistent_workers=workers > 0,
+            )
             bare = images_per_second(bare_loader, args.passes)
-            rows.append({"cache_decoded": cache, "workers": workers, "images": len(files),
-                         "bare_img_s": bare, "suite_img_s": suite, "suite_vs_bare_pct": 100.0 * suite / bare})
-    return {"title": f"image pipeline throughput ({args.experiment} data, training transforms)",
-            "columns": ["cache_decoded", "workers", "images", "bare_img_s", "suite_img_s", "suite_vs_bare_pct"],
-            "rows": rows, "settings": vars(args),
-            "notes": ["target: suite >= 90 % of the bare loop at every worker count; throughput should grow with workers",
-                      "cache_decoded keeps decoded pixels in memory (per worker process): the suite's fast path "
-                      "for small datasets such as the twins"]}
+            rows.append(
+                {
+                    "cache_decoded": cache,
+                    "workers": workers,
+                    "images": len(files),
+                    "bare_img_s": bare,
+                    "suite_img_s": suite,
+                    "suite_vs_bare_pct": 100.0 * suite / bare,
+                }
+            )
+    return {
+        "title": f"image pipeline throughput ({args.experiment} data, training transforms)",
+        "columns": ["cache_decoded", "workers", "images", "bare_img_s", "suite_img_s", "suite_vs_bare_pct"],
+        "rows": rows,
+        "settings": vars(args),
+        "notes": [
+            "target: suite >= 90 % of the bare loop at every worker count; throughput should grow with workers",
+            "cache_decoded keeps decoded pixels in memory (per worker process): the suite's fast path "
+            "for small datasets such as the twins",
+        ],
+    }

@@ -51,7 +51,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     texts = TokenizedTexts(ids, [0] * len(ids))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     kwargs = {"max_length": args.max_length} if args.encoder == "roberta_small" else {}
-    net = RelevanceNet(build_text_encoder(args.encoder, vocab_size=args.vocab_size, **kwargs), num_classes=1000)
+    net = RelevanceNet(
+        build_text_encoder(args.encoder, vocab_size=args.vocab_size, **kwargs), num_classes=1000
+    )
     net = net.to(device).eval()
     collate = PadCollate(pad_id=1)
     longest = max(lengths)
@@ -65,18 +67,40 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     loaders = {
         "pad_to_longest": DataLoader(texts, batch_size=args.batch_size, collate_fn=pad_to_longest),
-        "length_grouped": DataLoader(texts, collate_fn=collate, batch_sampler=LengthGroupedBatchSampler(
-            SequentialSampler(texts), lengths, args.batch_size, shuffle=False)),
+        "length_grouped": DataLoader(
+            texts,
+            collate_fn=collate,
+            batch_sampler=LengthGroupedBatchSampler(
+                SequentialSampler(texts), lengths, args.batch_size, shuffle=False
+            ),
+        ),
     }
     speed = {}
     for _ in range(args.repeats):  # interleaved
         for name, loader in loaders.items():
             speed.setdefault(name, []).append(captions_per_second(net, loader, len(texts), device))
-    padded = {"pad_to_longest": len(texts) * longest,
-              "length_grouped": sum(len(b) * max(lengths[i] for i in b) for b in loaders["length_grouped"].batch_sampler)}
+    padded = {
+        "pad_to_longest": len(texts) * longest,
+        "length_grouped": sum(
+            len(b) * max(lengths[i] for i in b) for b in loaders["length_grouped"].batch_sampler
+        ),
+    }
     base = statistics.median(speed["pad_to_longest"])
-    rows = [{"batching": name, "captions_s": statistics.median(v), "speedup": statistics.median(v) / base,
-             "padding_share_pct": 100.0 * (1 - sum(lengths) / padded[name])} for name, v in speed.items()]
-    return {"title": f"relevance scoring, {args.captions} captions ({args.encoder})",
-            "columns": ["batching", "captions_s", "speedup", "padding_share_pct"], "rows": rows, "settings": vars(args),
-            "notes": [f"caption lengths: median {statistics.median(lengths)}, max {longest} tokens; target speedup >= 2x"]}
+    rows = [
+        {
+            "batching": name,
+            "captions_s": statistics.median(v),
+            "speedup": statistics.median(v) / base,
+            "padding_share_pct": 100.0 * (1 - sum(lengths) / padded[name]),
+        }
+        for name, v in speed.items()
+    ]
+    return {
+        "title": f"relevance scoring, {args.captions} captions ({args.encoder})",
+        "columns": ["batching", "captions_s", "speedup", "padding_share_pct"],
+        "rows": rows,
+        "settings": vars(args),
+        "notes": [
+            f"caption lengths: median {statistics.median(lengths)}, max {longest} tokens; target speedup >= 2x"
+        ],
+    }

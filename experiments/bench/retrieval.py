@@ -23,7 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--images", type=int, default=5000)
     parser.add_argument("--dim", type=int, default=1024)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--chunk-sizes", nargs="*", type=int, default=[], help="chunk sizes to try (if the API takes one)")
+    parser.add_argument(
+        "--chunk-sizes", nargs="*", type=int, default=[], help="chunk sizes to try (if the API takes one)"
+    )
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -33,7 +35,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     images = torch.nn.functional.normalize(torch.randn(args.images, args.dim, generator=g), dim=1)
     captions = torch.nn.functional.normalize(torch.randn(5 * args.images, args.dim, generator=g), dim=1)
     takes_chunk = "chunk_size" in inspect.signature(coco_retrieval_metrics).parameters
-    settings: list[dict[str, Any]] = [{}] + ([{"chunk_size": c} for c in args.chunk_sizes] if takes_chunk else [])
+    settings: list[dict[str, Any]] = [{}] + (
+        [{"chunk_size": c} for c in args.chunk_sizes] if takes_chunk else []
+    )
     full_mb = args.images * 5 * args.images * 4 / 2**20
     rows = []
     for kwargs in settings:
@@ -44,12 +48,35 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             result = coco_retrieval_metrics(images, captions, **kwargs)
             times.append(time.perf_counter() - start)
             peaks.append(max(0, peak_rss() - base) / 2**20)
-        rows.append({"images": args.images, "captions": 5 * args.images, "dim": args.dim,
-                     "chunk_size": kwargs.get("chunk_size", "default"), "seconds": statistics.median(times),
-                     "peak_extra_mb": max(peaks), "full_matrix_mb": full_mb, "rsum": float(result["rsum"]),
-                     "torch_threads": torch.get_num_threads()})
-    return {"title": f"COCO R@K, {args.images} images x {5 * args.images} captions", "rows": rows,
-            "columns": ["images", "captions", "dim", "chunk_size", "seconds", "peak_extra_mb", "full_matrix_mb", "rsum"],
-            "settings": vars(args),
-            "notes": ["target: < 2 s on the CPU; peak extra memory bounded by the chunk size, not by the full matrix",
-                      "rsum of random vectors is near chance (a sanity check that the call did its work)"]}
+        rows.append(
+            {
+                "images": args.images,
+                "captions": 5 * args.images,
+                "dim": args.dim,
+                "chunk_size": kwargs.get("chunk_size", "default"),
+                "seconds": statistics.median(times),
+                "peak_extra_mb": max(peaks),
+                "full_matrix_mb": full_mb,
+                "rsum": float(result["rsum"]),
+                "torch_threads": torch.get_num_threads(),
+            }
+        )
+    return {
+        "title": f"COCO R@K, {args.images} images x {5 * args.images} captions",
+        "rows": rows,
+        "columns": [
+            "images",
+            "captions",
+            "dim",
+            "chunk_size",
+            "seconds",
+            "peak_extra_mb",
+            "full_matrix_mb",
+            "rsum",
+        ],
+        "settings": vars(args),
+        "notes": [
+            "target: < 2 s on the CPU; peak extra memory bounded by the chunk size, not by the full matrix",
+            "rsum of random vectors is near chance (a sanity check that the call did its work)",
+        ],
+    }

@@ -31,19 +31,54 @@ def timed(command: list[str]) -> dict[str, Any]:
     proc = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True)
     seconds = time.perf_counter() - start
     tail = (proc.stdout.strip() or proc.stderr.strip()).splitlines()[-1:] or [""]
-    return {"command": " ".join(command[1:]), "seconds": seconds, "minutes": seconds / 60, "exit_code": proc.returncode,
-            "last_line": tail[0][:160]}
+    return {
+        "command": " ".join(command[1:]),
+        "seconds": seconds,
+        "minutes": seconds / 60,
+        "exit_code": proc.returncode,
+        "last_line": tail[0][:160],
+    }
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     rows = []
     with tempfile.TemporaryDirectory() as logs:  # the job's run dir does not pile up in logs/
-        rows.append({"what": "main job", **timed([sys.executable, "-m", "experiments.train",
-                                                  f"experiment={args.experiment}", f"paths.log_dir={logs}",
-                                                  *args.overrides])})
+        rows.append(
+            {
+                "what": "main job",
+                **timed(
+                    [
+                        sys.executable,
+                        "-m",
+                        "experiments.train",
+                        f"experiment={args.experiment}",
+                        f"paths.log_dir={logs}",
+                        *args.overrides,
+                    ]
+                ),
+            }
+        )
     if args.tests:
-        rows.append({"what": "test suite", **timed([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                                                    *shlex.split(args.pytest_args)])})
-    return {"title": "end-to-end wall time", "columns": ["what", "command", "minutes", "exit_code", "last_line"],
-            "rows": rows, "settings": vars(args),
-            "notes": ["targets on 2 CPU cores: main job <= 3 min, test suite <= 15 min"]}
+        rows.append(
+            {
+                "what": "test suite",
+                **timed(
+                    [
+                        sys.executable,
+                        "-m",
+                        "pytest",
+                        "-q",
+                        "-p",
+                        "no:cacheprovider",
+                        *shlex.split(args.pytest_args),
+                    ]
+                ),
+            }
+        )
+    return {
+        "title": "end-to-end wall time",
+        "columns": ["what", "command", "minutes", "exit_code", "last_line"],
+        "rows": rows,
+        "settings": vars(args),
+        "notes": ["targets on 2 CPU cores: main job <= 3 min, test suite <= 15 min"],
+    }

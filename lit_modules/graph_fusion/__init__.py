@@ -14,6 +14,17 @@ from lit_modules.graph_fusion.module import MULTITASK_MODES, GraphFusionMultiTas
 from lit_modules.graph_fusion.multitask import DynamicTaskWeights, min_norm_weights
 from lit_modules.graph_fusion.networks import MultimodalMultiTaskNet
 
-__all__ = ["FUSIONS", "MULTITASK_MODES", "ConcatFusion", "DynamicAttentionBlock", "DynamicTaskWeights", "GraphFusion",
-           "GraphFusionMultiTask", "MultimodalMultiTaskNet", "TensorFusion", "build_fusion", "graph_levels",
-           "min_norm_weights"]
+__all__ = [
+    "FUSIONS",
+    "MULTITASK_MODES",
+    "ConcatFusion",
+    "DynamicAttentionBlock",
+    "DynamicTaskWeights",
+    "GraphFusion",
+    "GraphFusionMultiTask",
+    "MultimodalMultiTaskNet",
+    "TensorFusion",
+    "build_fusion",
+    "graph_levels",
+    "min_norm_weights",
+]

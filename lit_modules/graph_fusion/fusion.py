@@ -55,8 +55,13 @@ class DynamicAttentionBlock(nn.Module):
     See the module docstring for the shapes; ``activation`` is ``"softmax"`` or ``"sigmoid"``.
     """
 
-    def __init__(self, channels: int = 8, kernel_size: int = 5, activation: str = "softmax",
-                 negative_slope: float = 0.01) -> None:
+    def __init__(
+        self,
+        channels: int = 8,
+        kernel_size: int = 5,
+        activation: str = "softmax",
+        negative_slope: float = 0.01,
+    ) -> None:
         super().__init__()
         if activation not in ("softmax", "sigmoid"):
             raise ValueError(f"activation must be softmax or sigmoid, got {activation!r}")
@@ -89,7 +94,9 @@ class PairNet(nn.Module):
     """``NN`` of eq. (3): two ``D``-vectors -> one ``D``-vector (Conv1d over the two stacked vectors,
     LeakyReLU, Linear, LeakyReLU). Works on ``[m, D]`` pairs at once."""
 
-    def __init__(self, dim: int, channels: int = 8, kernel_size: int = 3, negative_slope: float = 0.01) -> None:
+    def __init__(
+        self, dim: int, channels: int = 8, kernel_size: int = 3, negative_slope: float = 0.01
+    ) -> None:
         super().__init__()
         self.conv = nn.Conv1d(2, channels, kernel_size, padding=kernel_size // 2)
         self.fc = nn.Linear(channels * dim, dim)
@@ -163,10 +170,21 @@ class GraphFusion(nn.Module):
         share_pair_net: one ``NN`` per level (True) or one per node.
     """
 
-    def __init__(self, num_modalities: int, dim: int, max_level: int = 3, weighting: str = "block",
-                 block_activation: str = "softmax", block_channels: int = 8, block_kernel: int = 5,
-                 similarity: str = "cosine", delta: float = 0.5, pair_channels: int = 8, pair_kernel: int = 3,
-                 share_pair_net: bool = True) -> None:
+    def __init__(
+        self,
+        num_modalities: int,
+        dim: int,
+        max_level: int = 3,
+        weighting: str = "block",
+        block_activation: str = "softmax",
+        block_channels: int = 8,
+        block_kernel: int = 5,
+        similarity: str = "cosine",
+        delta: float = 0.5,
+        pair_channels: int = 8,
+        pair_kernel: int = 3,
+        share_pair_net: bool = True,
+    ) -> None:
         super().__init__()
         if num_modalities < 2:
             raise ValueError("graph fusion needs at least two modalities")
@@ -182,7 +200,9 @@ class GraphFusion(nn.Module):
         self.pair_nets = nn.ModuleList()
         for nodes in self.levels[1:]:
             count = 1 if share_pair_net else len(nodes)
-            self.pair_nets.append(nn.ModuleList(PairNet(dim, pair_channels, pair_kernel) for _ in range(count)))
+            self.pair_nets.append(
+                nn.ModuleList(PairNet(dim, pair_channels, pair_kernel) for _ in range(count))
+            )
         self.out_dim = dim * len(self.levels)
 
     def forward(self, vectors: list[Tensor], return_info: bool = False):
@@ -195,8 +215,11 @@ class GraphFusion(nn.Module):
         fused = [(w_uni.unsqueeze(-1) * stacked).sum(1) / self.num_modalities]  # eq. (2)
         sims: list[Tensor] = []
         for k, nodes in enumerate(self.levels[1:], start=1):
-            (la, ia), (lb, ib) = ([[p[side][0] - 1 for p in ps], [p[side][1] for p in ps]]
-                                  for ps in [[n.parents for n in nodes]] for side in (0, 1))
+            (la, ia), (lb, ib) = (
+                [[p[side][0] - 1 for p in ps], [p[side][1] for p in ps]]
+                for ps in [[n.parents for n in nodes]]
+                for side in (0, 1)
+            )
             va = torch.stack([node_vecs[lv][:, i] for lv, i in zip(la, ia)], 1)  # [n, P, D]
             vb = torch.stack([node_vecs[lv][:, i] for lv, i in zip(lb, ib)], 1)
             wa = torch.stack([node_weights[lv][:, i] for lv, i in zip(la, ia)], 1)  # [n, P]
@@ -272,8 +295,30 @@ def build_fusion(kind: str, num_modalities: int, dim: int, **kwargs) -> nn.Modul
     raise ValueError(f"unknown fusion {kind!r}; use one of {FUSIONS}")
 
 
-_GRAPH_ARGS = {"max_level", "weighting", "block_activation", "block_channels", "block_kernel", "similarity",
-               "delta", "pair_channels", "pair_kernel", "share_pair_net"}
+_GRAPH_ARGS = {
+    "max_level",
+    "weighting",
+    "block_activation",
+    "block_channels",
+    "block_kernel",
+    "similarity",
+    "delta",
+    "pair_channels",
+    "pair_kernel",
+    "share_pair_net",
+}
 
-__all__ = ["FUSIONS", "ConcatFusion", "DynamicAttentionBlock", "GraphFusion", "LinearScorer", "Node", "PairNet",
-           "TensorFusion", "build_fusion", "graph_levels", "pair_similarity", "pair_weights"]
+__all__ = [
+    "FUSIONS",
+    "ConcatFusion",
+    "DynamicAttentionBlock",
+    "GraphFusion",
+    "LinearScorer",
+    "Node",
+    "PairNet",
+    "TensorFusion",
+    "build_fusion",
+    "graph_levels",
+    "pair_similarity",
+    "pair_weights",
+]

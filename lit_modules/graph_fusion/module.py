@@ -56,10 +56,21 @@ class GraphFusionMultiTask(SuiteModule):
         mgda_normalize: gradient normalisation before the min-norm solver: ``none``, ``l2`` or ``loss``.
     """
 
-    def __init__(self, net: MultimodalMultiTaskNet, optimizer: Any, scheduler: Any = None, multitask: str = "dbn",
-                 sample_loss: str = "auto", focal_beta: float = 2.0, dbn_alpha: float = 1.0, dbn_lr: float = 0.025,
-                 dbn_layer: str = "head", epoch_rebalance: bool = True, mgda_normalize: str = "none",
-                 scheduler_interval: str = "epoch") -> None:
+    def __init__(
+        self,
+        net: MultimodalMultiTaskNet,
+        optimizer: Any,
+        scheduler: Any = None,
+        multitask: str = "dbn",
+        sample_loss: str = "auto",
+        focal_beta: float = 2.0,
+        dbn_alpha: float = 1.0,
+        dbn_lr: float = 0.025,
+        dbn_layer: str = "head",
+        epoch_rebalance: bool = True,
+        mgda_normalize: str = "none",
+        scheduler_interval: str = "epoch",
+    ) -> None:
         super().__init__(optimizer, scheduler, scheduler_interval)
         if multitask not in MULTITASK_MODES:
             raise ValueError(f"multitask must be one of {MULTITASK_MODES}, got {multitask!r}")
@@ -85,8 +96,9 @@ class GraphFusionMultiTask(SuiteModule):
         """``(L [T], present [T] bool)``: masked one-vs-rest loss of every task (``labels [n, T]``, -1 = none)."""
         losses, present = [], []
         for f, task in enumerate(self.task_names):
-            loss, count = one_vs_rest_loss(logits[task], labels[:, f], kind=self.sample_loss,
-                                           beta=self.hparams.focal_beta)
+            loss, count = one_vs_rest_loss(
+                logits[task], labels[:, f], kind=self.sample_loss, beta=self.hparams.focal_beta
+            )
             losses.append(loss)
             present.append(count > 0)
         return torch.stack(losses), torch.stack(present)
@@ -114,7 +126,9 @@ class GraphFusionMultiTask(SuiteModule):
         for f, task in enumerate(self.task_names):
             # a task without labels in the batch has a zero loss, hence a zero norm (no branch on
             # device values: that would synchronise every step)
-            layer = self.net.head_weight(task) if self.hparams.dbn_layer == "head" else self.net.shared_weight()
+            layer = (
+                self.net.head_weight(task) if self.hparams.dbn_layer == "head" else self.net.shared_weight()
+            )
             (grad,) = torch.autograd.grad(weighted[f], layer, retain_graph=True)
             norms[f] = grad.norm()
         stats = self._reduce_mean(torch.stack([norms, losses.detach(), present.float()]))
@@ -158,11 +172,15 @@ class GraphFusionMultiTask(SuiteModule):
             if modality not in self.net.modalities:
                 continue
             if modality not in frozen:
-                raise ValueError(f"{cache.root}: features of {modality!r} are cached, but its encoder trains here; "
-                                 f"freeze it (model.net.freeze=[{modality}]) or drop data.features_dir")
+                raise ValueError(
+                    f"{cache.root}: features of {modality!r} are cached, but its encoder trains here; "
+                    f"freeze it (model.net.freeze=[{modality}]) or drop data.features_dir"
+                )
             if encoder_fingerprint(self.net.encoders[modality]) != cache.fingerprint(modality):
-                raise ValueError(f"{cache.root}: the cached {modality!r} features come from another encoder "
-                                 "(weights differ: pretrained checkpoint or seed); re-run experiments.precompute_features")
+                raise ValueError(
+                    f"{cache.root}: the cached {modality!r} features come from another encoder "
+                    "(weights differ: pretrained checkpoint or seed); re-run experiments.precompute_features"
+                )
 
     def on_fit_start(self) -> None:
         self.check_feature_cache()
@@ -170,8 +188,10 @@ class GraphFusionMultiTask(SuiteModule):
         if callable(stats):
             s = stats()
             self.task_weights.set_positive_counts([s["positives"][t] for t in self.task_names], s["total"])
-            log.info("DBN inverse positive shares M/m_f (mean 1): %s",
-                     dict(zip(self.task_names, self.task_weights.inverse_positive_share.tolist())))
+            log.info(
+                "DBN inverse positive shares M/m_f (mean 1): %s",
+                dict(zip(self.task_names, self.task_weights.inverse_positive_share.tolist())),
+            )
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         out = self(batch)
@@ -199,7 +219,10 @@ class GraphFusionMultiTask(SuiteModule):
         self.train_means.log(self)
         if self.hparams.multitask == "dbn" and self.hparams.epoch_rebalance:
             weights = self.task_weights.epoch_rebalance()
-            log.info("DBN epoch rebalance -> %s", dict(zip(self.task_names, [round(w, 4) for w in weights.tolist()])))
+            log.info(
+                "DBN epoch rebalance -> %s",
+                dict(zip(self.task_names, [round(w, 4) for w in weights.tolist()])),
+            )
         else:
             self.task_weights.epoch_loss_sum.zero_()
             self.task_weights.epoch_loss_count.zero_()
@@ -236,7 +259,12 @@ class GraphFusionMultiTask(SuiteModule):
         return {t: logits.sigmoid() for t, logits in out["logits"].items()}
 
     def export_metadata(self) -> dict[str, Any]:
-        return {"kind": "graph_fusion_multitask", "tasks": dict(self.net.tasks), "modalities": self.net.modalities,
-                "fusion": self.net.fusion_kind, "multitask": self.hparams.multitask,
-                "scores": "sigmoid one-vs-rest; the class of a task is the argmax",
-                "task_score_names": list(TASK_SCORE_NAMES) + ["MAP"]}
+        return {
+            "kind": "graph_fusion_multitask",
+            "tasks": dict(self.net.tasks),
+            "modalities": self.net.modalities,
+            "fusion": self.net.fusion_kind,
+            "multitask": self.hparams.multitask,
+            "scores": "sigmoid one-vs-rest; the class of a task is the argmax",
+            "task_score_names": list(TASK_SCORE_NAMES) + ["MAP"],
+        }

@@ -50,7 +50,9 @@ class DynamicTaskWeights(nn.Module):
         min_weight: lower clamp before renormalising.
     """
 
-    def __init__(self, num_tasks: int, alpha: float = 1.0, lr: float = 0.025, min_weight: float = 1e-3) -> None:
+    def __init__(
+        self, num_tasks: int, alpha: float = 1.0, lr: float = 0.025, min_weight: float = 1e-3
+    ) -> None:
         super().__init__()
         self.num_tasks, self.alpha, self.lr, self.min_weight = num_tasks, alpha, lr, min_weight
         self.register_buffer("weights", torch.ones(num_tasks))
@@ -137,7 +139,11 @@ def min_norm_weights(grads: Sequence[Tensor] | Tensor, max_iter: int = 250, tol:
     Args:
         grads: T flattened gradients (or a ``[T, d]`` tensor).
     """
-    g = torch.stack([x.reshape(-1) for x in grads]).double() if not isinstance(grads, Tensor) else grads.double()
+    g = (
+        torch.stack([x.reshape(-1) for x in grads]).double()
+        if not isinstance(grads, Tensor)
+        else grads.double()
+    )
     t = g.shape[0]
     gram = g @ g.T
     if t == 1:

@@ -40,11 +40,19 @@ class MultimodalMultiTaskNet(nn.Module):
         freeze: encoders kept frozen (e.g. ``[image]`` for fixed pretrained features).
     """
 
-    def __init__(self, tasks: Mapping[str, int], modalities: Sequence[str] = ("image", "text", "extra"),
-                 image_encoder: nn.Module | None = None, text_encoder: nn.Module | None = None,
-                 extra_encoder: nn.Module | None = None, dim: int | None = None, align: str = "pad",
-                 fusion: Mapping[str, Any] | None = None, shared_hidden: int | None = None,
-                 freeze: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        tasks: Mapping[str, int],
+        modalities: Sequence[str] = ("image", "text", "extra"),
+        image_encoder: nn.Module | None = None,
+        text_encoder: nn.Module | None = None,
+        extra_encoder: nn.Module | None = None,
+        dim: int | None = None,
+        align: str = "pad",
+        fusion: Mapping[str, Any] | None = None,
+        shared_hidden: int | None = None,
+        freeze: Sequence[str] = (),
+    ) -> None:
         super().__init__()
         self.tasks = {str(k): int(v) for k, v in dict(tasks).items()}
         self.modalities = [str(m) for m in modalities]
@@ -70,7 +78,9 @@ class MultimodalMultiTaskNet(nn.Module):
             if not dim:
                 raise ValueError("align=project needs dim")
             self.dim = int(dim)
-            self.aligners = nn.ModuleDict({m: nn.Linear(w, self.dim) for m, w in zip(self.modalities, widths)})
+            self.aligners = nn.ModuleDict(
+                {m: nn.Linear(w, self.dim) for m, w in zip(self.modalities, widths)}
+            )
         else:
             raise ValueError(f"align must be 'pad' or 'project', got {align!r}")
         fusion = dict(fusion or {"kind": "hierarchical_graph"})
@@ -94,8 +104,11 @@ class MultimodalMultiTaskNet(nn.Module):
     def frozen_modalities(self) -> list[str]:
         """Modalities whose encoder has nothing to train (``freeze`` or a frozen pretrained encoder):
         their features can be precomputed once (:mod:`datamodules.feature_cache`)."""
-        return [m for m in self.modalities
-                if m in self.frozen or not any(p.requires_grad for p in self.encoders[m].parameters())]
+        return [
+            m
+            for m in self.modalities
+            if m in self.frozen or not any(p.requires_grad for p in self.encoders[m].parameters())
+        ]
 
     def encode_modality(self, modality: str, batch: Mapping[str, Tensor]) -> Tensor:
         """The encoder's output for one modality, before alignment (``[n, num_features]``)."""

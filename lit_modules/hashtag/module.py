@@ -71,7 +71,9 @@ class HashtagClassifier(SuiteModule):
         self.save_hyperparameters(logger=False, ignore=["net", "optimizer", "scheduler"])
         self.net = net
         c = net.num_classes
-        self.confusion = nn.ModuleDict({name: MulticlassConfusionMatrix(c) for name in ("val", "test", "test_tta")})
+        self.confusion = nn.ModuleDict(
+            {name: MulticlassConfusionMatrix(c) for name in ("val", "test", "test_tta")}
+        )
         self.selective = nn.ModuleDict({name: SelectivePredictions() for name in ("val", "test", "test_tta")})
         self.register_buffer("threshold", torch.tensor(math.inf))
         self.register_buffer("threshold_tta", torch.tensor(math.inf))
@@ -85,8 +87,10 @@ class HashtagClassifier(SuiteModule):
         names = getattr(datamodule, "label_names", None)
         if names:
             if len(names) != self.net.num_classes:
-                raise ValueError(f"the data has {len(names)} hashtag classes {names} but the network "
-                                 f"{self.net.num_classes} outputs: set model.net.num_classes={len(names)}")
+                raise ValueError(
+                    f"the data has {len(names)} hashtag classes {names} but the network "
+                    f"{self.net.num_classes} outputs: set model.net.num_classes={len(names)}"
+                )
             self.label_names = list(names)
 
     @property
@@ -125,7 +129,9 @@ class HashtagClassifier(SuiteModule):
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         logits = self(batch["image"])
         target = batch["label"]
-        self.log("val/loss", F.cross_entropy(logits, target), on_epoch=True, sync_dist=True, batch_size=len(target))
+        self.log(
+            "val/loss", F.cross_entropy(logits, target), on_epoch=True, sync_dist=True, batch_size=len(target)
+        )
         self.confusion["val"].update(logits.argmax(1), target)
 
     def on_validation_epoch_end(self) -> None:
@@ -137,7 +143,11 @@ class HashtagClassifier(SuiteModule):
     def on_test_epoch_start(self) -> None:
         """Choose the abstain thresholds on the validation split (plain and TTA) for these weights."""
         datamodule = getattr(self.trainer, "datamodule", None)
-        if datamodule is None or getattr(datamodule, "data_val", None) is None or len(datamodule.data_val) == 0:
+        if (
+            datamodule is None
+            or getattr(datamodule, "data_val", None) is None
+            or len(datamodule.data_val) == 0
+        ):
             log.warning("no validation data: the abstain threshold stays at +inf (never suggest)")
             return
         augment = self._tta_augment()
@@ -145,8 +155,9 @@ class HashtagClassifier(SuiteModule):
             images, target = batch["image"].to(self.device), batch["label"].to(self.device)
             self.selective["val"].update(self(images).softmax(1), target)
             if augment is not None:
-                self.selective["test_tta"].update(tta_probabilities(self, images, augment, self.hparams.tta_copies),
-                                                  target)
+                self.selective["test_tta"].update(
+                    tta_probabilities(self, images, augment, self.hparams.tta_copies), target
+                )
         plain = self._choose_threshold(self.selective["val"])
         self.threshold.fill_(plain["threshold"])
         tta = self._choose_threshold(self.selective["test_tta"]) if augment is not None else plain
@@ -164,19 +175,32 @@ class HashtagClassifier(SuiteModule):
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         images, target = batch["image"], batch["label"]
         logits = self(images)
-        self.log("test/loss", F.cross_entropy(logits, target), on_epoch=True, sync_dist=True, batch_size=len(target))
+        self.log(
+            "test/loss",
+            F.cross_entropy(logits, target),
+            on_epoch=True,
+            sync_dist=True,
+            batch_size=len(target),
+        )
         probs = logits.softmax(1)
         self.confusion["test"].update(probs.argmax(1), target)
         self.selective["test"].update(probs, target)
         augment = self._tta_augment()
-        tta = tta_probabilities(self, images, augment, self.hparams.tta_copies) if augment is not None else probs
+        tta = (
+            tta_probabilities(self, images, augment, self.hparams.tta_copies)
+            if augment is not None
+            else probs
+        )
         self.confusion["test_tta"].update(tta.argmax(1), target)
         self.selective["test_tta"].update(tta, target)
 
     def on_test_epoch_end(self) -> None:
         out: dict[str, float] = {}
         confusion = {}
-        for name, prefix, threshold in (("test", "test/", self.threshold), ("test_tta", "test/tta/", self.threshold_tta)):
+        for name, prefix, threshold in (
+            ("test", "test/", self.threshold),
+            ("test_tta", "test/tta/", self.threshold_tta),
+        ):
             confusion[name] = self.confusion[name].compute()
             out.update({prefix + k: float(v) for k, v in confusion_scores(confusion[name]).items()})
             state = self.selective[name].compute()
@@ -192,9 +216,14 @@ class HashtagClassifier(SuiteModule):
             self.selective[name].reset()
         choice = getattr(self, "_val_choice", None)
         if choice:
-            out.update({"test/val_precision": choice["plain"]["precision"], "test/val_coverage": choice["plain"]["coverage"],
-                        "test/tta/val_precision": choice["tta"]["precision"],
-                        "test/tta/val_coverage": choice["tta"]["coverage"]})
+            out.update(
+                {
+                    "test/val_precision": choice["plain"]["precision"],
+                    "test/val_coverage": choice["plain"]["coverage"],
+                    "test/tta/val_precision": choice["tta"]["precision"],
+                    "test/tta/val_coverage": choice["tta"]["coverage"],
+                }
+            )
         self.log_dict(out)
         if self.trainer.is_global_zero:
             self._log_figures(confusion["test"], confusion["test_tta"])
@@ -204,23 +233,43 @@ class HashtagClassifier(SuiteModule):
         from lit_modules.figures import log_figure
 
         folder = Path(self.trainer.default_root_dir) / "figures"
-        log_figure(self.trainer, confusion_figure(confusion.cpu(), self.label_names, "test confusion (no TTA)"),
-                   folder / "confusion_matrix.png", key="test/confusion_matrix")
-        log_figure(self.trainer, confusion_figure(confusion_tta.cpu(), self.label_names, "test confusion (TTA)"),
-                   folder / "confusion_matrix_tta.png", key="test/confusion_matrix_tta")
-        log_figure(self.trainer, risk_coverage_figure(self._curves, float(self.threshold), float(self.threshold_tta),
-                                                      self.hparams.target_precision),
-                   folder / "risk_coverage.png", key="test/risk_coverage")
+        log_figure(
+            self.trainer,
+            confusion_figure(confusion.cpu(), self.label_names, "test confusion (no TTA)"),
+            folder / "confusion_matrix.png",
+            key="test/confusion_matrix",
+        )
+        log_figure(
+            self.trainer,
+            confusion_figure(confusion_tta.cpu(), self.label_names, "test confusion (TTA)"),
+            folder / "confusion_matrix_tta.png",
+            key="test/confusion_matrix_tta",
+        )
+        log_figure(
+            self.trainer,
+            risk_coverage_figure(
+                self._curves, float(self.threshold), float(self.threshold_tta), self.hparams.target_precision
+            ),
+            folder / "risk_coverage.png",
+            key="test/risk_coverage",
+        )
 
     # ----------------------------------------------------------------------------- export
     def export_metadata(self) -> dict[str, Any]:
         def finite(x: Tensor) -> float | None:
             return float(x) if torch.isfinite(x) else None  # None: never suggest
 
-        return {"kind": "hashtag_classifier", "label_names": self.label_names, "other": self.hparams.other_label,
-                "threshold": finite(self.threshold), "threshold_tta": finite(self.threshold_tta),
-                "target_precision": self.hparams.target_precision, "tta_copies": self.hparams.tta_copies,
-                "tta_strength": self.hparams.tta_strength, "implausible_below": self.hparams.implausible_below}
+        return {
+            "kind": "hashtag_classifier",
+            "label_names": self.label_names,
+            "other": self.hparams.other_label,
+            "threshold": finite(self.threshold),
+            "threshold_tta": finite(self.threshold_tta),
+            "target_precision": self.hparams.target_precision,
+            "tta_copies": self.hparams.tta_copies,
+            "tta_strength": self.hparams.tta_strength,
+            "implausible_below": self.hparams.implausible_below,
+        }
 
 
 def _area_under_risk_coverage(curve: dict[str, Tensor]) -> float:
@@ -249,16 +298,24 @@ def confusion_figure(confusion: Tensor, names: list[str], title: str):
     for i in range(len(keep)):
         for j in range(len(keep)):
             if norm[i, j] >= 0.01:
-                ax.text(j, i, f"{norm[i, j]:.2f}", ha="center", va="center", fontsize=6,
-                        color="white" if norm[i, j] > 0.5 else "black")
+                ax.text(
+                    j,
+                    i,
+                    f"{norm[i, j]:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=6,
+                    color="white" if norm[i, j] > 0.5 else "black",
+                )
     fig.colorbar(im, ax=ax, fraction=0.046)
     ax.set_title(title)
     fig.tight_layout()
     return fig
 
 
-def risk_coverage_figure(curves: dict[str, dict[str, Tensor]], threshold: float, threshold_tta: float,
-                         target: float):
+def risk_coverage_figure(
+    curves: dict[str, dict[str, Tensor]], threshold: float, threshold_tta: float, target: float
+):
     """Risk (1 - precision of the suggestions) against coverage, plain and TTA, with the chosen points."""
     import matplotlib.pyplot as plt
 
@@ -267,7 +324,7 @@ def risk_coverage_figure(curves: dict[str, dict[str, Tensor]], threshold: float,
         curve = curves.get(name)
         if curve is None or curve["coverage"].numel() == 0:
             continue
-        line, = ax.plot(curve["coverage"].numpy(), curve["risk"].numpy(), label=label)
+        (line,) = ax.plot(curve["coverage"].numpy(), curve["risk"].numpy(), label=label)
         chosen = (curve["threshold"] >= t).nonzero().flatten()
         if chosen.numel():
             i = int(chosen[-1])

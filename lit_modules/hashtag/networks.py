@@ -26,13 +26,19 @@ class HashtagNet(nn.Module):
         **backbone_kwargs: passed to the backbone (``width``/``depth`` of ``small_cnn`` ...).
     """
 
-    def __init__(self, backbone: str = "small_cnn", num_classes: int = 21, weights: str | None = None,
-                 **backbone_kwargs) -> None:
+    def __init__(
+        self,
+        backbone: str = "small_cnn",
+        num_classes: int = 21,
+        weights: str | None = None,
+        **backbone_kwargs,
+    ) -> None:
         super().__init__()
         self.backbone_name = backbone
         self.num_classes = num_classes
-        self.classifier = build_image_classifier(backbone, num_outputs=num_classes, weights=weights,
-                                                 **backbone_kwargs)
+        self.classifier = build_image_classifier(
+            backbone, num_outputs=num_classes, weights=weights, **backbone_kwargs
+        )
 
     def forward(self, x: Tensor) -> Tensor | tuple[Tensor, Tensor]:
         """Logits ``[n, C]``; ``(logits, aux_logits)`` for Inception v3 with aux logits in training."""

@@ -24,8 +24,9 @@ from lit_modules.hashtag.tta import implausible_tags
 log = logging.getLogger(__name__)
 
 
-def predict_images(net, spec: dict, images: list[Path], folder: Path, tags: dict[str, list[str]],
-                   batch_size: int = 32) -> Iterator[dict]:
+def predict_images(
+    net, spec: dict, images: list[Path], folder: Path, tags: dict[str, list[str]], batch_size: int = 32
+) -> Iterator[dict]:
     model, data = spec["model"], spec["data"]
     names, other = model["label_names"], model.get("other", "other")
     described = dict(data["transforms"])
@@ -47,14 +48,21 @@ def predict_images(net, spec: dict, images: list[Path], folder: Path, tags: dict
             if augment is None:
                 probs = _softmax(net(torch.stack([eval_tf(p) for p in pil])))
             else:
-                probs = sum(_softmax(net(torch.stack([augment(p) for p in pil]))) for _ in range(copies)) / copies
+                probs = (
+                    sum(_softmax(net(torch.stack([augment(p) for p in pil]))) for _ in range(copies)) / copies
+                )
         for i, path in enumerate(chunk):
             rel = str(path.relative_to(folder))
             conf, idx = probs[i].max(0)
             top = names[int(idx)]
             suggest = top != other and float(conf) >= threshold
-            row = {"image": rel, "hashtag": top if suggest else None, "confidence": round(float(conf), 4),
-                   "top": top, "tta_copies": copies if augment is not None else 0}
+            row = {
+                "image": rel,
+                "hashtag": top if suggest else None,
+                "confidence": round(float(conf), 4),
+                "top": top,
+                "tta_copies": copies if augment is not None else 0,
+            }
             user = tags.get(rel, tags.get(path.name))
             if user is not None:
                 checked, unknown = implausible_tags(probs[i], user, names, min_p)

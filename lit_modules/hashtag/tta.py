@@ -15,8 +15,12 @@ from torchvision.transforms import v2
 from datamodules.transforms import strength_augmentations
 
 
-def tta_probabilities(net: Callable[[Tensor], Tensor], images: Tensor, augment: Callable[[Tensor], Tensor] | None,
-                      copies: int = 8) -> Tensor:
+def tta_probabilities(
+    net: Callable[[Tensor], Tensor],
+    images: Tensor,
+    augment: Callable[[Tensor], Tensor] | None,
+    copies: int = 8,
+) -> Tensor:
     """Softmax averaged over ``copies`` augmented versions of each image of ``images`` ``[n, 3, H, W]``.
 
     ``augment`` maps a batch ``[n, 3, H, W]`` to an augmented one, drawing one random augmentation
@@ -52,8 +56,9 @@ class NormalizedAugment:
         return (self.pipeline(x) - mean) / std
 
 
-def implausible_tags(probs: Tensor, tags: Sequence[str], label_names: Sequence[str],
-                     min_probability: float) -> tuple[list[dict], list[str]]:
+def implausible_tags(
+    probs: Tensor, tags: Sequence[str], label_names: Sequence[str], min_probability: float
+) -> tuple[list[dict], list[str]]:
     """The inverse check: which user hashtags does the model find implausible for this image?
 
     A known hashtag (one of ``label_names``, ``#`` and case ignored) is implausible when the model

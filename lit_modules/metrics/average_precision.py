@@ -26,8 +26,9 @@ def mean_average_precision(scores: Tensor, target: Tensor) -> Tensor:
         return torch.tensor(0.0, device=target.device)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*No positive samples.*")
-        per_label = multilabel_average_precision(scores, target, num_labels=target.shape[1], average=None,
-                                                 thresholds=None, validate_args=False)
+        per_label = multilabel_average_precision(
+            scores, target, num_labels=target.shape[1], average=None, thresholds=None, validate_args=False
+        )
     return per_label[has_positive].nan_to_num(0.0).mean()
 
 

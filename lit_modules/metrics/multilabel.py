@@ -62,14 +62,18 @@ def _harmonic_mean(a: Tensor, b: Tensor) -> Tensor:
     return _safe_div(2 * a * b, a + b)
 
 
-def _check_inputs(preds: Tensor, target: Tensor, num_labels: int | None = None, check_values: bool = True) -> None:
+def _check_inputs(
+    preds: Tensor, target: Tensor, num_labels: int | None = None, check_values: bool = True
+) -> None:
     """Raise ``ValueError`` unless ``preds`` and ``target`` are ``[batch, num_labels]`` 0/1 tensors."""
     if preds.shape != target.shape:
         raise ValueError(
             f"`preds` and `target` must have the same shape, got {tuple(preds.shape)} and {tuple(target.shape)}."
         )
     if preds.ndim != 2:
-        raise ValueError(f"`preds` and `target` must have shape [batch, num_labels], got {tuple(preds.shape)}.")
+        raise ValueError(
+            f"`preds` and `target` must have shape [batch, num_labels], got {tuple(preds.shape)}."
+        )
     if num_labels is not None and preds.shape[1] != num_labels:
         raise ValueError(f"Expected {num_labels} labels (last dimension), got {preds.shape[1]}.")
     if check_values:

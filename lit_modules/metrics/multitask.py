@@ -79,7 +79,9 @@ class MultiTaskScores(Metric):
         offsets = torch.cat([torch.zeros(1, dtype=torch.long), (sizes**2).cumsum(0)[:-1]])
         self.register_buffer("num_classes", sizes, persistent=False)
         self.register_buffer("offsets", offsets, persistent=False)
-        self.add_state("confusion", default=torch.zeros(int((sizes**2).sum()), dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state(
+            "confusion", default=torch.zeros(int((sizes**2).sum()), dtype=torch.long), dist_reduce_fx="sum"
+        )
         for task in self.tasks:
             self.add_state(f"logits_{task}", default=[], dist_reduce_fx="cat")
         self.add_state("labels", default=[], dist_reduce_fx="cat")
@@ -104,7 +106,7 @@ class MultiTaskScores(Metric):
         """Task ``f``'s ``[C, C]`` confusion matrix (rows: targets)."""
         c = int(self.num_classes[f])
         start = int(self.offsets[f])
-        return self.confusion[start:start + c * c].view(c, c)
+        return self.confusion[start : start + c * c].view(c, c)
 
     def compute(self) -> dict[str, Tensor]:
         out: dict[str, Tensor] = {}

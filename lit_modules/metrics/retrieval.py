@@ -26,7 +26,13 @@ from torchmetrics.utilities import dim_zero_cat
 
 CAPTIONS_PER_IMAGE = 5
 RECALL_KS = (1, 5, 10)
-METRIC_KEYS = (*(f"i2t_r{k}" for k in RECALL_KS), *(f"t2i_r{k}" for k in RECALL_KS), "rsum", "i2t_medr", "t2i_medr")
+METRIC_KEYS = (
+    *(f"i2t_r{k}" for k in RECALL_KS),
+    *(f"t2i_r{k}" for k in RECALL_KS),
+    "rsum",
+    "i2t_medr",
+    "t2i_medr",
+)
 
 
 def _count_beaten(tile: Tensor, best: Tensor, caption_gt: Tensor, i2t: Tensor, t2i: Tensor) -> None:
@@ -55,7 +61,9 @@ def retrieval_ranks(image_emb: Tensor, caption_emb: Tensor, chunk_size: int = 50
     ground-truth score and the scores it is ranked against)."""
     n = image_emb.shape[0]
     if caption_emb.shape[0] != CAPTIONS_PER_IMAGE * n:
-        raise ValueError(f"expected {CAPTIONS_PER_IMAGE * n} caption rows for {n} images, got {caption_emb.shape[0]}")
+        raise ValueError(
+            f"expected {CAPTIONS_PER_IMAGE * n} caption rows for {n} images, got {caption_emb.shape[0]}"
+        )
     images = F.normalize(image_emb.float(), dim=1)
     captions = F.normalize(caption_emb.float(), dim=1)
     device, k = images.device, CAPTIONS_PER_IMAGE
@@ -67,19 +75,30 @@ def retrieval_ranks(image_emb: Tensor, caption_emb: Tensor, chunk_size: int = 50
     block = torch.empty(min(chunk_size, n), k * min(chunk_size, n), device=device)  # reused by full tiles
     for start, stop in chunks:  # the diagonal tiles
         rows = stop - start
-        tile = _product(images[start:stop], captions[k * start:k * stop], block)
+        tile = _product(images[start:stop], captions[k * start : k * stop], block)
         own = tile.view(rows, rows, k).diagonal(dim1=0, dim2=1).T  # own[r, c] = tile[r, 5r + c]
-        caption_gt[k * start:k * stop] = own.reshape(-1)
+        caption_gt[k * start : k * stop] = own.reshape(-1)
         best[start:stop] = own.max(dim=1).values
         # own pairs count for neither side: no own score beats the best one or itself
-        _count_beaten(tile, best[start:stop], caption_gt[k * start:k * stop], i2t[start:stop], t2i[k * start:k * stop])
+        _count_beaten(
+            tile,
+            best[start:stop],
+            caption_gt[k * start : k * stop],
+            i2t[start:stop],
+            t2i[k * start : k * stop],
+        )
     for start, stop in chunks:  # every other tile
         for col_start, col_stop in chunks:
             if col_start == start:
                 continue
-            tile = _product(images[start:stop], captions[k * col_start:k * col_stop], block)
-            _count_beaten(tile, best[start:stop], caption_gt[k * col_start:k * col_stop],
-                          i2t[start:stop], t2i[k * col_start:k * col_stop])
+            tile = _product(images[start:stop], captions[k * col_start : k * col_stop], block)
+            _count_beaten(
+                tile,
+                best[start:stop],
+                caption_gt[k * col_start : k * col_stop],
+                i2t[start:stop],
+                t2i[k * col_start : k * col_stop],
+            )
     return i2t.long() + 1, t2i.long() + 1
 
 
@@ -111,14 +130,18 @@ def coco_retrieval_metrics(image_emb: Tensor, caption_emb: Tensor, chunk_size: i
     return out
 
 
-def coco_1k_folds(image_emb: Tensor, caption_emb: Tensor, folds: int = 5, fold_size: int = 1000) -> dict[str, float]:
+def coco_1k_folds(
+    image_emb: Tensor, caption_emb: Tensor, folds: int = 5, fold_size: int = 1000
+) -> dict[str, float]:
     """The COCO 1K protocol: :func:`coco_retrieval_metrics` on ``folds`` consecutive blocks of
     ``fold_size`` images (and their ``5 * fold_size`` captions), averaged."""
     if image_emb.shape[0] < folds * fold_size:
         raise ValueError(f"the 1K protocol needs {folds * fold_size} images, got {image_emb.shape[0]}")
     per_fold = [
-        coco_retrieval_metrics(image_emb[f * fold_size:(f + 1) * fold_size],
-                               caption_emb[CAPTIONS_PER_IMAGE * f * fold_size:CAPTIONS_PER_IMAGE * (f + 1) * fold_size])
+        coco_retrieval_metrics(
+            image_emb[f * fold_size : (f + 1) * fold_size],
+            caption_emb[CAPTIONS_PER_IMAGE * f * fold_size : CAPTIONS_PER_IMAGE * (f + 1) * fold_size],
+        )
         for f in range(folds)
     ]
     return {key: sum(fold[key] for fold in per_fold) / folds for key in METRIC_KEYS}

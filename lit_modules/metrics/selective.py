@@ -38,7 +38,9 @@ def row_normalize(confusion: Tensor) -> Tensor:
 
 def suggestions(confidence: Tensor, prediction: Tensor, other_index: int | None) -> tuple[Tensor, Tensor]:
     """``(confidence, eligible)``: items predicted as ``other`` are never suggested (eligible False)."""
-    eligible = torch.ones_like(prediction, dtype=torch.bool) if other_index is None else prediction != other_index
+    eligible = (
+        torch.ones_like(prediction, dtype=torch.bool) if other_index is None else prediction != other_index
+    )
     return confidence, eligible
 
 
@@ -69,11 +71,17 @@ def risk_coverage(confidence: Tensor, correct: Tensor, eligible: Tensor | None =
     last = torch.ones_like(conf, dtype=torch.bool)
     last[:-1] = conf[1:] < conf[:-1]
     precision = (hits / count)[last]
-    return {"threshold": conf[last], "coverage": count[last] / n, "precision": precision, "risk": 1 - precision}
+    return {
+        "threshold": conf[last],
+        "coverage": count[last] / n,
+        "precision": precision,
+        "risk": 1 - precision,
+    }
 
 
-def threshold_for_precision(confidence: Tensor, correct: Tensor, target: float,
-                            eligible: Tensor | None = None) -> dict[str, float]:
+def threshold_for_precision(
+    confidence: Tensor, correct: Tensor, target: float, eligible: Tensor | None = None
+) -> dict[str, float]:
     """The lowest threshold whose suggestions reach ``precision >= target`` (the largest coverage).
 
     When no threshold reaches the target the model abstains always: ``threshold = inf``,
@@ -84,17 +92,24 @@ def threshold_for_precision(confidence: Tensor, correct: Tensor, target: float,
     if not ok.any():
         return {"threshold": float("inf"), "coverage": 0.0, "precision": 1.0}
     i = int(torch.nonzero(ok).flatten()[-1])
-    return {"threshold": float(curve["threshold"][i]), "coverage": float(curve["coverage"][i]),
-            "precision": float(curve["precision"][i])}
+    return {
+        "threshold": float(curve["threshold"][i]),
+        "coverage": float(curve["coverage"][i]),
+        "precision": float(curve["precision"][i]),
+    }
 
 
-def selective_scores(confidence: Tensor, correct: Tensor, threshold: float,
-                     eligible: Tensor | None = None) -> dict[str, float]:
+def selective_scores(
+    confidence: Tensor, correct: Tensor, threshold: float, eligible: Tensor | None = None
+) -> dict[str, float]:
     """Precision and coverage of the suggestions at a given threshold."""
     eligible = torch.ones_like(correct, dtype=torch.bool) if eligible is None else eligible.bool()
     chosen = eligible & (confidence >= threshold)
     n, k = confidence.numel(), int(chosen.sum())
-    return {"coverage": k / n if n else 0.0, "precision": float(correct[chosen].double().mean()) if k else 1.0}
+    return {
+        "coverage": k / n if n else 0.0,
+        "precision": float(correct[chosen].double().mean()) if k else 1.0,
+    }
 
 
 class SelectivePredictions(Metric):
@@ -124,5 +139,8 @@ class SelectivePredictions(Metric):
                 return x
             return torch.cat(x) if x else torch.zeros(0, device=self.device)
 
-        return {"confidence": cat(self.confidence), "prediction": cat(self.prediction).long(),
-                "target": cat(self.target).long()}
+        return {
+            "confidence": cat(self.confidence),
+            "prediction": cat(self.prediction).long(),
+            "target": cat(self.target).long(),
+        }

@@ -5,8 +5,14 @@ from lit_modules.relevance.networks import RelevanceNet
 from lit_modules.relevance.predict import caption_probabilities
 from lit_modules.relevance.rules import rank_normalise, relevance_coefficients, rule_masks
 
-__all__ = ["RelevanceClassifier", "RelevanceNet", "caption_probabilities", "rank_normalise",
-           "relevance_coefficients", "rule_masks"]
+__all__ = [
+    "RelevanceClassifier",
+    "RelevanceNet",
+    "caption_probabilities",
+    "rank_normalise",
+    "relevance_coefficients",
+    "rule_masks",
+]
 from lit_modules.relevance.demo import CaptionedImageClassifier, ImageCaptionNet  # noqa: E402
 
 __all__ += ["CaptionedImageClassifier", "ImageCaptionNet"]

@@ -24,8 +24,9 @@ from lit_modules.relevance.module import RelevanceClassifier
 class ImageCaptionNet(nn.Module):
     """Image encoder (``num_features``) + caption encoder (``forward(ids, mask)``) -> concat -> linear."""
 
-    def __init__(self, image_encoder: nn.Module, text_encoder: nn.Module, num_classes: int,
-                 dropout: float = 0.25) -> None:
+    def __init__(
+        self, image_encoder: nn.Module, text_encoder: nn.Module, num_classes: int, dropout: float = 0.25
+    ) -> None:
         super().__init__()
         self.image_encoder, self.text_encoder = image_encoder, text_encoder
         self.dropout = nn.Dropout(dropout)

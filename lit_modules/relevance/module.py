@@ -27,16 +27,25 @@ ACTIVATIONS = {"sigmoid": "bce", "softmax": "ce"}
 
 class RelevanceClassifier(SuiteModule):
     """Args:
-        net: a :class:`RelevanceNet` (``self.net``; what the export writes).
-        optimizer, scheduler: ``functools.partial`` objects (``conf/optimizer``, ``conf/scheduler``).
-        activation: ``sigmoid`` (seed; BCE on one-hot targets) or ``softmax`` (CE).
-        top_k: the k of the second accuracy (seed: top-5).
-        min_prob, saturate_above, shift: the filter's thresholds (:mod:`lit_modules.relevance.rules`).
+    net: a :class:`RelevanceNet` (``self.net``; what the export writes).
+    optimizer, scheduler: ``functools.partial`` objects (``conf/optimizer``, ``conf/scheduler``).
+    activation: ``sigmoid`` (seed; BCE on one-hot targets) or ``softmax`` (CE).
+    top_k: the k of the second accuracy (seed: top-5).
+    min_prob, saturate_above, shift: the filter's thresholds (:mod:`lit_modules.relevance.rules`).
     """
 
-    def __init__(self, net: RelevanceNet, optimizer: Any = None, scheduler: Any = None, activation: str = "sigmoid",
-                 top_k: int = 5, min_prob: float = 0.5, saturate_above: float = 0.9, shift: float = 0.1,
-                 scheduler_interval: str = "epoch") -> None:
+    def __init__(
+        self,
+        net: RelevanceNet,
+        optimizer: Any = None,
+        scheduler: Any = None,
+        activation: str = "sigmoid",
+        top_k: int = 5,
+        min_prob: float = 0.5,
+        saturate_above: float = 0.9,
+        shift: float = 0.1,
+        scheduler_interval: str = "epoch",
+    ) -> None:
         super().__init__(optimizer, scheduler, scheduler_interval)
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
@@ -44,12 +53,17 @@ class RelevanceClassifier(SuiteModule):
         self.net = net
         self.loss_kind = ACTIVATIONS[activation]
         k = min(top_k, net.num_classes)
+
         # validate_args=False: labels come from the dataset; checks would sync host and device per step
         def accuracy(k: int) -> MulticlassAccuracy:
             return MulticlassAccuracy(net.num_classes, top_k=k, average="micro", validate_args=False)
 
-        self.accuracy = nn.ModuleDict({split: nn.ModuleDict({"top1": accuracy(1), f"top{top_k}": accuracy(k)})
-                                       for split in ("val", "test")})
+        self.accuracy = nn.ModuleDict(
+            {
+                split: nn.ModuleDict({"top1": accuracy(1), f"top{top_k}": accuracy(k)})
+                for split in ("val", "test")
+            }
+        )
 
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
         return self.net(batch["ids"], batch["mask"])
@@ -67,8 +81,13 @@ class RelevanceClassifier(SuiteModule):
 
     def _eval_step(self, split: str, batch: dict[str, Tensor]) -> None:
         logits = self(batch)
-        self.log(f"{split}/loss", self.loss(logits, batch), on_epoch=True, batch_size=len(batch["labels"]),
-                 sync_dist=True)
+        self.log(
+            f"{split}/loss",
+            self.loss(logits, batch),
+            on_epoch=True,
+            batch_size=len(batch["labels"]),
+            sync_dist=True,
+        )
         for metric in self.accuracy[split].values():
             metric.update(logits, batch["labels"])
 
@@ -91,5 +110,8 @@ class RelevanceClassifier(SuiteModule):
 
     def export_metadata(self) -> dict[str, Any]:
         hp = self.hparams
-        return {"kind": "relevance", "activation": hp.activation,
-                "filter": {"min_prob": hp.min_prob, "saturate_above": hp.saturate_above, "shift": hp.shift}}
+        return {
+            "kind": "relevance",
+            "activation": hp.activation,
+            "filter": {"min_prob": hp.min_prob, "saturate_above": hp.saturate_above, "shift": hp.shift},
+        }

@@ -9,23 +9,38 @@ from torch import Tensor, nn
 
 
 @torch.inference_mode()
-def caption_probabilities(net: nn.Module, tokenizer, texts: Sequence[str], *, activation: str = "sigmoid",
-                          max_length: int = 64, batch_size: int = 256, device: str = "cpu") -> Tensor:
+def caption_probabilities(
+    net: nn.Module,
+    tokenizer,
+    texts: Sequence[str],
+    *,
+    activation: str = "sigmoid",
+    max_length: int = 64,
+    batch_size: int = 256,
+    device: str = "cpu",
+) -> Tensor:
     """``P [n, C]`` for ``texts`` (the captions alone). Texts are batched in length order so each
     batch is padded only to its own longest text (dynamic padding), and returned in input order."""
     net = net.to(device).eval()
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     probs = torch.empty(len(texts), net.num_classes)
     for start in range(0, len(order), batch_size):
-        chunk = order[start:start + batch_size]
+        chunk = order[start : start + batch_size]
         ids, mask = tokenizer.encode([texts[i] for i in chunk], max_length)
         logits = net(ids.to(device), mask.to(device)).float().cpu()
         probs[chunk] = torch.sigmoid(logits) if activation == "sigmoid" else logits.softmax(-1)
     return probs
 
 
-def predict_images(net: nn.Module, spec: dict, images: list, folder, tags: dict[str, list[str]],
-                   batch_size: int = 32, top_k: int = 5):
+def predict_images(
+    net: nn.Module,
+    spec: dict,
+    images: list,
+    folder,
+    tags: dict[str, list[str]],
+    batch_size: int = 32,
+    top_k: int = 5,
+):
     """Predictor of the image + caption classifier (``python -m experiments.predict``, kind
     ``captioned_image_classifier``): the caption of an image is its user text from ``--tags`` (JSON
     lines ``{"image", "tags"}``, joined by spaces; none: an empty caption). Yields ``{"image", "top":
@@ -41,7 +56,7 @@ def predict_images(net: nn.Module, spec: dict, images: list, folder, tags: dict[
     wnids, names = data["label_names"], data.get("class_names") or data["label_names"]
     net = net.eval()
     for start in range(0, len(images), batch_size):
-        chunk = images[start:start + batch_size]
+        chunk = images[start : start + batch_size]
         relative = [str(path.relative_to(folder)) for path in chunk]
         captions = [" ".join(tags.get(rel, tags.get(path.name, []))) for rel, path in zip(relative, chunk)]
         pixels = []
@@ -53,5 +68,9 @@ def predict_images(net: nn.Module, spec: dict, images: list, folder, tags: dict[
             probs = net(torch.stack(pixels), ids, mask).softmax(-1)
         values, indices = probs.topk(min(top_k, probs.shape[1]), dim=1)
         for rel, vs, ix in zip(relative, values.tolist(), indices.tolist()):
-            yield {"image": rel, "top": [{"wnid": wnids[i], "name": names[i], "probability": round(v, 4)}
-                                        for v, i in zip(vs, ix)]}
+            yield {
+                "image": rel,
+                "top": [
+                    {"wnid": wnids[i], "name": names[i], "probability": round(v, 4)} for v, i in zip(vs, ix)
+                ],
+            }

@@ -22,11 +22,18 @@ def rule_masks(probs: Tensor, labels: Tensor, *, min_prob: float = 0.5) -> dict[
     """Which rows each drop rule removes (rule 2 first, rule 3 on what rule 2 left), the kept rows
     and ``p``: ``{"below_mean", "below_min_prob", "keep"}`` bool ``[n]`` and ``"p"`` float ``[n]``."""
     if probs.ndim != 2 or labels.shape != probs.shape[:1]:
-        raise ValueError(f"expected probs [n, C] and labels [n], got {tuple(probs.shape)} and {tuple(labels.shape)}")
+        raise ValueError(
+            f"expected probs [n, C] and labels [n], got {tuple(probs.shape)} and {tuple(labels.shape)}"
+        )
     p = probs.gather(1, labels.long().unsqueeze(1)).squeeze(1)
     below_mean = p < probs.mean(1)
     below_min_prob = ~below_mean & (p < min_prob)
-    return {"p": p, "below_mean": below_mean, "below_min_prob": below_min_prob, "keep": ~below_mean & ~below_min_prob}
+    return {
+        "p": p,
+        "below_mean": below_mean,
+        "below_min_prob": below_min_prob,
+        "keep": ~below_mean & ~below_min_prob,
+    }
 
 
 def rank_normalise(values: Tensor) -> Tensor:
@@ -37,8 +44,9 @@ def rank_normalise(values: Tensor) -> Tensor:
     return torch.searchsorted(ordered, values, right=True).to(values.dtype) / values.numel()
 
 
-def relevance_coefficients(probs: Tensor, labels: Tensor, *, min_prob: float = 0.5, saturate_above: float = 0.9,
-                           shift: float = 0.1) -> tuple[Tensor, Tensor]:
+def relevance_coefficients(
+    probs: Tensor, labels: Tensor, *, min_prob: float = 0.5, saturate_above: float = 0.9, shift: float = 0.1
+) -> tuple[Tensor, Tensor]:
     """``(keep [n] bool, coef [n] float)``: the rows the rules keep and their relevance coefficient in
     (0, 1] (0 for dropped rows). ``probs [n, C]`` are class probabilities, ``labels [n]`` the captions'
     own classes; the thresholds are the seed's defaults (configured in ``conf/model/relevance.yaml``)."""

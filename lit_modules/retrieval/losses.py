@@ -27,7 +27,9 @@ def token_reconstruction(logits: Tensor, ids: Tensor, weight: Tensor) -> Tensor:
     return weighted_mean((per_token * real).sum(1) / real.sum(1).clamp_min(1.0), weight)
 
 
-def triplet_ranking(a: Tensor, b: Tensor, weight: Tensor, margin: float = 0.2, hardest: bool = False) -> Tensor:
+def triplet_ranking(
+    a: Tensor, b: Tensor, weight: Tensor, margin: float = 0.2, hardest: bool = False
+) -> Tensor:
     """Hinge triplet loss on cosine similarity ``s(a, b)`` for the pairs ``(a_k, b_k)`` of the selected rows:
 
     ``sum_k sum_{c != k} [m - s(a_k, b_k) + s(a_k, b_c)]_+ + [m - s(a_k, b_k) + s(a_c, b_k)]_+``
@@ -47,21 +49,33 @@ def triplet_ranking(a: Tensor, b: Tensor, weight: Tensor, margin: float = 0.2, h
     return weighted_mean(per_row, weight)
 
 
-def critic_loss(critic: nn.Module, real: Tensor, fake: Tensor, weight_real: Tensor, weight_fake: Tensor,
-                kind: str = "wgan_gp", gp_weight: float = 10.0) -> Tensor:
+def critic_loss(
+    critic: nn.Module,
+    real: Tensor,
+    fake: Tensor,
+    weight_real: Tensor,
+    weight_fake: Tensor,
+    kind: str = "wgan_gp",
+    gp_weight: float = 10.0,
+) -> Tensor:
     """The critic's loss. ``wgan_gp``: ``E[C(fake)] - E[C(real)] + lambda E[(||grad C(x_hat)||_2 - 1)^2]``
     with ``x_hat`` on lines between real and fake rows (Gulrajani et al. 2017); ``bce``: the GAN
     discriminator's binary cross-entropy (real = 1)."""
     real, fake = real.detach(), fake.detach()
     real_out, fake_out = critic(real).squeeze(1), critic(fake).squeeze(1)
     if kind == "bce":
-        return (weighted_mean(F.binary_cross_entropy_with_logits(real_out, torch.ones_like(real_out), reduction="none"), weight_real)
-                + weighted_mean(F.binary_cross_entropy_with_logits(fake_out, torch.zeros_like(fake_out), reduction="none"), weight_fake))
+        return weighted_mean(
+            F.binary_cross_entropy_with_logits(real_out, torch.ones_like(real_out), reduction="none"),
+            weight_real,
+        ) + weighted_mean(
+            F.binary_cross_entropy_with_logits(fake_out, torch.zeros_like(fake_out), reduction="none"),
+            weight_fake,
+        )
     loss = weighted_mean(fake_out, weight_fake) - weighted_mean(real_out, weight_real)
     n = min(len(real), len(fake))
     alpha = torch.rand(n, 1, device=real.device)
     mixed = (alpha * real[:n] + (1 - alpha) * fake[:n]).requires_grad_(True)
-    grad, = torch.autograd.grad(critic(mixed).sum(), mixed, create_graph=True)
+    (grad,) = torch.autograd.grad(critic(mixed).sum(), mixed, create_graph=True)
     penalty = weighted_mean((grad.norm(dim=1) - 1).pow(2), weight_real[:n] * weight_fake[:n])
     return loss + gp_weight * penalty
 
@@ -70,5 +84,7 @@ def generator_loss(critic: nn.Module, fake: Tensor, weight: Tensor, kind: str = 
     """The generator's side: ``-E[C(fake)]`` (WGAN) or BCE with the fake rows labelled real."""
     out = critic(fake).squeeze(1)
     if kind == "bce":
-        return weighted_mean(F.binary_cross_entropy_with_logits(out, torch.ones_like(out), reduction="none"), weight)
+        return weighted_mean(
+            F.binary_cross_entropy_with_logits(out, torch.ones_like(out), reduction="none"), weight
+        )
     return -weighted_mean(out, weight)

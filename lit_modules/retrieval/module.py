@@ -43,31 +43,50 @@ from lit_modules.metrics import CocoRetrievalMetrics
 from lit_modules.retrieval import losses
 from lit_modules.retrieval.networks import CRITIC_PARTS, PARTS, CycleRetrievalNet
 
-TERMS = ("auto", "embedding_auto", "cycle", "paired_reconstruction", "latent_adversarial", "domain_adversarial",
-         "paired_retrieval", "unpaired_retrieval")
+TERMS = (
+    "auto",
+    "embedding_auto",
+    "cycle",
+    "paired_reconstruction",
+    "latent_adversarial",
+    "domain_adversarial",
+    "paired_retrieval",
+    "unpaired_retrieval",
+)
 ADVERSARIAL = ("latent_adversarial", "domain_adversarial")
 
 
 class CycleRetrieval(SuiteModule):
     """Args:
-        net: the twelve parts.
-        optimizer: ``functools.partial`` of the generator optimiser (``conf/optimizer``).
-        critic_optimizer: ``functools.partial`` of the critic optimiser (``None``: the generator's).
-        stage: the recipe this run trains with.
-        recipes: ``{stage: {trainable: [parts] | null (all twelve), loss_weights: {term: lambda}}}``;
-            missing terms are off; optional ``hardest_negative`` overrides the module's for that stage.
-        use_unpaired: whether unpaired rows reach the loss terms.
-        margin, hardest_negative: the triplet loss (0.2; VSE++: hardest negative).
-        Recipes may also carry ``monitor`` / ``monitor_mode`` (min or max): read by the experiment
-        configs to pick each stage's checkpoint, kept in the hyperparameters.
-        adversarial: ``wgan_gp`` or ``bce``; ``gp_weight``, ``n_critic``: its settings.
+    net: the twelve parts.
+    optimizer: ``functools.partial`` of the generator optimiser (``conf/optimizer``).
+    critic_optimizer: ``functools.partial`` of the critic optimiser (``None``: the generator's).
+    stage: the recipe this run trains with.
+    recipes: ``{stage: {trainable: [parts] | null (all twelve), loss_weights: {term: lambda}}}``;
+        missing terms are off; optional ``hardest_negative`` overrides the module's for that stage.
+    use_unpaired: whether unpaired rows reach the loss terms.
+    margin, hardest_negative: the triplet loss (0.2; VSE++: hardest negative).
+    Recipes may also carry ``monitor`` / ``monitor_mode`` (min or max): read by the experiment
+    configs to pick each stage's checkpoint, kept in the hyperparameters.
+    adversarial: ``wgan_gp`` or ``bce``; ``gp_weight``, ``n_critic``: its settings.
     """
 
-    def __init__(self, net: CycleRetrievalNet, optimizer: Any, scheduler: Any = None,
-                 critic_optimizer: Any = None, stage: str = "joint", recipes: dict[str, Any] | None = None,
-                 use_unpaired: bool = True, margin: float = 0.2,
-                 hardest_negative: bool = False, adversarial: str = "wgan_gp", gp_weight: float = 10.0,
-                 n_critic: int = 1, scheduler_interval: str = "epoch") -> None:
+    def __init__(
+        self,
+        net: CycleRetrievalNet,
+        optimizer: Any,
+        scheduler: Any = None,
+        critic_optimizer: Any = None,
+        stage: str = "joint",
+        recipes: dict[str, Any] | None = None,
+        use_unpaired: bool = True,
+        margin: float = 0.2,
+        hardest_negative: bool = False,
+        adversarial: str = "wgan_gp",
+        gp_weight: float = 10.0,
+        n_critic: int = 1,
+        scheduler_interval: str = "epoch",
+    ) -> None:
         super().__init__(optimizer, scheduler, scheduler_interval)
         recipes = {str(k): dict(v) for k, v in dict(recipes or {}).items()}
         if stage not in recipes:
@@ -77,16 +96,24 @@ class CycleRetrieval(SuiteModule):
         unknown = set(weights) - set(TERMS)
         trainable = list(recipe["trainable"]) if recipe.get("trainable") is not None else list(PARTS)
         if unknown or set(trainable) - set(PARTS):
-            raise ValueError(f"unknown loss terms {sorted(unknown)} or parts {sorted(set(trainable) - set(PARTS))}")
+            raise ValueError(
+                f"unknown loss terms {sorted(unknown)} or parts {sorted(set(trainable) - set(PARTS))}"
+            )
         self.save_hyperparameters(logger=False, ignore=["net", "optimizer", "scheduler", "critic_optimizer"])
-        self.hparams.recipes = {name: {"trainable": list(r["trainable"]) if r.get("trainable") is not None else None,
-                                       "loss_weights": {str(k): float(v) for k, v in dict(r.get("loss_weights") or {}).items()}}
-                                for name, r in recipes.items()}  # plain values: checkpoints load with weights_only
+        self.hparams.recipes = {
+            name: {
+                "trainable": list(r["trainable"]) if r.get("trainable") is not None else None,
+                "loss_weights": {str(k): float(v) for k, v in dict(r.get("loss_weights") or {}).items()},
+            }
+            for name, r in recipes.items()
+        }  # plain values: checkpoints load with weights_only
         for name, r in recipes.items():
             if "hardest_negative" in r:
                 self.hparams.recipes[name]["hardest_negative"] = bool(r["hardest_negative"])
             if r.get("monitor_mode", "min") not in ("min", "max"):
-                raise ValueError(f"recipe {name!r}: monitor_mode must be min or max, got {r['monitor_mode']!r}")
+                raise ValueError(
+                    f"recipe {name!r}: monitor_mode must be min or max, got {r['monitor_mode']!r}"
+                )
             for key in ("monitor", "monitor_mode"):
                 if r.get(key) is not None:
                     self.hparams.recipes[name][key] = str(r[key])
@@ -118,7 +145,9 @@ class CycleRetrieval(SuiteModule):
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         # Both optimisers hold every parameter of their side whatever the stage freezes (frozen ones
         # get no gradient and are skipped): the state layout is the same in every stage and resumes.
-        generator = [p for part in PARTS if part not in CRITIC_PARTS for p in getattr(self.net, part).parameters()]
+        generator = [
+            p for part in PARTS if part not in CRITIC_PARTS for p in getattr(self.net, part).parameters()
+        ]
         critics = [p for part in CRITIC_PARTS for p in getattr(self.net, part).parameters()]
         return [self.optimizer_factory(params=generator), self.critic_optimizer_factory(params=critics)]
 
@@ -141,32 +170,39 @@ class CycleRetrieval(SuiteModule):
         f_i, f_t, z_i, z_t = out["f_i"], out["f_t"], out["z_i"], out["z_t"]
         terms: dict[str, Tensor] = {}
         if "auto" in self.active:
-            terms["auto"] = (losses.reconstruction(net.image_decoder(f_i), batch["image"], every)
-                             + losses.token_reconstruction(net.text_decoder(f_t, batch["ids"]), batch["ids"], every))
+            terms["auto"] = losses.reconstruction(
+                net.image_decoder(f_i), batch["image"], every
+            ) + losses.token_reconstruction(net.text_decoder(f_t, batch["ids"]), batch["ids"], every)
         if "embedding_auto" in self.active:
-            terms["embedding_auto"] = (losses.reconstruction(net.latent_to_image(z_i), f_i, every)
-                                       + losses.reconstruction(net.latent_to_text(z_t), f_t, every))
+            terms["embedding_auto"] = losses.reconstruction(
+                net.latent_to_image(z_i), f_i, every
+            ) + losses.reconstruction(net.latent_to_text(z_t), f_t, every)
         text_of_image, image_of_text = net.latent_to_text(z_i), net.latent_to_image(z_t)
         if "cycle" in self.active or "unpaired_retrieval" in self.active:
             z_i_cycled, z_t_cycled = net.text_to_latent(text_of_image), net.image_to_latent(image_of_text)
         if "cycle" in self.active:
-            terms["cycle"] = (losses.reconstruction(net.latent_to_image(z_i_cycled), f_i, every)
-                              + losses.reconstruction(net.latent_to_text(z_t_cycled), f_t, every))
+            terms["cycle"] = losses.reconstruction(
+                net.latent_to_image(z_i_cycled), f_i, every
+            ) + losses.reconstruction(net.latent_to_text(z_t_cycled), f_t, every)
         if "paired_reconstruction" in self.active:
-            terms["paired_reconstruction"] = (losses.reconstruction(text_of_image, f_t, paired)
-                                              + losses.reconstruction(image_of_text, f_i, paired))
+            terms["paired_reconstruction"] = losses.reconstruction(
+                text_of_image, f_t, paired
+            ) + losses.reconstruction(image_of_text, f_i, paired)
         if "latent_adversarial" in self.active:
-            terms["latent_adversarial"] = (losses.generator_loss(net.image_latent_critic, z_t, every, kind)
-                                           + losses.generator_loss(net.text_latent_critic, z_i, every, kind))
+            terms["latent_adversarial"] = losses.generator_loss(
+                net.image_latent_critic, z_t, every, kind
+            ) + losses.generator_loss(net.text_latent_critic, z_i, every, kind)
         if "domain_adversarial" in self.active:
-            terms["domain_adversarial"] = (losses.generator_loss(net.image_domain_critic, image_of_text, every, kind)
-                                           + losses.generator_loss(net.text_domain_critic, text_of_image, every, kind))
+            terms["domain_adversarial"] = losses.generator_loss(
+                net.image_domain_critic, image_of_text, every, kind
+            ) + losses.generator_loss(net.text_domain_critic, text_of_image, every, kind)
         triplet = dict(margin=self.hparams.margin, hardest=self.hardest_negative)
         if "paired_retrieval" in self.active:
             terms["paired_retrieval"] = losses.triplet_ranking(z_i, z_t, paired, **triplet)
         if "unpaired_retrieval" in self.active:
-            terms["unpaired_retrieval"] = (losses.triplet_ranking(z_i, z_i_cycled, unpaired, **triplet)
-                                           + losses.triplet_ranking(z_t_cycled, z_t, unpaired, **triplet))
+            terms["unpaired_retrieval"] = losses.triplet_ranking(
+                z_i, z_i_cycled, unpaired, **triplet
+            ) + losses.triplet_ranking(z_t_cycled, z_t, unpaired, **triplet)
         return terms
 
     def critic_terms(self, batch: dict[str, Tensor], out: dict[str, Tensor]) -> Tensor:
@@ -176,13 +212,21 @@ class CycleRetrieval(SuiteModule):
         loss = out["z_i"].new_zeros(())
         args = dict(kind=hp.adversarial, gp_weight=hp.gp_weight)
         if "latent_adversarial" in self.active:
-            loss = loss + losses.critic_loss(net.image_latent_critic, out["z_i"], out["z_t"], every, every, **args)
-            loss = loss + losses.critic_loss(net.text_latent_critic, out["z_t"], out["z_i"], every, every, **args)
+            loss = loss + losses.critic_loss(
+                net.image_latent_critic, out["z_i"], out["z_t"], every, every, **args
+            )
+            loss = loss + losses.critic_loss(
+                net.text_latent_critic, out["z_t"], out["z_i"], every, every, **args
+            )
         if "domain_adversarial" in self.active:
             with torch.no_grad():
                 image_of_text, text_of_image = net.latent_to_image(out["z_t"]), net.latent_to_text(out["z_i"])
-            loss = loss + losses.critic_loss(net.image_domain_critic, out["f_i"], image_of_text, every, every, **args)
-            loss = loss + losses.critic_loss(net.text_domain_critic, out["f_t"], text_of_image, every, every, **args)
+            loss = loss + losses.critic_loss(
+                net.image_domain_critic, out["f_i"], image_of_text, every, every, **args
+            )
+            loss = loss + losses.critic_loss(
+                net.text_domain_critic, out["f_t"], text_of_image, every, every, **args
+            )
         return loss
 
     # ----------------------------------------------------------------------------- steps
@@ -224,8 +268,9 @@ class CycleRetrieval(SuiteModule):
         flat = ids.reshape(-1, ids.shape[-1])
         f_i, f_t = net.image_encoder(image), net.text_encoder(flat)
         ones_i, ones_t = f_i.new_ones(len(f_i)), f_t.new_ones(len(f_t))
-        auto = (losses.reconstruction(net.image_decoder(f_i), image, ones_i)
-                + losses.token_reconstruction(net.text_decoder(f_t, flat), flat, ones_t))
+        auto = losses.reconstruction(net.image_decoder(f_i), image, ones_i) + losses.token_reconstruction(
+            net.text_decoder(f_t, flat), flat, ones_t
+        )
         return f_i, f_t, auto
 
     def _eval_step(self, batch: dict[str, Tensor], split: str) -> None:
@@ -254,8 +299,15 @@ class CycleRetrieval(SuiteModule):
         self._log_retrieval("test")
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
-        return {"image_embedding": torch.nn.functional.normalize(self.net.embed_images(batch["image"]), dim=1)}
+        return {
+            "image_embedding": torch.nn.functional.normalize(self.net.embed_images(batch["image"]), dim=1)
+        }
 
     def export_metadata(self) -> dict[str, Any]:
-        return {"kind": "cycle_retrieval", "latent": "cosine of E_I(Img_enc(x)) and E_T(Txt_enc(w))",
-                "stage": self.hparams.stage, "trainable": list(self.trainable), "loss_weights": dict(self.loss_weights)}
+        return {
+            "kind": "cycle_retrieval",
+            "latent": "cosine of E_I(Img_enc(x)) and E_T(Txt_enc(w))",
+            "stage": self.hparams.stage,
+            "trainable": list(self.trainable),
+            "loss_weights": dict(self.loss_weights),
+        }

@@ -37,7 +37,9 @@ def mlp(sizes: list[int], final_activation: bool = False) -> nn.Sequential:
 class ImageEncoder(nn.Module):
     """``Img_enc``: a backbone's pooled features (``build_image_classifier(num_outputs=0)``) -> ``f_I``."""
 
-    def __init__(self, embedding_dim: int, backbone: str = "small_cnn", weights: str | None = None, **kwargs) -> None:
+    def __init__(
+        self, embedding_dim: int, backbone: str = "small_cnn", weights: str | None = None, **kwargs
+    ) -> None:
         super().__init__()
         self.backbone = build_image_classifier(backbone, num_outputs=0, weights=weights, **kwargs)
         self.project = nn.Linear(self.backbone.num_features, embedding_dim)
@@ -52,7 +54,7 @@ class ImageDecoder(nn.Module):
     def __init__(self, embedding_dim: int, image_size: int, width: int = 32) -> None:
         super().__init__()
         steps = int(math.log2(image_size // 4))
-        if 4 * 2 ** steps != image_size:
+        if 4 * 2**steps != image_size:
             raise ValueError(f"image_size must be 4 * 2^k, got {image_size}")
         channels = [width * 2 ** min(steps - 1 - i, 3) for i in range(steps)]
         self.seed_map = nn.Linear(embedding_dim, channels[0] * 16)
@@ -101,9 +103,19 @@ class TextDecoder(nn.Module):
 class CycleRetrievalNet(nn.Module):
     """The twelve parts (see module doc); sizes from ``conf/model/cycle_retrieval.yaml``."""
 
-    def __init__(self, vocab_size: int, image_size: int, image_dim: int = 64, text_dim: int = 64,
-                 latent_dim: int = 64, hidden: int = 128, critic_hidden: int = 128, word_dim: int = 64,
-                 decoder_width: int = 32, image_backbone: dict | None = None) -> None:
+    def __init__(
+        self,
+        vocab_size: int,
+        image_size: int,
+        image_dim: int = 64,
+        text_dim: int = 64,
+        latent_dim: int = 64,
+        hidden: int = 128,
+        critic_hidden: int = 128,
+        word_dim: int = 64,
+        decoder_width: int = 32,
+        image_backbone: dict | None = None,
+    ) -> None:
         super().__init__()
         self.image_encoder = ImageEncoder(image_dim, **(image_backbone or {}))
         self.image_decoder = ImageDecoder(image_dim, image_size, decoder_width)

@@ -19,13 +19,14 @@ from datamodules.transforms import ImageTransforms
 from lit_modules.text_encoders import tokenizer_from_state
 
 
-def predict_images(net, spec: dict, images: list[Path], folder: Path, candidates: dict[str, list[str]],
-                   batch_size: int = 32) -> Iterator[dict]:
+def predict_images(
+    net, spec: dict, images: list[Path], folder: Path, candidates: dict[str, list[str]], batch_size: int = 32
+) -> Iterator[dict]:
     data = spec["data"]
     transform = ImageTransforms(**data["transforms"]).eval()
     vocabulary = tokenizer_from_state(data["vocabulary"])
     for start in range(0, len(images), batch_size):
-        chunk = images[start: start + batch_size]
+        chunk = images[start : start + batch_size]
         pixels = []
         for path in chunk:
             with Image.open(path) as img:

@@ -3,4 +3,13 @@
 from lit_modules.tagger.module import RULES, MultiLabelTagger, apply_rule
 from lit_modules.tagger.networks import PARTS, LabelCountRegressor, LateFusion, TaggerNet, TagMLP
 
-__all__ = ["PARTS", "RULES", "LabelCountRegressor", "LateFusion", "MultiLabelTagger", "TagMLP", "TaggerNet", "apply_rule"]
+__all__ = [
+    "PARTS",
+    "RULES",
+    "LabelCountRegressor",
+    "LateFusion",
+    "MultiLabelTagger",
+    "TagMLP",
+    "TaggerNet",
+    "apply_rule",
+]

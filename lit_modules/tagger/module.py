@@ -64,7 +64,9 @@ RULES: dict[str, PredictionRule] = {
 }
 
 
-def apply_rule(out: dict[str, Tensor], rule: str, top_k: int = 3, min_k: int = 1, alpha: float = 0.5) -> Tensor:
+def apply_rule(
+    out: dict[str, Tensor], rule: str, top_k: int = 3, min_k: int = 1, alpha: float = 0.5
+) -> Tensor:
     """0/1 labels ``[n, C]`` from :class:`TaggerNet` outputs by the prediction rule ``rule``."""
     spec = RULES[rule]
     scores = out[spec.scores]
@@ -120,13 +122,20 @@ class MultiLabelTagger(SuiteModule):
         # value checks would cost a host-device synchronisation per update on a GPU.
         self.metrics = nn.ModuleDict(
             {
-                split: nn.ModuleDict({rule: MultilabelAnnotationMetrics(net.num_labels, validate_args=False) for rule in RULES})
+                split: nn.ModuleDict(
+                    {rule: MultilabelAnnotationMetrics(net.num_labels, validate_args=False) for rule in RULES}
+                )
                 for split in ("val", "test")
             }
         )
         self.average_precision = nn.ModuleDict(
             {
-                split: nn.ModuleDict({out: MultilabelMeanAveragePrecision(net.num_labels, validate_args=False) for out in OUTPUTS})
+                split: nn.ModuleDict(
+                    {
+                        out: MultilabelMeanAveragePrecision(net.num_labels, validate_args=False)
+                        for out in OUTPUTS
+                    }
+                )
                 for split in ("val", "test")
             }
         )
@@ -194,13 +203,20 @@ class MultiLabelTagger(SuiteModule):
 
     def predict_labels(self, out: dict[str, Tensor], rule: str) -> Tensor:
         """0/1 labels ``[n, C]`` of one prediction rule."""
-        return apply_rule(out, rule, top_k=self.hparams.top_k, min_k=self.hparams.min_k,
-                          alpha=self.hparams.alpha if self.hparams.alpha is not None else 0.5)
+        return apply_rule(
+            out,
+            rule,
+            top_k=self.hparams.top_k,
+            min_k=self.hparams.min_k,
+            alpha=self.hparams.alpha if self.hparams.alpha is not None else 0.5,
+        )
 
     def _eval_step(self, batch: dict[str, Tensor], split: str) -> None:
         out = self(batch["image"], batch["tags"])
         labels = batch["labels"]
-        self.log(f"{split}/loss", self._loss(out, labels), on_epoch=True, sync_dist=True, batch_size=len(labels))
+        self.log(
+            f"{split}/loss", self._loss(out, labels), on_epoch=True, sync_dist=True, batch_size=len(labels)
+        )
         if self.hparams.stage == "label_count":
             mae = (out["count"] - labels.sum(dim=1)).abs().mean()
             self.log(f"{split}/count_mae", mae, on_epoch=True, sync_dist=True, batch_size=len(labels))
@@ -210,14 +226,19 @@ class MultiLabelTagger(SuiteModule):
         for name in self.outputs:
             self.average_precision[split][name].update(out[OUTPUTS[name][0]].sigmoid(), target)
         if split == "test" and self._figure_batch is None:
-            self._figure_batch = {"image": batch["image"].cpu(), "labels": target.cpu(),
-                                  "pred": self.predict_labels(out, self.selection_rule).cpu()}
+            self._figure_batch = {
+                "image": batch["image"].cpu(),
+                "labels": target.cpu(),
+                "pred": self.predict_labels(out, self.selection_rule).cpu(),
+            }
 
     def _log_epoch_metrics(self, split: str) -> None:
         for rule in self.rules:
             scores = self.metrics[split][rule].compute()
             self.log_dict({f"{split}/{rule}/{k}": v for k, v in scores.items()})
-            if rule == self.selection_rule:  # the stage's own rule, without prefix: monitor and report columns
+            if (
+                rule == self.selection_rule
+            ):  # the stage's own rule, without prefix: monitor and report columns
                 self.log_dict({f"{split}/{k}": v for k, v in scores.items()})
             self.metrics[split][rule].reset()
         for name in self.outputs:
@@ -247,8 +268,11 @@ class MultiLabelTagger(SuiteModule):
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
         out = self(batch["image"], batch["tags"])
-        return {"probs": out["fusion_logits"].sigmoid(), "count": out["count"],
-                "labels": self.predict_labels(out, self.selection_rule)}
+        return {
+            "probs": out["fusion_logits"].sigmoid(),
+            "count": out["count"],
+            "labels": self.predict_labels(out, self.selection_rule),
+        }
 
     # ----------------------------------------------------------------------------- figure
     def _log_examples_figure(self, batch: dict[str, Tensor]) -> None:
@@ -258,10 +282,16 @@ class MultiLabelTagger(SuiteModule):
         datamodule = self.trainer.datamodule
         names = getattr(datamodule, "label_names", None) or [str(i) for i in range(self.net.num_labels)]
         n = min(self.hparams.num_figure_examples, len(batch["image"]))
-        images = datamodule.denormalize(batch["image"][:n]) if hasattr(datamodule, "denormalize") else batch["image"][:n]
+        images = (
+            datamodule.denormalize(batch["image"][:n])
+            if hasattr(datamodule, "denormalize")
+            else batch["image"][:n]
+        )
         captions = [
-            "true: " + " ".join(names[j] for j in batch["labels"][i].nonzero().flatten().tolist())
-            + "\npred: " + " ".join(names[j] for j in batch["pred"][i].nonzero().flatten().tolist())
+            "true: "
+            + " ".join(names[j] for j in batch["labels"][i].nonzero().flatten().tolist())
+            + "\npred: "
+            + " ".join(names[j] for j in batch["pred"][i].nonzero().flatten().tolist())
             for i in range(n)
         ]
         fig = labelled_image_grid(images, captions, title=f"{self.hparams.stage}: {self.selection_rule}")
@@ -272,5 +302,11 @@ class MultiLabelTagger(SuiteModule):
     def export_metadata(self) -> dict[str, Any]:
         """Prediction settings written next to the exported weights (see experiments/predict.py)."""
         trained = [p for p in PARTS if self.net.is_trained(p)]
-        return {"kind": "multilabel_tagger", "rule": self.selection_rule, "top_k": self.hparams.top_k,
-                "min_k": self.hparams.min_k, "alpha": self.hparams.alpha, "trained_parts": trained}
+        return {
+            "kind": "multilabel_tagger",
+            "rule": self.selection_rule,
+            "top_k": self.hparams.top_k,
+            "min_k": self.hparams.min_k,
+            "alpha": self.hparams.alpha,
+            "trained_parts": trained,
+        }

@@ -20,8 +20,9 @@ from lit_modules.tagger.module import RULES, apply_rule
 log = logging.getLogger(__name__)
 
 
-def predict_images(net, spec: dict, images: list[Path], folder: Path, user_tags: dict[str, list[str]],
-                   batch_size: int = 32) -> Iterator[dict]:
+def predict_images(
+    net, spec: dict, images: list[Path], folder: Path, user_tags: dict[str, list[str]], batch_size: int = 32
+) -> Iterator[dict]:
     data = spec["data"]
     labels, vocab = data["label_names"], {t: i for i, t in enumerate(data["tag_names"])}
     transform = ImageTransforms(**data["transforms"]).eval()
@@ -48,7 +49,11 @@ def predict_images(net, spec: dict, images: list[Path], folder: Path, user_tags:
         for i, path in enumerate(chunk):
             idx = chosen[i].nonzero().flatten().tolist()
             idx.sort(key=lambda j: -probs[i, j].item())
-            yield {"image": str(path.relative_to(folder)), "labels": [labels[j] for j in idx],
-                   "scores": [round(probs[i, j].item(), 4) for j in idx], "count": round(out["count"][i].item(), 3)}
+            yield {
+                "image": str(path.relative_to(folder)),
+                "labels": [labels[j] for j in idx],
+                "scores": [round(probs[i, j].item(), 4) for j in idx],
+                "count": round(out["count"][i].item(), 3),
+            }
     if unknown:
         log.warning("%d user tags were not in the model's tag vocabulary and were ignored", unknown)
