@@ -1,12 +1,14 @@
-# Two entry points for a fresh machine; each installs what is missing first.
-#   make job    the main job: the multi-label tagger, all stages, on its synthetic twin (CPU, minutes)
-#   make test   the test suite
+# Entry points for a fresh machine; each installs what is missing first.
+#   make job        the main job: the multi-label tagger, all stages, on its synthetic twin (CPU, minutes)
+#   make test       the test suite
+#   make test-fast  the tests that train no model end to end (under a minute)
+#   make lint       ruff check + ruff format --check
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install job test clean
+.PHONY: install job test test-fast lint clean
 
 install: $(STAMP)
 
@@ -16,10 +18,17 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 job: $(STAMP)
-	$(PY) -m experiments.train experiment=tagger
+	$(PY) -m experiments.train
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 clean:
 	rm -rf logs .pytest_cache

@@ -1,26 +1,228 @@
-"""What every DataModule of the suite shares: DDP-aware loaders and image decoding with an optional
-in-memory cache."""
+"""What every DataModule of the suite shares: the shared arguments, the synthetic twin, DDP-aware
+loaders, what the model needs to know about the data (:class:`DataInfo`) and image decoding.
+
+The contract (see CONTRIBUTING.md, "Adding a model"). A DataModule subclass:
+
+* takes its dataset's own arguments and passes ``**shared`` (batch size, workers, pin memory, epoch
+  fraction, split seed, synthetic twin) to :class:`SuiteDataModule`, which saves every argument as
+  a hyperparameter; ``__init__`` reads no file;
+* names its twin's writer in ``synthetic_writer`` (``prepare_data`` generates the twin) and does
+  its one-time work on disk (indexes, tokenizers) in :meth:`~SuiteDataModule.prepare`;
+* in ``setup`` fills ``data_train`` / ``data_val`` / ``data_test`` and returns what the model needs
+  from :meth:`~SuiteDataModule.info`;
+* changes batching through :meth:`~SuiteDataModule.collate_fn` and
+  :meth:`~SuiteDataModule.batch_sampler`, never by writing its own loaders.
+"""
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 from lightning import LightningDataModule
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from datamodules.errors import DatasetFormatError
 from datamodules.samplers import EpochFractionSampler, EvalSampler
 
+#: Lightning hooks that :class:`SuiteDataModule` implements for every dataset.
+OWNED_HOOKS = ("prepare_data", "train_dataloader", "val_dataloader", "test_dataloader")
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    """What a model needs to know about its data, published by a DataModule after ``setup``.
+
+    The runner (:func:`experiments.stages.link_data`) copies the fields a model config names in its
+    ``data_links`` into the model's arguments before building it, as LightningCLI's
+    ``link_arguments(apply_on="instantiate")`` does; the resolved config then holds the values.
+
+    Attributes:
+        label_names: the classes of a single-task model, or the labels of a multi-label one.
+        tag_names: NUS-WIDE's user tags (the tag branch's inputs).
+        tasks: multi-task data: ``{task: its class names}``.
+        task_positives: training samples of each task whose label is not its negative class.
+        num_train: training samples.
+        vocab_size, pad_id: the tokenizer's.
+        extra_vocab_size: the vocabulary of a third modality's ids (CrisisMMD's events / hashtags).
+        image_pipeline: the image pipeline (``resize``, ``crop``, ``mean``, ``std``; ``k`` when augmented).
+        feature_fingerprints: precomputed frozen-encoder features: ``{modality: weights digest}``.
+    """
+
+    label_names: list[str] = field(default_factory=list)
+    tag_names: list[str] = field(default_factory=list)
+    tasks: dict[str, list[str]] = field(default_factory=dict)
+    task_positives: dict[str, int] = field(default_factory=dict)
+    num_train: int = 0
+    vocab_size: int | None = None
+    pad_id: int = 0
+    extra_vocab_size: int | None = None
+    image_pipeline: dict[str, Any] = field(default_factory=dict)
+    feature_fingerprints: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.label_names)
+
+    @property
+    def num_tags(self) -> int:
+        return len(self.tag_names)
+
+    @property
+    def task_sizes(self) -> dict[str, int]:
+        return {task: len(names) for task, names in self.tasks.items()}
+
+
+class SuiteDataModule(LightningDataModule):
+    """Base class of the suite's DataModules.
+
+    Args:
+        root: the dataset's folder, in its publisher's layout (or where the twin is generated).
+        batch_size, num_workers: per process.
+        pin_memory: ``"auto"`` pins when the trainer runs on a GPU.
+        epoch_fraction: the share of the training split one epoch draws, fresh every epoch (above 1:
+            several passes).
+        split_seed: seed of carved validation splits and of the per-epoch draws.
+        synthetic: ``None`` for real data, else the keyword arguments of ``synthetic_writer``.
+
+    The samplers are DDP-aware themselves (:mod:`datamodules.samplers`; the trainer configs set
+    ``use_distributed_sampler: false``): training draws a fresh seeded share every epoch, split
+    across ranks; evaluation sees every sample exactly once across ranks.
+    """
+
+    #: Dotted name of ``writer(root, **synthetic)``, which generates the synthetic twin into ``root``
+    #: (once, atomically). A name, not the function: the twin imports its reader's constants, so
+    #: the reader's module does not import the twin.
+    synthetic_writer: ClassVar[str | None] = None
+
+    data_train: Dataset | None = None
+    data_val: Dataset | None = None
+    data_test: Dataset | None = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        overridden = [name for name in OWNED_HOOKS if name in vars(cls)]
+        if overridden:
+            raise TypeError(
+                f"{cls.__name__} overrides {overridden}, which SuiteDataModule owns; implement "
+                "prepare / collate_fn / batch_sampler instead (datamodules/base.py)"
+            )
+
+    def __init__(
+        self,
+        root: str,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        pin_memory: bool | str = "auto",
+        epoch_fraction: float = 1.0,
+        split_seed: int = 0,
+        synthetic: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        # Collects the arguments of every __init__ in the subclass chain (Lightning walks the frames);
+        # objects such as the image pipeline are not hyperparameters.
+        self.save_hyperparameters(logger=False, ignore=["transforms"])
+        self.root = Path(root)
+
+    # ------------------------------------------------------------------ preparation
+    def prepare_data(self) -> None:
+        """Generate the synthetic twin (when configured), then :meth:`prepare`. Lightning calls this
+        on one process per node; the runner calls it before building the model as well, so
+        :meth:`prepare` must return at once when its results on disk are current."""
+        if self.hparams.synthetic is not None:
+            if self.synthetic_writer is None:
+                raise ValueError(f"{type(self).__name__} has no synthetic twin; set data.synthetic=null")
+            module, _, name = self.synthetic_writer.rpartition(".")
+            getattr(importlib.import_module(module), name)(self.root, **self.hparams.synthetic)
+        self.prepare()
+
+    def prepare(self) -> None:
+        """One-time work on disk (indexes, tokenizers): done once, loaded by every rank in ``setup``."""
+
+    def info(self) -> DataInfo:
+        """What the model needs to know about the data (after ``setup``)."""
+        return DataInfo()
+
+    def export_metadata(self) -> dict[str, Any]:
+        """What a predictor needs besides the weights (label names, preprocessing), after ``setup``."""
+        return {}
+
+    # ------------------------------------------------------------------ loaders
+    def collate_fn(self, split: str) -> Callable[[list[Any]], Any] | None:
+        """The loaders' ``collate_fn`` (``None``: PyTorch's default); ``split`` is train/val/test."""
+        return None
+
+    def batch_sampler(
+        self, sampler: Sampler[int], dataset: Dataset, split: str
+    ) -> Iterable[list[int]] | None:
+        """Batches from this split's index sampler (``None``: fixed-size batches in sampler order).
+        The sampler is already this rank's share, so a batch sampler built on it is DDP-aware."""
+        return None
+
+    def train_epoch_fraction(self) -> float:
+        """The share of ``data_train`` one training epoch draws (``epoch_fraction``)."""
+        return self.hparams.epoch_fraction
+
+    def _replicas(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+
+    def _loader(
+        self, dataset: Dataset, sampler: EpochFractionSampler | EvalSampler, split: str
+    ) -> DataLoader:
+        pin = self.hparams.pin_memory
+        if pin == "auto":
+            pin = self.trainer is not None and type(self.trainer.accelerator).__name__ == "CUDAAccelerator"
+        workers = self.hparams.num_workers
+        batches = self.batch_sampler(sampler, dataset, split)
+        batching = (
+            {"batch_sampler": batches}
+            if batches is not None
+            else {"batch_size": self.hparams.batch_size, "sampler": sampler}
+        )
+        return DataLoader(
+            dataset,
+            collate_fn=self.collate_fn(split),
+            num_workers=workers,
+            pin_memory=bool(pin),
+            persistent_workers=workers > 0,
+            generator=sampler.loader_generator,
+            **batching,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        world, rank = self._replicas()
+        sampler = EpochFractionSampler(
+            len(self.data_train),
+            self.train_epoch_fraction(),
+            shuffle=True,
+            seed=self.hparams.split_seed,
+            num_replicas=world,
+            rank=rank,
+        )
+        return self._loader(self.data_train, sampler, "train")
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.data_val, EvalSampler(len(self.data_val), *self._replicas()), "val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.data_test, EvalSampler(len(self.data_test), *self._replicas()), "test")
+
 
 def image_is_readable(path: Path) -> bool:
-    """A cheap check of an image file for index/setup time (no pixel decoding: too slow for 100k images).
+    """A cheap check of an image file for index time (no pixel decoding: too slow for 100k images).
 
-    PIL's ``verify()`` parses the headers (and the chunk checksums of a PNG) but not JPEG pixel data, so
-    a JPEG cut short (an interrupted download or extraction) passes it; such a file lacks the end-of-image
-    marker ``FF D9``, looked for in its last KiB. Damage inside a complete file is only found when the
-    image is decoded, where :class:`DecodedImages` raises a :class:`DatasetFormatError` naming the file.
+    Caught: a file that is not an image, a damaged header, and a JPEG cut short (an interrupted
+    download or extraction: PIL's ``verify()`` parses the headers but not JPEG pixel data, so the
+    end-of-image marker ``FF D9`` is looked for in the last KiB). Not caught: damage inside the
+    compressed data of a complete JPEG; PIL decodes such a file without an error, as a partly
+    garbled picture, so no decoder-based check finds it either. A file whose decoding fails later
+    raises a :class:`DatasetFormatError` naming it (:class:`DecodedImages`).
     """
     try:
         with open(path, "rb") as f:
@@ -51,65 +253,10 @@ class DecodedImages:
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
             raise DatasetFormatError(
                 path,
-                f"cannot read image ({err}); replace the file with a good copy, or "
-                "delete it and rerun: readers drop and count missing images (delete "
-                "a cached index, e.g. NUS-WIDE's index.ndjson, so it is rebuilt)",
+                f"cannot read image ({err}); replace the file with a good copy, or delete it and "
+                "rerun: readers drop and count missing images (delete a cached index, e.g. "
+                "NUS-WIDE's index.ndjson, so it is rebuilt)",
             ) from err
         if self._pixels is not None:
             self._pixels[i] = np.asarray(image)
         return image
-
-
-class SuiteDataModule(LightningDataModule):
-    """Loaders for ``self.data_train`` / ``data_val`` / ``data_test`` from the hyperparameters
-    ``batch_size``, ``num_workers``, ``pin_memory`` (``"auto"``: on when training on a GPU),
-    ``epoch_fraction`` and ``split_seed``.
-
-    The samplers are DDP-aware themselves (see :mod:`datamodules.samplers`): training draws a fresh
-    seeded share of the data every epoch, evaluation sees every sample exactly once across ranks.
-    """
-
-    data_train: Dataset | None = None
-    data_val: Dataset | None = None
-    data_test: Dataset | None = None
-
-    def _replicas(self) -> tuple[int, int]:
-        trainer = self.trainer
-        return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-
-    def _loader(self, dataset: Dataset, sampler: EpochFractionSampler | EvalSampler) -> DataLoader:
-        pin = self.hparams.pin_memory
-        if pin == "auto":
-            pin = self.trainer is not None and type(self.trainer.accelerator).__name__ == "CUDAAccelerator"
-        workers = self.hparams.num_workers
-        return DataLoader(
-            dataset,
-            batch_size=self.hparams.batch_size,
-            sampler=sampler,
-            num_workers=workers,
-            pin_memory=bool(pin),
-            persistent_workers=workers > 0,
-            generator=sampler.loader_generator,
-        )
-
-    def train_epoch_fraction(self) -> float:
-        """The share of ``data_train`` one training epoch draws (``epoch_fraction``; above 1: several passes)."""
-        return self.hparams.epoch_fraction
-
-    def train_dataloader(self) -> DataLoader:
-        world, rank = self._replicas()
-        sampler = EpochFractionSampler(
-            len(self.data_train),
-            self.train_epoch_fraction(),
-            shuffle=True,
-            seed=self.hparams.split_seed,
-            num_replicas=world,
-            rank=rank,
-        )
-        return self._loader(self.data_train, sampler)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.data_val, EvalSampler(len(self.data_val), *self._replicas()))
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.data_test, EvalSampler(len(self.data_test), *self._replicas()))

@@ -42,11 +42,10 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from datamodules.base import DecodedImages, SuiteDataModule
+from datamodules.base import DataInfo, DecodedImages, SuiteDataModule
 from datamodules.errors import DatasetFormatError, DuplicateRows, json_field, read_json, require_rows
-from datamodules.synthetic.coco import ensure_coco
-from datamodules.transforms import ImageTransforms
-from lit_modules.text_encoders import WordVocabulary
+from datamodules.preprocessing.images import ImageTransforms
+from datamodules.preprocessing.text import WordVocabulary
 
 log = logging.getLogger(__name__)
 CAPTIONS_PER_IMAGE = 5
@@ -345,10 +344,13 @@ class CocoDataModule(SuiteDataModule):
         check_images: drop (count, log) images whose file is missing at setup.
         vocab_size, max_length: word vocabulary (built on the training captions) and token length.
         max_eval_images: cap of val/test images (``None``: all; the 5K test has 5,000).
-        transforms, batch_size, num_workers, pin_memory, split_seed, epoch_fraction: as every DataModule.
-        synthetic: ``None`` for real data, else the arguments of :func:`ensure_coco`.
+        transforms: an :class:`~datamodules.preprocessing.images.ImageTransforms`.
         cache_decoded: keep decoded images in memory.
+        **shared: see :class:`~datamodules.base.SuiteDataModule` (``synthetic``: the arguments of
+            :func:`datamodules.synthetic.coco.ensure_coco`).
     """
+
+    synthetic_writer = "datamodules.synthetic.coco.ensure_coco"
 
     def __init__(
         self,
@@ -364,25 +366,13 @@ class CocoDataModule(SuiteDataModule):
         max_length: int = 32,
         max_eval_images: int | None = None,
         transforms: ImageTransforms | None = None,
-        batch_size: int = 128,
-        num_workers: int = 0,
-        pin_memory: bool | str = "auto",
-        split_seed: int = 0,
-        epoch_fraction: float = 1.0,
-        synthetic: dict[str, Any] | None = None,
         cache_decoded: bool = False,
+        **shared: Any,
     ) -> None:
-        super().__init__()
-        if synthetic is not None:
-            synthetic = {str(k): v for k, v in dict(synthetic).items()}
-        self.save_hyperparameters(logger=False, ignore=["transforms"])
+        super().__init__(root, **shared)
         self.transforms = transforms or ImageTransforms()
         self.vocabulary: WordVocabulary | None = None
         self.counts: Counter = Counter()
-
-    def prepare_data(self) -> None:
-        if self.hparams.synthetic:
-            ensure_coco(self.hparams.root, **dict(self.hparams.synthetic))
 
     def _encode(self, images: list[CocoImage]) -> Tensor:
         texts = [c for image in images for c in image.captions]
@@ -395,7 +385,7 @@ class CocoDataModule(SuiteDataModule):
         if self.data_test is not None:
             return
         hp = self.hparams
-        splits, self.counts = read_coco(hp.root, hp.karpathy_split, hp.include_restval, hp.check_images)
+        splits, self.counts = read_coco(self.root, hp.karpathy_split, hp.include_restval, hp.check_images)
         for key, count in sorted(self.counts.items()):
             log.info("COCO reader: %d images %s", count, key)
         if hp.max_eval_images:
@@ -443,8 +433,13 @@ class CocoDataModule(SuiteDataModule):
             return fraction
         return fraction * len(self.data_train.images) / len(self.data_train)
 
-    def denormalize(self, images: Tensor) -> Tensor:
-        return self.transforms.denormalize(images)
+    def info(self) -> DataInfo:
+        return DataInfo(
+            vocab_size=len(self.vocabulary),
+            pad_id=self.vocabulary.pad_id,
+            num_train=len(self.data_train),
+            image_pipeline=self.transforms.describe(),
+        )
 
     def export_metadata(self) -> dict[str, Any]:
         return {

@@ -49,16 +49,29 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from datamodules.base import DecodedImages, SuiteDataModule
+from datamodules.base import DataInfo, DecodedImages, SuiteDataModule
 from datamodules.errors import DatasetFormatError, DuplicateRows, decode_utf8, read_lines, require_rows
 from datamodules.feature_cache import FeatureCache, load_feature_cache
-from datamodules.synthetic.crisismmd import DAMAGE, HUMANITARIAN, INFORMATIVE, ensure_crisismmd
-from datamodules.transforms import ImageTransforms
+from datamodules.preprocessing.images import ImageTransforms
 
 log = logging.getLogger(__name__)
 
 TASKS = ("informative", "humanitarian", "damage")
 SPLITS = ("train", "dev", "test")
+#: The classes of each task, as the release spells them.
+INFORMATIVE = ("informative", "not_informative")
+HUMANITARIAN = (
+    "affected_individuals",
+    "infrastructure_and_utility_damage",
+    "injured_or_dead_people",
+    "missing_or_found_people",
+    "not_humanitarian",
+    "other_relevant_information",
+    "rescue_volunteering_or_donation_effort",
+    "vehicle_damage",
+)
+DAMAGE = ("little_or_no_damage", "mild_damage", "severe_damage")
+
 LABELS: dict[str, tuple[str, ...]] = {
     "informative": INFORMATIVE,
     "humanitarian": HUMANITARIAN,
@@ -326,14 +339,18 @@ class CrisisMMDDataModule(SuiteDataModule):
         check_images: drop (and count) samples whose image is missing.
         label_column: the label column of the task files (``None``: ``label``, else ``label_image``).
         split_mode: ``official`` or ``random`` (``split_fractions``, ``split_seed``).
-        transforms: an :class:`~datamodules.transforms.ImageTransforms`.
-        text_encoder: the name given to :func:`lit_modules.text_encoders.build_tokenizer` (``bilstm`` or an HF name).
+        transforms: an :class:`~datamodules.preprocessing.images.ImageTransforms`.
+        text_encoder: the tokenizer's name (:func:`datamodules.preprocessing.text.build_tokenizer`:
+            ``bilstm`` or an HF name).
         text_vocab_size, text_min_freq, text_max_length: the offline vocabulary and the token budget.
         extra_modality: ``event``, ``hashtags`` or ``None``; extra_vocab_size, max_hashtags: its ids.
-        synthetic: ``None`` for real data, else the arguments of :func:`ensure_crisismmd`.
         features_dir: a feature cache of frozen encoders (``python -m experiments.precompute_features``):
             batches carry ``<modality>_features`` and skip those encoders (and image decoding).
+        **shared: see :class:`~datamodules.base.SuiteDataModule` (``synthetic``: the arguments of
+            :func:`datamodules.synthetic.crisismmd.ensure_crisismmd`).
     """
+
+    synthetic_writer = "datamodules.synthetic.crisismmd.ensure_crisismmd"
 
     def __init__(
         self,
@@ -343,13 +360,8 @@ class CrisisMMDDataModule(SuiteDataModule):
         check_images: bool = True,
         label_column: str | None = None,
         split_mode: str = "official",
-        split_seed: int = 0,
         split_fractions: Sequence[float] = (0.6, 0.2, 0.2),
         transforms: ImageTransforms | None = None,
-        batch_size: int = 32,
-        num_workers: int = 0,
-        pin_memory: bool | str = "auto",
-        epoch_fraction: float = 1.0,
         text_encoder: str = "bilstm",
         text_vocab_size: int = 5000,
         text_min_freq: int = 1,
@@ -357,35 +369,21 @@ class CrisisMMDDataModule(SuiteDataModule):
         extra_modality: str | None = "event",
         extra_vocab_size: int = 64,
         max_hashtags: int = 8,
-        synthetic: dict[str, Any] | None = None,
         cache_decoded: bool = False,
         features_dir: str | None = None,
+        **shared: Any,
     ) -> None:
-        super().__init__()
         if split_mode not in ("official", "random"):
             raise ValueError(f"split_mode must be official or random, got {split_mode!r}")
         if extra_modality not in (None, "event", "hashtags"):
             raise ValueError(f"extra_modality must be event, hashtags or null, got {extra_modality!r}")
-        if synthetic is not None:
-            synthetic = {
-                str(k): (list(v) if isinstance(v, Sequence) and not isinstance(v, str) else v)
-                for k, v in dict(synthetic).items()
-            }
-        files = {str(k): str(v) for k, v in dict(files or {}).items()}
-        split_fractions = [float(x) for x in split_fractions]
-        self.save_hyperparameters(logger=False, ignore=["transforms"])
-        self.root = Path(root)
+        super().__init__(root, **shared)
         self.transforms = transforms or ImageTransforms()
         self.index: CrisisMMDIndex | None = None
         self.splits: dict[str, list[CrisisSample]] = {}
         self.tokenizer = None
         self.extra_vocab = None
-        self.data_train = self.data_val = self.data_test = None
         self.feature_cache: FeatureCache | None = None
-
-    def prepare_data(self) -> None:
-        if self.hparams.synthetic:
-            ensure_crisismmd(self.root, **dict(self.hparams.synthetic))
 
     def _extra_tokens(self, sample: CrisisSample) -> list[str]:
         return [sample.event] if self.hparams.extra_modality == "event" else hashtags(sample.text)
@@ -407,7 +405,7 @@ class CrisisMMDDataModule(SuiteDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.index is not None:
             return
-        from lit_modules.text_encoders import WordVocabulary, build_tokenizer
+        from datamodules.preprocessing.text import WordVocabulary, build_tokenizer
 
         hp = self.hparams
         image_root = Path(hp.image_root) if Path(hp.image_root).is_absolute() else self.root / hp.image_root
@@ -416,7 +414,7 @@ class CrisisMMDDataModule(SuiteDataModule):
             self.splits = {s: [x for x in self.index.samples if x.split == s] for s in SPLITS}
         else:
             self.splits = random_split(self.index.samples, hp.split_fractions, hp.split_seed)
-        files, missing = {**DEFAULT_FILES, **hp.files}, self.index.stats["missing_images_by_split"]
+        files, missing = {**DEFAULT_FILES, **(hp.files or {})}, self.index.stats["missing_images_by_split"]
         for split in SPLITS:
             read_from = [split] if hp.split_mode == "official" else SPLITS
             sources = [self.root / files[t].format(split=s) for t in TASKS for s in read_from]
@@ -489,29 +487,37 @@ class CrisisMMDDataModule(SuiteDataModule):
             for split in SPLITS
         }
 
-    # ------------------------------------------------------------------ for the model, figures, export
-    def task_statistics(self) -> dict[str, Any]:
-        """Training-split counts for DBN's ``M / m_f``: positives = labelled samples not in the task's
-        negative class (:data:`NEGATIVE_CLASS`); ``total`` = M, the training samples."""
+    # ------------------------------------------------------------------ for the model and export
+    def task_positives(self) -> dict[str, int]:
+        """Training samples of each task whose label is not the task's negative class
+        (:data:`NEGATIVE_CLASS`): DBN's ``m_f``."""
         train = self.splits["train"]
         positives = {}
         for f, task in enumerate(TASKS):
             negative = LABELS[task].index(NEGATIVE_CLASS[task])
             positives[task] = sum(1 for s in train if s.labels[f] >= 0 and s.labels[f] != negative)
-        return {"positives": positives, "total": len(train)}
+        return positives
 
-    @property
-    def label_names(self) -> dict[str, list[str]]:
-        return {t: list(LABELS[t]) for t in TASKS}
-
-    def denormalize(self, images: torch.Tensor) -> torch.Tensor:
-        return self.transforms.denormalize(images)
+    def info(self) -> DataInfo:
+        cache = self.feature_cache
+        return DataInfo(
+            tasks={t: list(LABELS[t]) for t in TASKS},
+            task_positives=self.task_positives(),
+            num_train=len(self.splits["train"]),
+            vocab_size=len(self.tokenizer),
+            pad_id=self.tokenizer.pad_id,
+            # without a third modality: the size of an empty vocabulary (padding, unknown), so that an
+            # extra encoder left in the model config still builds (and is never used)
+            extra_vocab_size=len(self.extra_vocab) if self.extra_vocab is not None else 2,
+            image_pipeline=self.transforms.describe(),
+            feature_fingerprints={m: cache.fingerprint(m) for m in cache.modalities} if cache else {},
+        )
 
     def export_metadata(self) -> dict[str, Any]:
         return {
             "dataset": "crisismmd",
             "tasks": list(TASKS),
-            "label_names": self.label_names,
+            "label_names": {t: list(LABELS[t]) for t in TASKS},
             "transforms": self.transforms.describe(),
             "text": {
                 **(self.tokenizer.state() if self.tokenizer else {}),

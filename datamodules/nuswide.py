@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from datamodules.base import DecodedImages, SuiteDataModule
+from datamodules.base import DataInfo, DecodedImages, SuiteDataModule
 from datamodules.errors import (
     DatasetFormatError,
     DuplicateRows,
@@ -49,8 +49,7 @@ from datamodules.errors import (
     read_lines,
     require_rows,
 )
-from datamodules.synthetic.nuswide import ensure_nuswide
-from datamodules.transforms import ImageTransforms
+from datamodules.preprocessing.images import ImageTransforms
 
 log = logging.getLogger(__name__)
 
@@ -453,24 +452,23 @@ class NusWideDataset(Dataset):
 class NusWideDataModule(SuiteDataModule):
     """NUS-WIDE (real release or its synthetic twin) for the multi-label tagger.
 
-    ``prepare_data`` (once per node) writes the synthetic twin if configured and builds the compact
-    ndjson index if it is missing or was built from another root; ``setup`` reads the index, keeps
-    the official test split and carves a seeded validation part out of the official train split.
+    ``prepare`` (once per node) builds the compact ndjson index if it is missing or was built from
+    another root; ``setup`` reads the index, keeps the official test split and carves a seeded
+    validation part out of the official train split.
 
     Args:
         root: the release folder (``ConceptsList/``, ``Groundtruth/``, ``NUS_WID_Tags/``, ``ImageList/``).
         image_dir: folder of the images, relative to ``root`` (or absolute).
         index_path: where the compact index lives (default ``<root>/index.ndjson``).
         check_images: drop (and count) images missing on disk when building the index.
-        transforms: an :class:`~datamodules.transforms.ImageTransforms`.
-        batch_size, num_workers: per process.
-        pin_memory: ``"auto"`` pins when the trainer runs on a GPU.
+        transforms: an :class:`~datamodules.preprocessing.images.ImageTransforms`.
         val_fraction: share of the official train split used for validation.
-        split_seed: seed of the validation split and of the per-epoch subsets.
-        epoch_fraction: share of the training split drawn (fresh) for every epoch.
-        synthetic: ``None`` for real data, else the arguments of :func:`ensure_nuswide`.
         cache_decoded: keep decoded images in memory (small datasets only).
+        **shared: see :class:`~datamodules.base.SuiteDataModule` (``synthetic``: the arguments of
+            :func:`~datamodules.synthetic.nuswide.ensure_nuswide`).
     """
+
+    synthetic_writer = "datamodules.synthetic.nuswide.ensure_nuswide"
 
     def __init__(
         self,
@@ -479,29 +477,17 @@ class NusWideDataModule(SuiteDataModule):
         index_path: str | None = None,
         check_images: bool = True,
         transforms: ImageTransforms | None = None,
-        batch_size: int = 32,
-        num_workers: int = 0,
-        pin_memory: bool | str = "auto",
         val_fraction: float = 0.1,
-        split_seed: int = 0,
-        epoch_fraction: float = 1.0,
-        synthetic: dict[str, Any] | None = None,
         cache_decoded: bool = False,
+        **shared: Any,
     ) -> None:
-        super().__init__()
-        if synthetic is not None:  # plain values only in checkpoints (they load with weights_only=True)
-            synthetic = {str(k): v for k, v in dict(synthetic).items()}
-        self.save_hyperparameters(logger=False, ignore=["transforms"])
-        self.root = Path(root)
+        super().__init__(root, **shared)
         self.index_path = Path(index_path) if index_path else self.root / "index.ndjson"
         self.transforms = transforms or ImageTransforms()
         self.index: NusWideIndex | None = None
-        self.data_train = self.data_val = self.data_test = None
 
     # ------------------------------------------------------------------ preparation
-    def prepare_data(self) -> None:
-        if self.hparams.synthetic:
-            ensure_nuswide(self.root, **dict(self.hparams.synthetic))
+    def prepare(self) -> None:
         if not self._index_is_current():
             log.info("building the NUS-WIDE index %s from %s", self.index_path, self.root)
             build_index(
@@ -550,18 +536,19 @@ class NusWideDataModule(SuiteDataModule):
             ", ".join(f"{k}={v}" for k, v in self.index.stats.items()),
         )
 
-    # ------------------------------------------------------------------ for figures and export
-    @property
-    def label_names(self) -> list[str]:
-        return list(self.index.concepts) if self.index else []
-
-    def denormalize(self, images: torch.Tensor) -> torch.Tensor:
-        return self.transforms.denormalize(images)
+    # ------------------------------------------------------------------ what the model and export need
+    def info(self) -> DataInfo:
+        return DataInfo(
+            label_names=list(self.index.concepts),
+            tag_names=list(self.index.tags),
+            num_train=len(self.data_train),
+            image_pipeline=self.transforms.describe(),
+        )
 
     def export_metadata(self) -> dict[str, Any]:
         return {
             "dataset": "nuswide",
-            "label_names": self.label_names,
-            "tag_names": list(self.index.tags) if self.index else [],
+            "label_names": list(self.index.concepts),
+            "tag_names": list(self.index.tags),
             "transforms": self.transforms.describe(),
         }

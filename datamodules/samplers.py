@@ -1,7 +1,7 @@
-"""Samplers that know about DDP themselves, so Lightning leaves them alone.
+"""Samplers that know about DDP themselves: the trainer configs set
+``use_distributed_sampler: false``, so Lightning leaves every loader as the DataModule built it.
 
-Lightning replaces a DataLoader's sampler by a ``DistributedSampler`` under DDP unless the sampler
-already *is* one. Both samplers here subclass it and take ``num_replicas``/``rank`` explicitly:
+The index samplers subclass ``DistributedSampler`` and take ``num_replicas``/``rank`` explicitly:
 
 * :class:`EpochFractionSampler` (training): every epoch draws a fresh random ``fraction`` of the
   dataset (the seed's "an epoch is 20 % of the data, reshuffled every epoch"), seeded by
@@ -18,15 +18,18 @@ base seed from the global torch RNG when an iterator is created unless it has a 
 own, and Lightning creates the first epoch's iterator at a different moment than the others', so
 without it a resumed run would not repeat the uninterrupted run's dropout masks. The training
 sampler reseeds it from ``(seed, epoch, rank)`` in :meth:`~EpochFractionSampler.set_epoch`.
+
+:class:`LengthGroupedBatchSampler` groups one rank's indices into batches of similar length; every
+rank gets the same number of batches (its index sampler gives every rank the same share).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import torch
-from torch.utils.data import DistributedSampler
+from torch.utils.data import DistributedSampler, Sampler
 
 
 class EpochFractionSampler(DistributedSampler):
@@ -88,3 +91,45 @@ class EvalSampler(DistributedSampler):
 
     def __len__(self) -> int:
         return self.num_samples
+
+
+class LengthGroupedBatchSampler(Sampler[list[int]]):
+    """Batches of similar length from any index sampler.
+
+    The sampler's indices (this epoch's fresh share, this rank's part) are cut into pools of
+    ``pool_batches * batch_size``; each pool is sorted by length and cut into batches, and with
+    ``shuffle`` the batches are shuffled, so a batch holds texts of similar length (little padding)
+    while the epoch's order stays random. ``set_epoch`` reaches the wrapped sampler.
+    """
+
+    def __init__(
+        self,
+        sampler: Sampler[int],
+        lengths: Sequence[int],
+        batch_size: int,
+        pool_batches: int = 50,
+        shuffle: bool = True,
+    ) -> None:
+        self.sampler, self.lengths = sampler, list(lengths)
+        self.batch_size, self.pool_batches, self.shuffle = batch_size, pool_batches, shuffle
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        if hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.sampler) / self.batch_size)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        indices = list(self.sampler)
+        pool = self.batch_size * self.pool_batches
+        batches = []
+        for start in range(0, len(indices), pool):
+            chunk = sorted(indices[start : start + pool], key=self.lengths.__getitem__)
+            batches += [chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
+        if self.shuffle:
+            g = torch.Generator().manual_seed(1_000_003 * self.epoch + getattr(self.sampler, "seed", 0))
+            batches = [batches[i] for i in torch.randperm(len(batches), generator=g).tolist()]
+        return iter(batches)

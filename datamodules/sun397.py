@@ -33,14 +33,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 import yaml
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
-from datamodules.base import DecodedImages, SuiteDataModule, image_is_readable
+from datamodules.base import DataInfo, DecodedImages, SuiteDataModule, image_is_readable
 from datamodules.errors import DatasetFormatError, read_text, require_rows
-from datamodules.transforms import ImageTransforms
+from datamodules.preprocessing.images import ImageTransforms
 
 log = logging.getLogger(__name__)
 
@@ -238,10 +237,8 @@ def read_sun397(
 # Hashtag mapping
 # ============================================================================================
 
-HASHTAG_DIR = Path(__file__).resolve().parents[1] / "conf" / "hashtags"
 
-
-def read_hashtag_vocabulary(rules_file: str | Path = HASHTAG_DIR / "rules.yaml") -> list[str]:
+def read_hashtag_vocabulary(rules_file: str | Path) -> list[str]:
     """The hashtags of the rules file, then ``other``: the model's classes."""
     tags = [str(t) for t in (yaml.safe_load(Path(rules_file).read_text()) or {}).get("hashtags", [])]
     return [t for t in tags if t != OTHER] + [OTHER]
@@ -367,59 +364,48 @@ class Sun397DataModule(SuiteDataModule):
 
     Args:
         root: folder with ``SUN397/`` (images) and ``Partitions/`` (class list, partition files).
-        split: ``partition`` (official partition ``partition``) or ``random`` (seeded ``1 - test_fraction`` / ``test_fraction``).
+        mapping_file: the class -> hashtag CSV; ``rules_file``: the hashtag vocabulary (both in
+            ``conf/hashtags/`` by default: the data config names them).
+        split: ``partition`` (official partition ``partition``) or ``random`` (seeded
+            ``1 - test_fraction`` / ``test_fraction``).
         val_fraction: share of the training part used for validation (seeded by ``split_seed``).
-        mapping_file: the class -> hashtag CSV; ``rules_file``: the hashtag vocabulary.
-        transforms: an :class:`~datamodules.transforms.ImageTransforms` (its ``k`` also drives TTA).
-        synthetic: ``None`` for real data, else the arguments of
-            :func:`datamodules.synthetic.sun397.ensure_sun397`.
+        transforms: an :class:`~datamodules.preprocessing.images.ImageTransforms` (its ``k`` also drives TTA).
         check_images: open every image once in ``setup`` and drop unreadable ones (counted).
+        **shared: see :class:`~datamodules.base.SuiteDataModule` (``synthetic``: the arguments of
+            :func:`datamodules.synthetic.sun397.ensure_sun397`).
     """
+
+    synthetic_writer = "datamodules.synthetic.sun397.ensure_sun397"
 
     def __init__(
         self,
         root: str,
+        mapping_file: str,
+        rules_file: str,
         split: str = "random",
         partition: int = 1,
         test_fraction: float = 0.2,
         val_fraction: float = 0.1,
-        split_seed: int = 0,
         image_dir: str = "SUN397",
         class_list: str = "Partitions/ClassName.txt",
         partitions_dir: str = "Partitions",
-        mapping_file: str | None = None,
-        rules_file: str | None = None,
         check_images: bool = True,
         transforms: ImageTransforms | None = None,
-        batch_size: int = 32,
-        num_workers: int = 0,
-        pin_memory: bool | str = "auto",
-        epoch_fraction: float = 1.0,
-        synthetic: dict[str, Any] | None = None,
         cache_decoded: bool = False,
+        **shared: Any,
     ) -> None:
-        super().__init__()
-        if synthetic is not None:
-            synthetic = {str(k): v for k, v in dict(synthetic).items()}
-        self.save_hyperparameters(logger=False, ignore=["transforms"])
-        self.root = Path(root)
+        super().__init__(root, **shared)
         self.transforms = transforms or ImageTransforms()
-        self.hashtags = read_hashtag_vocabulary(rules_file or HASHTAG_DIR / "rules.yaml")
-        self.mapping_file = Path(mapping_file or HASHTAG_DIR / "sun397_hashtags.csv")
-        self.mapping = read_hashtag_mapping(self.mapping_file)
+        self.hashtags: list[str] = []
+        self.mapping: dict[str, str] = {}
         self.index: Sun397Index | None = None
-        self.data_train = self.data_val = self.data_test = None
-
-    def prepare_data(self) -> None:
-        if self.hparams.synthetic:
-            from datamodules.synthetic.sun397 import ensure_sun397
-
-            ensure_sun397(self.root, **dict(self.hparams.synthetic))
 
     def setup(self, stage: str | None = None) -> None:
         if self.index is not None:
             return
         hp = self.hparams
+        self.hashtags = read_hashtag_vocabulary(hp.rules_file)
+        self.mapping = read_hashtag_mapping(hp.mapping_file)
         self.index = read_sun397(
             self.root,
             split=hp.split,
@@ -431,7 +417,7 @@ class Sun397DataModule(SuiteDataModule):
             partitions_dir=hp.partitions_dir,
             check_images=hp.check_images,
         )
-        targets = class_targets(self.index.classes, self.mapping, self.hashtags, self.mapping_file)
+        targets = class_targets(self.index.classes, self.mapping, self.hashtags, hp.mapping_file)
         train = self.index.records["train"]
         g = np.random.default_rng(hp.split_seed + 1)
         order = g.permutation(len(train))
@@ -460,27 +446,19 @@ class Sun397DataModule(SuiteDataModule):
             ", ".join(f"{k}={v}" for k, v in self.index.stats.items()),
         )
 
-    def predict_dataloader(self) -> DataLoader:
-        return self.test_dataloader()
-
-    # ------------------------------------------------------------------ for the module, figures and export
-    @property
-    def label_names(self) -> list[str]:
-        return list(self.hashtags)
-
-    def tta_transform(self) -> Callable:
-        """The training-strength augmentation of one uint8/PIL image, for test-time augmentation."""
-        return self.transforms.train()
-
-    def denormalize(self, images: torch.Tensor) -> torch.Tensor:
-        return self.transforms.denormalize(images)
+    # ------------------------------------------------------------------ what the model and export need
+    def info(self) -> DataInfo:
+        return DataInfo(
+            label_names=list(self.hashtags),
+            num_train=len(self.data_train),
+            image_pipeline=self.transforms.describe(),
+        )
 
     def export_metadata(self) -> dict[str, Any]:
-        classes = self.index.classes if self.index else sorted(self.mapping)
         return {
             "dataset": "sun397",
-            "label_names": self.label_names,
+            "label_names": list(self.hashtags),
             "other": OTHER,
-            "scene_to_hashtag": {c: self.mapping.get(c, OTHER) for c in classes},
+            "scene_to_hashtag": {c: self.mapping.get(c, OTHER) for c in self.index.classes},
             "transforms": self.transforms.describe(),
         }

@@ -25,7 +25,7 @@ from pathlib import Path
 import yaml
 
 from datamodules.errors import DatasetFormatError
-from datamodules.imagenet_captions import write_relevance_dataset
+from datamodules.imagenet_captions.relevance_dataset import write_relevance_dataset
 from experiments.common import PROJECT_ROOT
 
 DATA_CONFIG = PROJECT_ROOT / "conf" / "data" / "imagenet_captions.yaml"

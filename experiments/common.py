@@ -82,13 +82,20 @@ def to_float_dict(metrics: dict[str, Any], prefix: str | None = None) -> dict[st
     return out
 
 
-def instantiate_list(cfg: DictConfig | None) -> list[Any]:
-    """Instantiate every ``_target_`` node of a callbacks/loggers config group (``null`` entries skipped)."""
+def build(node: DictConfig, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate`` with plain containers (``_convert_="all"``): every object of the
+    suite is built here, so no reader or module converts ``DictConfig`` values by hand, and
+    checkpoints hold plain values."""
     from hydra.utils import instantiate
 
+    return instantiate(node, _convert_="all", **kwargs)
+
+
+def instantiate_list(cfg: DictConfig | None) -> list[Any]:
+    """Build every ``_target_`` node of a callbacks/loggers config group (``null`` entries skipped)."""
     if not cfg:
         return []
-    return [instantiate(node) for node in cfg.values() if isinstance(node, DictConfig) and "_target_" in node]
+    return [build(node) for node in cfg.values() if isinstance(node, DictConfig) and "_target_" in node]
 
 
 def save_resolved_config(cfg: DictConfig, path: Path) -> None:

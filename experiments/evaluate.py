@@ -11,9 +11,7 @@ import logging
 from pathlib import Path
 
 import hydra
-import lightning as L
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from experiments.common import (
@@ -25,7 +23,7 @@ from experiments.common import (
     write_json,
 )
 from experiments.ddp import reset_launcher_environment, use_job_command_for_children
-from experiments.stages import build_model, build_trainer
+from experiments.stages import build_data_and_model, build_trainer
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +46,8 @@ def evaluate(cfg: DictConfig) -> dict:
     apply_checkpoint_hparams(cfg, ckpt)
     cfg = OmegaConf.merge(cfg, cfg.get("all_stages") or {})
     run_dir = Path(cfg.paths.output_dir)
+    datamodule, model = build_data_and_model(cfg)
     save_resolved_config(cfg, run_dir / "config.yaml")
-    L.seed_everything(cfg.seed, workers=True)
-    datamodule = instantiate(cfg.data)
-    model = build_model(cfg)
     trainer = build_trainer(cfg)
     trainer.test(model, datamodule=datamodule, ckpt_path=str(ckpt))
     summary = {

@@ -19,15 +19,13 @@ import time
 from pathlib import Path
 
 import hydra
-import lightning as L
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch.utils.data import DataLoader
 
 from datamodules.feature_cache import encoder_fingerprint, write_feature_cache
 from experiments.common import PROJECT_ROOT  # noqa: F401  (sets PROJECT_ROOT before Hydra resolves paths)
-from experiments.stages import build_model, stage_configs
+from experiments.stages import build_data_and_model, stage_configs
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +46,10 @@ def compute_features(
 
 def precompute(cfg: DictConfig) -> Path:
     name, cfg = stage_configs(cfg)[0]
-    L.seed_everything(cfg.seed, workers=True)  # the order of run_stage: same seed, data, then model
     target = cfg.data.get("features_dir")
     with open_dict(cfg):
         cfg.data.features_dir = None
-    datamodule = instantiate(cfg.data)
-    model = build_model(cfg)
+    datamodule, model = build_data_and_model(cfg)  # the order of a training stage: the same initialisation
     net = model.net
     if not hasattr(net, "frozen_modalities") or not hasattr(datamodule, "feature_datasets"):
         raise ValueError(f"{type(net).__name__} / {type(datamodule).__name__} do not support a feature cache")
@@ -63,8 +59,6 @@ def precompute(cfg: DictConfig) -> Path:
             "no frozen encoder in this experiment: freeze one (e.g. model.net.freeze=[image]) "
             "or use a frozen pretrained text encoder"
         )
-    datamodule.prepare_data()
-    datamodule.setup("fit")
     fingerprints = {m: encoder_fingerprint(net.encoders[m]) for m in modalities}
     if not target:
         tag = "-".join(fingerprints[m][:8] for m in modalities)

@@ -29,12 +29,12 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
-from datamodules.imagenet_captions import read_imagenet_captions
+from datamodules.imagenet_captions.reader import read_imagenet_captions
+from datamodules.preprocessing.text import tokenizer_from_state
 from experiments.build_relevance_dataset import print_counts
 from experiments.common import atomic_write_text, write_json
 from experiments.export import load_exported
 from lit_modules.relevance import caption_probabilities, relevance_coefficients, rule_masks
-from lit_modules.text_encoders import tokenizer_from_state
 
 log = logging.getLogger("score_relevance")
 

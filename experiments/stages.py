@@ -20,21 +20,27 @@ first stage run from that file.
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import logging
+import tempfile
 import time
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
+from filelock import FileLock
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.utils import get_class, instantiate
+from hydra.utils import get_class
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from datamodules.base import DataInfo, SuiteDataModule
 from experiments.common import (
+    build,
     finish_wandb,
     instantiate_list,
     is_rank_zero,
@@ -98,19 +104,65 @@ def instantiate_partial(node: DictConfig) -> Any:
     still be swept with ``scheduler=cosine``."""
     params = inspect.signature(get_class(node._target_)).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return instantiate(node)
+        return build(node)
     unknown = [k for k in node if not str(k).startswith("_") and k not in params]
     if unknown:
         log.warning("%s takes no %s: left out", node._target_, ", ".join(map(str, unknown)))
         node = OmegaConf.create({k: v for k, v in node.items() if k not in unknown})
-    return instantiate(node)
+    return build(node)
+
+
+def _prepare_lock(root: Path) -> FileLock:
+    """One lock per dataset folder and machine: the processes of a node prepare it one at a time
+    (the first does the work, the others find it current)."""
+    digest = hashlib.sha1(str(Path(root).resolve()).encode()).hexdigest()[:16]
+    return FileLock(str(Path(tempfile.gettempdir()) / f"mmsuite-prepare-{digest}.lock"))
+
+
+def build_data(cfg: DictConfig) -> SuiteDataModule:
+    """The DataModule of ``cfg.data``, prepared (twin, indexes: once per node) and set up, so that
+    its :class:`~datamodules.base.DataInfo` can be linked into the model config."""
+    datamodule = build(cfg.data)
+    with _prepare_lock(datamodule.root):
+        datamodule.prepare_data()
+    datamodule.setup("fit")
+    return datamodule
+
+
+def link_data(cfg: DictConfig, info: DataInfo) -> None:
+    """Copy what the model needs from the data into ``cfg.model`` (as LightningCLI's
+    ``link_arguments(apply_on="instantiate")``): ``model.data_links`` maps a model key (dotted, under
+    ``model``) to a :class:`~datamodules.base.DataInfo` field."""
+    links = cfg.model.get("data_links") or {}
+    with open_dict(cfg):
+        for key, name in links.items():
+            if not hasattr(info, name):
+                raise ValueError(
+                    f"model.data_links.{key}: the data ({cfg.data._target_}) publishes no {name!r}; "
+                    f"DataInfo has {sorted(f.name for f in fields(info))}"
+                )
+            value = getattr(info, name)
+            if value is not None:  # None: this data has no such thing (e.g. no third modality)
+                OmegaConf.update(cfg.model, str(key), value, merge=False)
+
+
+def build_data_and_model(cfg: DictConfig) -> tuple[SuiteDataModule, L.LightningModule]:
+    """Data first (set up, linked into ``cfg.model``), then the model from ``cfg.seed``: the order of
+    a training stage, so a random initialisation is the one that stage would get."""
+    datamodule = build_data(cfg)
+    link_data(cfg, datamodule.info())
+    L.seed_everything(cfg.seed, workers=True)
+    return datamodule, build_model(cfg)
 
 
 def build_model(cfg: DictConfig) -> L.LightningModule:
-    """The LightningModule of ``cfg.model`` with the ``_partial_`` optimizer and scheduler groups."""
+    """The LightningModule of ``cfg.model`` (linked to the data) with the ``_partial_`` optimizer and
+    scheduler groups."""
     optimizer = instantiate_partial(cfg.optimizer)
     scheduler = instantiate_partial(cfg.scheduler) if cfg.get("scheduler") else None
-    model = instantiate(cfg.model, optimizer=optimizer, scheduler=scheduler)
+    node = OmegaConf.create(OmegaConf.to_container(cfg.model, resolve=True))
+    node.pop("data_links", None)
+    model = build(node, optimizer=optimizer, scheduler=scheduler)
     if cfg.get("compile") and hasattr(model, "net"):
         log.info("torch.compile: %s", ", ".join(compile_children(model.net)))
     return model
@@ -128,7 +180,7 @@ def load_weights(model: L.LightningModule, checkpoint: str | Path) -> None:
 
 
 def build_trainer(cfg: DictConfig) -> L.Trainer:
-    return instantiate(
+    return build(
         cfg.trainer,
         callbacks=instantiate_list(cfg.get("callbacks")),
         logger=instantiate_list(cfg.get("logger")) or False,
@@ -154,13 +206,11 @@ def run_stage(
     run_dir: Path,
     init_from: Any,
     resume: str | None,
-    datamodule: L.LightningDataModule | None = None,
+    datamodule: SuiteDataModule,
 ) -> dict[str, Any]:
-    """Fit and test one stage. ``init_from`` is a checkpoint path or a state dict (``None``: from
-    scratch); ``datamodule`` is the previous stage's when the data config is unchanged (its
-    decoded-image cache and index are kept)."""
+    """Fit and test one stage on ``datamodule`` (set up; its values linked into ``cfg.model``).
+    ``init_from`` is a checkpoint path or a state dict (``None``: from scratch)."""
     L.seed_everything(cfg.seed, workers=True)
-    datamodule = datamodule or instantiate(cfg.data)
     model = build_model(cfg)
     if resume is None and init_from is not None:
         if isinstance(init_from, dict):
@@ -199,14 +249,13 @@ def run_stage(
         trainer.test(model, datamodule=datamodule, ckpt_path=best or None)
         result["test"] = to_float_dict(trainer.callback_metrics, "test/")
     finish_wandb()
-    result["_model"], result["_datamodule"] = model, datamodule
+    result["_model"] = model
     return result
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Run every stage of ``cfg`` in order; write the run summary, the export and return the summary."""
     run_dir = Path(cfg.paths.output_dir)
-    save_resolved_config(cfg, run_dir / "config.yaml")
     resume_all = cfg.get("ckpt_path")
     init_from: Any = cfg.get("init_ckpt")
     summary: dict[str, Any] = {
@@ -240,13 +289,18 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         elif resume_all and i == 0:
             resume = str(resume_all)
         log.info("stage %d/%d: %s", i + 1, len(stages), name)
-        same_data = datamodule is not None and stage_cfg.data == last_cfg.data
-        last_result = run_stage(
-            stage_cfg, name, run_dir, init_from, resume, datamodule if same_data else None
-        )
+        # The data is set up before the model is built: the model's config links what it needs
+        # from it. A stage with the same data config keeps the previous stage's DataModule (its
+        # index and decoded-image cache).
+        if datamodule is None or stage_cfg.data != last_cfg.data:
+            datamodule = build_data(stage_cfg)
+        link_data(stage_cfg, datamodule.info())
+        if i == 0:
+            link_data(cfg, datamodule.info())
+            save_resolved_config(cfg, run_dir / "config.yaml")
+        last_result = run_stage(stage_cfg, name, run_dir, init_from, resume, datamodule)
         last_cfg = stage_cfg
         model = last_result.pop("_model")
-        datamodule = last_result.pop("_datamodule")
         # Hand over the best weights; without a checkpoint (fast_dev_run) the weights in memory.
         init_from = last_result["best_checkpoint"] or {k: v.clone() for k, v in model.state_dict().items()}
         summary["stages"][name] = last_result

@@ -14,6 +14,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from torch import Tensor  # noqa: E402
+
+from datamodules.files import atomic_path  # noqa: E402
+from lit_modules.metrics.selective import row_normalize  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +40,90 @@ def labelled_image_grid(
     return fig
 
 
+def tagged_examples_figure(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    predicted: torch.Tensor,
+    names: Sequence[str],
+    image_pipeline: dict | None,
+    title: str,
+) -> Figure:
+    """Test images (normalised by ``image_pipeline``, undone here) with their true and predicted
+    labels (0/1 rows ``[n, C]``): the tagger seed's example table."""
+    if image_pipeline:
+        mean = torch.tensor(image_pipeline["mean"]).view(1, -1, 1, 1)
+        std = torch.tensor(image_pipeline["std"]).view(1, -1, 1, 1)
+        images = images * std + mean
+    captions = [
+        "true: "
+        + " ".join(names[j] for j in labels[i].nonzero().flatten().tolist())
+        + "\npred: "
+        + " ".join(names[j] for j in predicted[i].nonzero().flatten().tolist())
+        for i in range(len(images))
+    ]
+    return labelled_image_grid(images, captions, title=title)
+
+
+def confusion_figure(confusion: Tensor, names: list[str], title: str):
+    """Row-normalised confusion matrix (rows: true hashtag, columns: predicted) with hashtag names;
+    hashtags that neither occur nor are predicted are left out."""
+    keep = ((confusion.sum(0) + confusion.sum(1)) > 0).nonzero().flatten().tolist() or list(range(len(names)))
+    norm = row_normalize(confusion[keep][:, keep]).numpy()
+    labels = [names[i] for i in keep]
+    size = max(4.0, 0.45 * len(keep) + 2)
+    fig, ax = plt.subplots(figsize=(size + 1, size))
+    im = ax.imshow(norm, vmin=0, vmax=1, cmap="Blues")
+    ax.set_xticks(range(len(keep)), labels, rotation=70, ha="right", fontsize=8)
+    ax.set_yticks(range(len(keep)), labels, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for i in range(len(keep)):
+        for j in range(len(keep)):
+            if norm[i, j] >= 0.01:
+                ax.text(
+                    j,
+                    i,
+                    f"{norm[i, j]:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=6,
+                    color="white" if norm[i, j] > 0.5 else "black",
+                )
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def risk_coverage_figure(
+    curves: dict[str, dict[str, Tensor]], threshold: float, threshold_tta: float, target: float
+):
+    """Risk (1 - precision of the suggestions) against coverage, plain and TTA, with the chosen points."""
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for name, label, t in (("test", "no TTA", threshold), ("test_tta", "TTA", threshold_tta)):
+        curve = curves.get(name)
+        if curve is None or curve["coverage"].numel() == 0:
+            continue
+        (line,) = ax.plot(curve["coverage"].numpy(), curve["risk"].numpy(), label=label)
+        chosen = (curve["threshold"] >= t).nonzero().flatten()
+        if chosen.numel():
+            i = int(chosen[-1])
+            ax.plot([float(curve["coverage"][i])], [float(curve["risk"][i])], "o", color=line.get_color())
+    ax.axhline(1 - target, ls="--", color="grey", lw=0.8, label=f"target risk {1 - target:.2f}")
+    ax.set_xlabel("coverage (share of test images given a hashtag)")
+    ax.set_ylabel("risk (1 - precision)")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, max(0.05, ax.get_ylim()[1]))
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title("risk-coverage (dots: thresholds chosen on validation)")
+    fig.tight_layout()
+    return fig
+
+
 def save_figure(fig: Figure, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     return path
 
 

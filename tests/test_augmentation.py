@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 from torchvision.transforms import v2
 
-from datamodules.transforms import ImageTransforms, strength_augmentations, strength_probability
+from datamodules.preprocessing.images import ImageTransforms, strength_augmentations, strength_probability
 
 
 def _image(seed: int = 0, size: int = 48) -> Image.Image:

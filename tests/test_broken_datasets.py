@@ -20,13 +20,12 @@ from torch.utils.data import DataLoader
 from datamodules.base import DecodedImages, image_is_readable
 from datamodules.crisismmd import CrisisMMDDataModule, read_crisismmd
 from datamodules.errors import DatasetFormatError, read_json, require_rows
-from datamodules.imagenet_captions import (
+from datamodules.imagenet_captions.captioned_images import CaptionedImagesDataModule
+from datamodules.imagenet_captions.reader import read_imagenet_captions, read_synset_mapping
+from datamodules.imagenet_captions.relevance import RelevanceDataModule
+from datamodules.imagenet_captions.relevance_dataset import (
     ITEMS_FILE,
-    CaptionedImagesDataModule,
-    RelevanceDataModule,
-    read_imagenet_captions,
     read_relevance_dataset,
-    read_synset_mapping,
     write_relevance_dataset,
 )
 from datamodules.nuswide import NusWideDataModule, read_nuswide
@@ -187,7 +186,7 @@ def test_captioned_images_drop_and_count_missing_images(twins, tmp_path, caplog)
     root = copy_of(twins["ic"], tmp_path)
     first = json.loads((root / "imagenet_captions.json").read_text())[0]
     (root / "train" / first["wnid"] / first["filename"]).unlink()
-    with caplog.at_level(logging.WARNING, logger="datamodules.imagenet_captions"):
+    with caplog.at_level(logging.WARNING, logger="datamodules.imagenet_captions.captioned_images"):
         dm = _captioned(root)
     assert "dropped 1 caption(s) whose image is missing" in caplog.text and first["filename"] in caplog.text
     assert len(dm.data_train) + len(dm.data_test) == 24 - 1
@@ -370,7 +369,7 @@ def test_imagenet_captions_duplicate_filename(tmp_path, caplog):
     }
     path = tmp_path / "c.json"
     path.write_text(json.dumps([entry, dict(entry), {**entry, "title": "another caption"}]))
-    with caplog.at_level(logging.INFO, logger="datamodules.imagenet_captions"):
+    with caplog.at_level(logging.INFO, logger="datamodules.imagenet_captions.reader"):
         captions = read_imagenet_captions(path)
     assert [c.index for c in captions] == [0]
     assert "dropped 1 repeated entry(s) identical" in caplog.text

@@ -21,7 +21,7 @@ from datamodules.coco import (
     split_pairs,
 )
 from datamodules.errors import DatasetFormatError
-from datamodules.transforms import ImageTransforms
+from datamodules.preprocessing.images import ImageTransforms
 from tests.conftest import real_format_file
 
 

@@ -69,14 +69,20 @@ def test_table5_1_sweep_rows():
 
 @pytest.mark.parametrize("row", ["tagger_image_count", "tagger_composite"])
 def test_table5_1_on_nuswide_uses_the_seed_settings_and_builds(row):
-    from experiments.stages import build_model
+    from datamodules.base import DataInfo
+    from experiments.stages import build_model, link_data
 
     cfg = compose_train(
         "experiment=tagger_nuswide_table5_1", f"ablation={row}", "model.net.image_cnn.weights=null"
     )
     assert cfg.model.net.image_cnn.name == "resnext101_32x8d" and cfg.data.epoch_fraction == 0.2
     assert cfg.optimizer.lr == 1e-3 and list(cfg.scheduler.milestones) == [5, 10]
-    assert build_model(cfg).net.image_cnn is not None
+    # what the real NUS-WIDE DataModule publishes after setup: 81 concepts, 1000 tags
+    link_data(
+        cfg, DataInfo(label_names=[f"c{i}" for i in range(81)], tag_names=[f"t{i}" for i in range(1000)])
+    )
+    net = build_model(cfg).net
+    assert net.image_cnn is not None and net.num_labels == 81 and net.tag_mlp.layers[0].in_features == 1000
 
 
 def test_group_specific_keys_do_not_break_a_group_swap():

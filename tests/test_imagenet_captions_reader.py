@@ -9,22 +9,23 @@ import pytest
 import torch
 
 from datamodules.errors import DatasetFormatError
-from datamodules.imagenet_captions import (
+from datamodules.imagenet_captions.reader import (
     CAPTION_FIELDS,
-    ITEMS_FILE,
-    LengthGroupedBatchSampler,
-    PadCollate,
     num_test_captions,
     read_class_descriptions,
     read_imagenet_captions,
-    read_relevance_dataset,
     read_synset_mapping,
     select_sentences,
     split_per_class,
     split_sentences,
+)
+from datamodules.imagenet_captions.relevance_dataset import (
+    ITEMS_FILE,
+    read_relevance_dataset,
     write_relevance_dataset,
 )
-from datamodules.samplers import EpochFractionSampler
+from datamodules.samplers import EpochFractionSampler, LengthGroupedBatchSampler
+from datamodules.text_batches import PadCollate
 from tests.conftest import REAL_FORMATS
 
 RELEASE = REAL_FORMATS / "imagenet-captions"
@@ -215,8 +216,8 @@ def test_dynamic_padding_to_the_batch_longest():
 
 def test_relevance_items_over_the_token_budget_keep_their_class_sentence(tmp_path):
     """Items are caption + class sentence (the sentence last): truncation cuts the caption's start."""
-    from datamodules.imagenet_captions import RelevanceDataModule
-    from lit_modules.text_encoders import simple_tokens
+    from datamodules.imagenet_captions.relevance import RelevanceDataModule
+    from datamodules.preprocessing.text import simple_tokens
 
     long_caption = "holiday photo of our trip with friends and family near the old harbour at dawn"
     captions = [entry("n01443537", f"{long_caption} {i}", "") for i in range(6)]

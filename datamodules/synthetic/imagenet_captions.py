@@ -1,6 +1,6 @@
 """Synthetic twin of ImageNet-Captions for the relevance filter (seed 000).
 
-Writes, in the release's format (read by :mod:`datamodules.imagenet_captions`)::
+Writes, in the release's format (read by :mod:`datamodules.imagenet_captions.reader`)::
 
     imagenet_captions.json        JSON list of {filename, wnid, title, description, tags}
     class_descriptions.json       wnid -> list of 3-12 description sentences (the user's file)

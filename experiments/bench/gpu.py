@@ -27,13 +27,22 @@ from omegaconf import open_dict
 from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 
+from datamodules.base import DataInfo
 from experiments.bench.common import compose_experiment, synchronize
 from experiments.bench.overhead import _no_log, _StepTimer
-from experiments.stages import build_model
+from experiments.stages import build_model, link_data
 from lit_modules.callbacks import ChannelsLast, compile_children
 
 # Dense bf16 tensor-core peaks (TFLOP/s) from the vendors' data sheets.
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0, "4090": 165.0}
+
+#: What the real datasets' DataModules publish (the sizes the models are built with; no data is read).
+REAL_DATA = {
+    "tagger_nuswide": DataInfo(
+        label_names=[f"c{i}" for i in range(81)], tag_names=[f"t{i}" for i in range(1000)]
+    ),
+    "hashtag_sun397": DataInfo(label_names=[f"h{i}" for i in range(20)] + ["other"]),
+}
 
 MODELS = {
     # name: (experiment, overrides, image size, overrides of --tiny: a small CNN for a CPU smoke run)
@@ -91,7 +100,7 @@ def bare_throughput(
 ) -> float:
     module.train()
     module.log = module.log_dict = _no_log
-    optimizer = module.configure_optimizers()["optimizer"]
+    optimizer = module.configure_optimizers()[0]["optimizer"]
     device_type = batch["image"].device.type
     for i in range(args.warmup + args.steps):
         if i == args.warmup:
@@ -153,6 +162,7 @@ def measure(model_name: str, args: argparse.Namespace, device: torch.device) -> 
     cfg = compose_experiment(experiment, [*overrides, *(tiny if args.tiny else []), *args.overrides])
     with open_dict(cfg):
         cfg.compile = False
+    link_data(cfg, REAL_DATA[experiment])
     L.seed_everything(0)
     model = build_model(cfg)
     batch = make_batch(experiment, args.batch_size, size, cfg, device)

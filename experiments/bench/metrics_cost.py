@@ -13,13 +13,12 @@ import time
 from typing import Any
 
 import lightning as L
-from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback
 from torchmetrics import Metric
 
 from experiments.bench.common import compose_experiment, synchronize
 from experiments.bench.overhead import DEFAULT_EXPERIMENTS
-from experiments.stages import build_model
+from experiments.stages import build_data_and_model
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -71,9 +70,7 @@ class _ValStepTimer(Callback):
 
 def measure(experiment: str, args: argparse.Namespace) -> dict[str, Any]:
     cfg = compose_experiment(experiment, args.overrides)
-    L.seed_everything(cfg.seed)
-    datamodule = instantiate(cfg.data)
-    model = build_model(cfg)
+    datamodule, model = build_data_and_model(cfg)
     clock = _Clock()
     metrics = [m for m in model.modules() if isinstance(m, Metric)]
     for metric in metrics:

@@ -31,13 +31,12 @@ from typing import Any
 
 import lightning as L
 import torch
-from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback
 from omegaconf import open_dict
 from torch.utils.data import DataLoader
 
 from experiments.bench.common import compose_experiment, synchronize
-from experiments.stages import build_model, build_trainer
+from experiments.stages import build_data_and_model, build_trainer
 from lit_modules.base import SuiteModule
 
 DEFAULT_EXPERIMENTS = ["tagger", "hashtag", "crisismmd"]
@@ -92,9 +91,7 @@ class _OneLayer(SuiteModule):
         self.layer = torch.nn.Linear(8, 1)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss = self.layer(batch["x"]).pow(2).mean()
-        self.log_train_loss(loss, batch_size=len(batch["x"]))
-        return loss
+        return self.layer(batch["x"]).pow(2).mean()
 
 
 def fixed_cost_ms(cfg: Any, repeats: int, steps: int = 200, warmup: int = 5) -> float:
@@ -112,7 +109,7 @@ def bare_loop(module: L.LightningModule, batches: list[Any], warmup: int) -> tup
     """``(wall, process CPU)`` seconds for the steps after ``warmup`` of a plain PyTorch training loop."""
     module.train()
     module.log = module.log_dict = _no_log
-    optimizer = module.configure_optimizers()["optimizer"]
+    optimizer = module.configure_optimizers()[0]["optimizer"]
     start = cpu_start = 0.0
     for i, batch in enumerate(batches):
         if i == warmup:
@@ -186,9 +183,7 @@ def profile_breakdown(trainer: Any, steps: int, top: int = 8) -> list[dict[str, 
 
 def measure(experiment: str, args: argparse.Namespace) -> dict[str, Any]:
     cfg = compose_experiment(experiment, args.overrides)
-    L.seed_everything(cfg.seed, workers=True)
-    datamodule = instantiate(cfg.data)
-    model = build_model(cfg)
+    datamodule, model = build_data_and_model(cfg)
     if not model.automatic_optimization:
         return {"experiment": experiment, "note": "manual optimisation: no bare loop to compare with"}
     batches = draw_batches(datamodule, args.warmup + args.steps)

@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from hydra.utils import instantiate
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from experiments.bench.common import compose_experiment
+from experiments.stages import build_data
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -76,9 +76,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 [*args.overrides, f"data.num_workers={workers}", f"data.cache_decoded={cache}"],
             )
             L.seed_everything(cfg.seed)
-            datamodule = instantiate(cfg.data)
-            datamodule.prepare_data()
-            datamodule.setup("fit")
+            datamodule = build_data(cfg)
             suite = images_per_second(datamodule.train_dataloader(), args.passes)
             files, labels = image_files(datamodule.data_train)
             bare_loader = DataLoader(

@@ -1,6 +1,6 @@
 """``relevance``: caption scoring throughput (captions/s) of the relevance model with length-grouped
-batches + dynamic padding (:class:`~datamodules.imagenet_captions.LengthGroupedBatchSampler` +
-:class:`~datamodules.imagenet_captions.PadCollate`, what the suite's DataModule uses) vs every batch
+batches + dynamic padding (:class:`~datamodules.samplers.LengthGroupedBatchSampler` +
+:class:`~datamodules.text_batches.PadCollate`, what the suite's DataModule uses) vs every batch
 padded to the longest caption of the set.
 
 Captions are random token ids with a realistic length spread (log-normal, median ~``--median``
@@ -18,7 +18,8 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, SequentialSampler
 
-from datamodules.imagenet_captions import LengthGroupedBatchSampler, PadCollate, TokenizedTexts
+from datamodules.samplers import LengthGroupedBatchSampler
+from datamodules.text_batches import PadCollate, TokenizedTexts
 from lit_modules.relevance.networks import RelevanceNet
 from lit_modules.text_encoders import build_text_encoder
 

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lit_modules.base import EpochMeans, SuiteModule
+from lit_modules.base import SuiteModule
 from lit_modules.graph_fusion.multitask import DynamicTaskWeights, min_norm_weights
 from lit_modules.graph_fusion.networks import MultimodalMultiTaskNet
 from lit_modules.losses import one_vs_rest_loss
@@ -54,6 +54,10 @@ class GraphFusionMultiTask(SuiteModule):
             GradNorm; needs ``net.shared_hidden``).
         epoch_rebalance: the epoch-level rebalancing of DBN.
         mgda_normalize: gradient normalisation before the min-norm solver: ``none``, ``l2`` or ``loss``.
+        task_positives, num_train: the training samples of each task outside its negative class
+            (``m_f``) and in all (``M``), for DBN's ``M / m_f`` (from the data).
+        feature_fingerprints: ``{modality: encoder digest}`` of precomputed features the data serves
+            (from the data); a frozen encoder of this network must give the same digest.
     """
 
     def __init__(
@@ -70,6 +74,9 @@ class GraphFusionMultiTask(SuiteModule):
         epoch_rebalance: bool = True,
         mgda_normalize: str = "none",
         scheduler_interval: str = "epoch",
+        task_positives: dict[str, int] | None = None,
+        num_train: int | None = None,
+        feature_fingerprints: dict[str, str] | None = None,
     ) -> None:
         super().__init__(optimizer, scheduler, scheduler_interval)
         if multitask not in MULTITASK_MODES:
@@ -83,7 +90,12 @@ class GraphFusionMultiTask(SuiteModule):
         self.task_names = list(net.tasks)
         self.sample_loss = sample_loss
         self.task_weights = DynamicTaskWeights(len(self.task_names), alpha=dbn_alpha, lr=dbn_lr)
-        self.train_means = EpochMeans()
+        if task_positives and num_train:
+            self.task_weights.set_positive_counts([task_positives[t] for t in self.task_names], num_train)
+            log.info(
+                "DBN inverse positive shares M/m_f (mean 1): %s",
+                dict(zip(self.task_names, self.task_weights.inverse_positive_share.tolist())),
+            )
         # One metric object per split for every task's scores (one update per step, no value checks,
         # no host-device synchronisation; see lit_modules.metrics.multitask).
         self.scores = nn.ModuleDict({s: MultiTaskScores(net.tasks) for s in ("val", "test")})
@@ -164,34 +176,24 @@ class GraphFusionMultiTask(SuiteModule):
         whose encoder trains, or a fingerprint that differs (another checkpoint, another random init)."""
         from datamodules.feature_cache import encoder_fingerprint
 
-        cache = getattr(self.trainer.datamodule, "feature_cache", None) if self._trainer is not None else None
-        if cache is None:
-            return
+        cached = self.hparams.feature_fingerprints or {}
         frozen = self.net.frozen_modalities()
-        for modality in cache.modalities:
+        for modality, fingerprint in cached.items():
             if modality not in self.net.modalities:
                 continue
             if modality not in frozen:
                 raise ValueError(
-                    f"{cache.root}: features of {modality!r} are cached, but its encoder trains here; "
+                    f"features of {modality!r} are cached (data.features_dir), but its encoder trains here; "
                     f"freeze it (model.net.freeze=[{modality}]) or drop data.features_dir"
                 )
-            if encoder_fingerprint(self.net.encoders[modality]) != cache.fingerprint(modality):
+            if encoder_fingerprint(self.net.encoders[modality]) != fingerprint:
                 raise ValueError(
-                    f"{cache.root}: the cached {modality!r} features come from another encoder "
+                    f"the cached {modality!r} features (data.features_dir) come from another encoder "
                     "(weights differ: pretrained checkpoint or seed); re-run experiments.precompute_features"
                 )
 
     def on_fit_start(self) -> None:
         self.check_feature_cache()
-        stats = getattr(self.trainer.datamodule, "task_statistics", None)
-        if callable(stats):
-            s = stats()
-            self.task_weights.set_positive_counts([s["positives"][t] for t in self.task_names], s["total"])
-            log.info(
-                "DBN inverse positive shares M/m_f (mean 1): %s",
-                dict(zip(self.task_names, self.task_weights.inverse_positive_share.tolist())),
-            )
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         out = self(batch)
@@ -210,13 +212,12 @@ class GraphFusionMultiTask(SuiteModule):
         else:
             total = losses.sum()
         ones = torch.ones(len(self._train_log_names()) - len(self.task_names), device=losses.device)
-        self.train_means.add(self._train_log_names(), torch.cat(values), torch.cat([counts[0].float(), ones]))
-        self.log_train_loss(total, batch_size=len(labels))
+        self.log_train_values(
+            self._train_log_names(), torch.cat(values), torch.cat([counts[0].float(), ones])
+        )
         return total
 
-    def on_train_epoch_end(self) -> None:
-        super().on_train_epoch_end()
-        self.train_means.log(self)
+    def training_epoch_finished(self) -> None:
         if self.hparams.multitask == "dbn" and self.hparams.epoch_rebalance:
             weights = self.task_weights.epoch_rebalance()
             log.info(
@@ -227,32 +228,20 @@ class GraphFusionMultiTask(SuiteModule):
             self.task_weights.epoch_loss_sum.zero_()
             self.task_weights.epoch_loss_count.zero_()
 
-    def _eval_step(self, batch: dict[str, Tensor], split: str) -> None:
+    def evaluation_step(self, batch: dict[str, Tensor], split: str) -> None:
         out = self(batch)
         labels = batch["labels"]
         losses, _ = self.task_losses(out["logits"], labels)
         self.log(f"{split}/loss", losses.sum(), on_epoch=True, sync_dist=True, batch_size=len(labels))
         self.scores[split].update(out["logits"], labels, losses)
 
-    def _log_epoch(self, split: str) -> None:
+    def evaluation_epoch_end(self, split: str) -> None:
         # compute() has already synchronised the states across ranks: every rank logs the same values
         self.log_dict({f"{split}/{key}": value for key, value in self.scores[split].compute().items()})
         self.scores[split].reset()
 
-    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self._eval_step(batch, "val")
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_epoch("val")
-
     def on_test_start(self) -> None:
         self.check_feature_cache()
-
-    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self._eval_step(batch, "test")
-
-    def on_test_epoch_end(self) -> None:
-        self._log_epoch("test")
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
         out = self(batch)

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from datamodules.transforms import ImageTransforms
+from datamodules.preprocessing.images import ImageTransforms
 from lit_modules.hashtag.tta import implausible_tags
 
 log = logging.getLogger(__name__)

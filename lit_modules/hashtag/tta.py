@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 from torchvision.transforms import v2
 
-from datamodules.transforms import strength_augmentations
+from datamodules.preprocessing.images import strength_augmentations
 
 
 def tta_probabilities(
@@ -42,7 +42,7 @@ def _softmax(out) -> Tensor:
 
 class NormalizedAugment:
     """Augment already normalised images ``[..., 3, H, W]`` at strength ``k``: denormalise to [0, 1],
-    apply the strength-``k`` augmentations (:func:`datamodules.transforms.strength_augmentations`;
+    apply the strength-``k`` augmentations (:func:`datamodules.preprocessing.images.strength_augmentations`;
     one random draw per call), normalise again."""
 
     def __init__(self, k: float, size: int, mean: Sequence[float], std: Sequence[float]) -> None:

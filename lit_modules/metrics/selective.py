@@ -144,3 +144,11 @@ class SelectivePredictions(Metric):
             "prediction": cat(self.prediction).long(),
             "target": cat(self.target).long(),
         }
+
+
+def area_under_risk_coverage(curve: dict[str, Tensor]) -> float:
+    """Area under the risk-coverage curve (step-wise, from coverage 0; lower is better)."""
+    if curve["coverage"].numel() == 0:
+        return 0.0
+    cov = torch.cat([curve["coverage"].new_zeros(1), curve["coverage"]])
+    return float(((cov[1:] - cov[:-1]) * curve["risk"]).sum())

@@ -75,11 +75,9 @@ class RelevanceClassifier(SuiteModule):
         return weighted_classification_loss(logits, batch["labels"], batch.get("weight"), kind=self.loss_kind)
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        loss = self.loss(self(batch), batch)
-        self.log_train_loss(loss, batch_size=len(batch["labels"]))
-        return loss
+        return self.loss(self(batch), batch)
 
-    def _eval_step(self, split: str, batch: dict[str, Tensor]) -> None:
+    def evaluation_step(self, batch: dict[str, Tensor], split: str) -> None:
         logits = self(batch)
         self.log(
             f"{split}/loss",
@@ -91,22 +89,10 @@ class RelevanceClassifier(SuiteModule):
         for metric in self.accuracy[split].values():
             metric.update(logits, batch["labels"])
 
-    def _eval_epoch_end(self, split: str) -> None:
+    def evaluation_epoch_end(self, split: str) -> None:
         for name, metric in self.accuracy[split].items():
             self.log(f"{split}/{name}", metric.compute(), prog_bar=name == "top1")
             metric.reset()
-
-    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self._eval_step("val", batch)
-
-    def on_validation_epoch_end(self) -> None:
-        self._eval_epoch_end("val")
-
-    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self._eval_step("test", batch)
-
-    def on_test_epoch_end(self) -> None:
-        self._eval_epoch_end("test")
 
     def export_metadata(self) -> dict[str, Any]:
         hp = self.hparams

@@ -47,8 +47,8 @@ def predict_images(
     [{"wnid", "name", "probability"}, ...]}`` with the ``top_k`` classes."""
     from PIL import Image
 
-    from datamodules.transforms import ImageTransforms
-    from lit_modules.text_encoders import tokenizer_from_state
+    from datamodules.preprocessing.images import ImageTransforms
+    from datamodules.preprocessing.text import tokenizer_from_state
 
     data = spec["data"]
     transform = ImageTransforms(**data["transforms"]).eval()

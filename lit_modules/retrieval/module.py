@@ -19,11 +19,11 @@ term                     formula                                                
 
 "all" rows are pairs plus the unpaired images and captions of the batch; ``use_unpaired: false``
 restricts every term to the pairs (the "unpaired terms off" control and the VSE++ baseline).
-``recipes[stage]`` gives each stage's ``loss_weights`` (0 or missing: off) and ``trainable`` parts;
-the rest are frozen (no gradients, eval mode); experiments declare ``stages`` that set ``model.stage``.
-A recipe may name the metric that picks its stage's checkpoint (``monitor``, ``monitor_mode``; the
-retrieval experiments read it as ``monitor: ${oc.select:model.recipes.${model.stage}.monitor,val/rsum}``):
-the autoencoder stage is picked by ``val/auto`` (min), since its latent maps are still random there.
+``loss_weights`` switches terms on (0 or missing: off) and ``trainable`` names the parts that update;
+the rest are frozen (no gradients, eval mode). The experiments chain stages (autoencoders -> latent
+maps -> joint) that set both, and each stage's checkpoint monitor, through ordinary ``stages:``
+overrides; the autoencoder stage is picked by ``val/auto`` (min), since its latent maps are still
+random there.
 Validation and test log ``<split>/auto``, the ``auto`` term on the evaluation images and all five
 captions of each, besides the retrieval metrics. Adversarial terms use manual optimisation:
 ``n_critic`` critic steps (critic optimiser over the four critics) then one generator step
@@ -38,7 +38,7 @@ import torch
 from torch import Tensor
 from torchmetrics import MeanMetric
 
-from lit_modules.base import EpochMeans, SuiteModule
+from lit_modules.base import SuiteModule
 from lit_modules.metrics import CocoRetrievalMetrics
 from lit_modules.retrieval import losses
 from lit_modules.retrieval.networks import CRITIC_PARTS, PARTS, CycleRetrievalNet
@@ -61,13 +61,11 @@ class CycleRetrieval(SuiteModule):
     net: the twelve parts.
     optimizer: ``functools.partial`` of the generator optimiser (``conf/optimizer``).
     critic_optimizer: ``functools.partial`` of the critic optimiser (``None``: the generator's).
-    stage: the recipe this run trains with.
-    recipes: ``{stage: {trainable: [parts] | null (all twelve), loss_weights: {term: lambda}}}``;
-        missing terms are off; optional ``hardest_negative`` overrides the module's for that stage.
+        Each optimiser gets its own scheduler from ``scheduler``.
+    trainable: the parts this stage updates (``None``: all twelve).
+    loss_weights: ``{term: lambda}``; missing terms are off.
     use_unpaired: whether unpaired rows reach the loss terms.
     margin, hardest_negative: the triplet loss (0.2; VSE++: hardest negative).
-    Recipes may also carry ``monitor`` / ``monitor_mode`` (min or max): read by the experiment
-    configs to pick each stage's checkpoint, kept in the hyperparameters.
     adversarial: ``wgan_gp`` or ``bce``; ``gp_weight``, ``n_critic``: its settings.
     """
 
@@ -77,8 +75,8 @@ class CycleRetrieval(SuiteModule):
         optimizer: Any,
         scheduler: Any = None,
         critic_optimizer: Any = None,
-        stage: str = "joint",
-        recipes: dict[str, Any] | None = None,
+        trainable: list[str] | None = None,
+        loss_weights: dict[str, float] | None = None,
         use_unpaired: bool = True,
         margin: float = 0.2,
         hardest_negative: bool = False,
@@ -87,49 +85,23 @@ class CycleRetrieval(SuiteModule):
         n_critic: int = 1,
         scheduler_interval: str = "epoch",
     ) -> None:
-        super().__init__(optimizer, scheduler, scheduler_interval)
-        recipes = {str(k): dict(v) for k, v in dict(recipes or {}).items()}
-        if stage not in recipes:
-            raise ValueError(f"stage {stage!r} has no recipe; recipes: {sorted(recipes)}")
-        recipe = recipes[stage]
-        weights = {str(k): float(v) for k, v in dict(recipe.get("loss_weights") or {}).items()}
-        unknown = set(weights) - set(TERMS)
-        trainable = list(recipe["trainable"]) if recipe.get("trainable") is not None else list(PARTS)
-        if unknown or set(trainable) - set(PARTS):
-            raise ValueError(
-                f"unknown loss terms {sorted(unknown)} or parts {sorted(set(trainable) - set(PARTS))}"
-            )
+        super().__init__(
+            {"main": optimizer, "critic": critic_optimizer or optimizer}, scheduler, scheduler_interval
+        )
+        weights = dict(loss_weights or {})
+        trainable = list(trainable) if trainable is not None else list(PARTS)
+        unknown, unknown_parts = set(weights) - set(TERMS), set(trainable) - set(PARTS)
+        if unknown or unknown_parts:
+            raise ValueError(f"unknown loss terms {sorted(unknown)} or parts {sorted(unknown_parts)}")
         self.save_hyperparameters(logger=False, ignore=["net", "optimizer", "scheduler", "critic_optimizer"])
-        self.hparams.recipes = {
-            name: {
-                "trainable": list(r["trainable"]) if r.get("trainable") is not None else None,
-                "loss_weights": {str(k): float(v) for k, v in dict(r.get("loss_weights") or {}).items()},
-            }
-            for name, r in recipes.items()
-        }  # plain values: checkpoints load with weights_only
-        for name, r in recipes.items():
-            if "hardest_negative" in r:
-                self.hparams.recipes[name]["hardest_negative"] = bool(r["hardest_negative"])
-            if r.get("monitor_mode", "min") not in ("min", "max"):
-                raise ValueError(
-                    f"recipe {name!r}: monitor_mode must be min or max, got {r['monitor_mode']!r}"
-                )
-            for key in ("monitor", "monitor_mode"):
-                if r.get(key) is not None:
-                    self.hparams.recipes[name][key] = str(r[key])
-        self.trainable, self.loss_weights = trainable, weights
-        # A recipe may override the negatives (VSE++ warms up with the sum: from scratch the
-        # hardest-negative loss collapses to 2m with every embedding equal).
-        self.hardest_negative = bool(recipe.get("hardest_negative", hardest_negative))
         self.automatic_optimization = False
         self.net = net
-        self.critic_optimizer_factory = critic_optimizer or optimizer
-        self.weights = {t: weights.get(t, 0.0) for t in TERMS}
+        self.trainable = trainable
+        self.weights = {t: float(weights.get(t, 0.0)) for t in TERMS}
         self.active = [t for t in TERMS if self.weights[t] > 0]
         self.adversarial_on = any(t in self.active for t in ADVERSARIAL)
         for part in PARTS:
             getattr(net, part).requires_grad_(part in trainable)
-        self.train_means = EpochMeans()
         self.retrieval = torch.nn.ModuleDict({s: CocoRetrievalMetrics() for s in ("val", "test")})
         self.reconstruction = torch.nn.ModuleDict({s: MeanMetric() for s in ("val", "test")})
 
@@ -142,14 +114,14 @@ class CycleRetrieval(SuiteModule):
                 getattr(self.net, part).eval()
         return self
 
-    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+    def optimizer_parameters(self) -> dict[str, list[torch.nn.Parameter]]:
         # Both optimisers hold every parameter of their side whatever the stage freezes (frozen ones
         # get no gradient and are skipped): the state layout is the same in every stage and resumes.
         generator = [
             p for part in PARTS if part not in CRITIC_PARTS for p in getattr(self.net, part).parameters()
         ]
         critics = [p for part in CRITIC_PARTS for p in getattr(self.net, part).parameters()]
-        return [self.optimizer_factory(params=generator), self.critic_optimizer_factory(params=critics)]
+        return {"main": generator, "critic": critics}
 
     # ----------------------------------------------------------------------------- loss terms
     def _encode(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -196,7 +168,7 @@ class CycleRetrieval(SuiteModule):
             terms["domain_adversarial"] = losses.generator_loss(
                 net.image_domain_critic, image_of_text, every, kind
             ) + losses.generator_loss(net.text_domain_critic, text_of_image, every, kind)
-        triplet = dict(margin=self.hparams.margin, hardest=self.hardest_negative)
+        triplet = dict(margin=self.hparams.margin, hardest=self.hparams.hardest_negative)
         if "paired_retrieval" in self.active:
             terms["paired_retrieval"] = losses.triplet_ranking(z_i, z_t, paired, **triplet)
         if "unpaired_retrieval" in self.active:
@@ -230,7 +202,7 @@ class CycleRetrieval(SuiteModule):
         return loss
 
     # ----------------------------------------------------------------------------- steps
-    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         opt_generator, opt_critic = self.optimizers()
         out = self._encode(batch)
         names, values = [], []
@@ -248,15 +220,11 @@ class CycleRetrieval(SuiteModule):
         opt_generator.zero_grad(set_to_none=True)
         self.manual_backward(loss)
         opt_generator.step()
-        names += ["train/loss", *(f"train/{t}" for t in terms)]
-        values += [loss.detach(), *(v.detach() for v in terms.values())]
-        self.train_means.add(names, torch.stack(values))
-
-    def on_train_epoch_end(self) -> None:
-        self.train_means.log(self)
-        schedulers = self.lr_schedulers()
-        for scheduler in schedulers if isinstance(schedulers, list) else [schedulers] if schedulers else []:
-            scheduler.step()
+        names += [f"train/{t}" for t in terms]
+        values += [v.detach() for v in terms.values()]
+        if values:
+            self.log_train_values(names, torch.stack(values))
+        return loss.detach()
 
     def forward(self, image: Tensor, ids: Tensor) -> tuple[Tensor, Tensor]:
         return self.net.embed_images(image), self.net.embed_captions(ids)
@@ -273,30 +241,18 @@ class CycleRetrieval(SuiteModule):
         )
         return f_i, f_t, auto
 
-    def _eval_step(self, batch: dict[str, Tensor], split: str) -> None:
+    def evaluation_step(self, batch: dict[str, Tensor], split: str) -> None:
         f_i, f_t, auto = self.auto_reconstruction(batch["image"], batch["ids"])
         self.reconstruction[split].update(auto, weight=len(f_i))
         z_i, z_t = self.net.image_to_latent(f_i), self.net.text_to_latent(f_t)  # z_t [5B, d], rows 5i..5i+4
         self.retrieval[split].update(z_i, z_t)
 
-    def _log_retrieval(self, split: str) -> None:
+    def evaluation_epoch_end(self, split: str) -> None:
         scores = self.retrieval[split].compute()
         scores["auto"] = self.reconstruction[split].compute()
         self.log_dict({f"{split}/{k}": v for k, v in scores.items()})
         self.retrieval[split].reset()
         self.reconstruction[split].reset()
-
-    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self._eval_step(batch, "val")
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_retrieval("val")
-
-    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self._eval_step(batch, "test")
-
-    def on_test_epoch_end(self) -> None:
-        self._log_retrieval("test")
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
         return {
@@ -307,7 +263,6 @@ class CycleRetrieval(SuiteModule):
         return {
             "kind": "cycle_retrieval",
             "latent": "cosine of E_I(Img_enc(x)) and E_T(Txt_enc(w))",
-            "stage": self.hparams.stage,
             "trainable": list(self.trainable),
-            "loss_weights": dict(self.loss_weights),
+            "loss_weights": {t: w for t, w in self.weights.items() if w > 0},
         }

@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from datamodules.transforms import ImageTransforms
-from lit_modules.text_encoders import tokenizer_from_state
+from datamodules.preprocessing.images import ImageTransforms
+from datamodules.preprocessing.text import tokenizer_from_state
 
 
 def predict_images(

@@ -95,6 +95,8 @@ class MultiLabelTagger(SuiteModule):
         min_k: lower bound of the composite's per-image k (seed: at least one label).
         alpha: threshold of the ``*_threshold`` rules; ``None`` leaves them out.
         num_figure_examples: test images drawn in the examples figure.
+        label_names: the concepts (from the data: figures).
+        image_pipeline: the data's image pipeline (from the data: figures undo its normalisation).
     """
 
     def __init__(
@@ -108,6 +110,8 @@ class MultiLabelTagger(SuiteModule):
         alpha: float | None = 0.5,
         num_figure_examples: int = 12,
         scheduler_interval: str = "epoch",
+        label_names: list[str] | None = None,
+        image_pipeline: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(optimizer, scheduler, scheduler_interval)
         if stage not in PARTS:
@@ -173,8 +177,7 @@ class MultiLabelTagger(SuiteModule):
                 getattr(self.net, part).eval()
         return self
 
-    def on_train_start(self) -> None:
-        super().on_train_start()
+    def on_fit_start(self) -> None:
         self.net.mark_trained(self.hparams.stage)
 
     # ----------------------------------------------------------------------------- steps
@@ -197,9 +200,7 @@ class MultiLabelTagger(SuiteModule):
             out = {"tag_logits": self.net.tag_mlp(batch["tags"])}
         else:
             out = self(batch["image"], batch["tags"])
-        loss = self._loss(out, labels)
-        self.log_train_loss(loss, batch_size=len(labels))
-        return loss
+        return self._loss(out, labels)
 
     def predict_labels(self, out: dict[str, Tensor], rule: str) -> Tensor:
         """0/1 labels ``[n, C]`` of one prediction rule."""
@@ -211,7 +212,10 @@ class MultiLabelTagger(SuiteModule):
             alpha=self.hparams.alpha if self.hparams.alpha is not None else 0.5,
         )
 
-    def _eval_step(self, batch: dict[str, Tensor], split: str) -> None:
+    def evaluation_epoch_start(self, split: str) -> None:
+        self._refresh_active()
+
+    def evaluation_step(self, batch: dict[str, Tensor], split: str) -> None:
         out = self(batch["image"], batch["tags"])
         labels = batch["labels"]
         self.log(
@@ -232,7 +236,7 @@ class MultiLabelTagger(SuiteModule):
                 "pred": self.predict_labels(out, self.selection_rule).cpu(),
             }
 
-    def _log_epoch_metrics(self, split: str) -> None:
+    def evaluation_epoch_end(self, split: str) -> None:
         for rule in self.rules:
             scores = self.metrics[split][rule].compute()
             self.log_dict({f"{split}/{rule}/{k}": v for k, v in scores.items()})
@@ -245,24 +249,7 @@ class MultiLabelTagger(SuiteModule):
             self.log(f"{split}/{name}/mAP", self.average_precision[split][name].compute())
             self.average_precision[split][name].reset()
 
-    def on_validation_epoch_start(self) -> None:
-        self._refresh_active()
-
-    def on_test_epoch_start(self) -> None:
-        self._refresh_active()
-
-    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self._eval_step(batch, "val")
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_epoch_metrics("val")
-
-    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self._eval_step(batch, "test")
-
-    def on_test_epoch_end(self) -> None:
-        self._log_epoch_metrics("test")
-        if self._figure_batch is not None and self.trainer.is_global_zero:
+        if split == "test" and self._figure_batch is not None and self.trainer.is_global_zero:
             self._log_examples_figure(self._figure_batch)
         self._figure_batch = None
 
@@ -277,24 +264,18 @@ class MultiLabelTagger(SuiteModule):
     # ----------------------------------------------------------------------------- figure
     def _log_examples_figure(self, batch: dict[str, Tensor]) -> None:
         """The seed's example table: image, true labels, predicted labels; saved and sent to loggers."""
-        from lit_modules.figures import labelled_image_grid, log_figure
+        from lit_modules.figures import log_figure, tagged_examples_figure
 
-        datamodule = self.trainer.datamodule
-        names = getattr(datamodule, "label_names", None) or [str(i) for i in range(self.net.num_labels)]
+        names = self.hparams.label_names or [str(i) for i in range(self.net.num_labels)]
         n = min(self.hparams.num_figure_examples, len(batch["image"]))
-        images = (
-            datamodule.denormalize(batch["image"][:n])
-            if hasattr(datamodule, "denormalize")
-            else batch["image"][:n]
+        fig = tagged_examples_figure(
+            batch["image"][:n],
+            batch["labels"][:n],
+            batch["pred"][:n],
+            names,
+            self.hparams.image_pipeline,
+            title=f"{self.hparams.stage}: {self.selection_rule}",
         )
-        captions = [
-            "true: "
-            + " ".join(names[j] for j in batch["labels"][i].nonzero().flatten().tolist())
-            + "\npred: "
-            + " ".join(names[j] for j in batch["pred"][i].nonzero().flatten().tolist())
-            for i in range(n)
-        ]
-        fig = labelled_image_grid(images, captions, title=f"{self.hparams.stage}: {self.selection_rule}")
         path = Path(self.trainer.default_root_dir) / "figures" / f"examples_{self.hparams.stage}.png"
         log_figure(self.trainer, fig, path, key=f"test/examples_{self.hparams.stage}")
 

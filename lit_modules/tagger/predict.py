@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from datamodules.transforms import ImageTransforms
+from datamodules.preprocessing.images import ImageTransforms
 from lit_modules.tagger.module import RULES, apply_rule
 
 log = logging.getLogger(__name__)

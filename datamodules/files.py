@@ -1,0 +1,84 @@
+"""Atomic file output, used for every file the suite writes (indexes, summaries, checkpoints, exports,
+figures).
+
+A file is written to a temporary sibling in the destination folder, flushed to disk (``fsync``) and
+renamed over the destination (``os.replace``, atomic within one filesystem): a kill, a full disk or
+a failed write leaves the previous file intact, never half a file. The new file gets the usual
+permissions (``0666`` minus the umask), not the ``0600`` of :func:`tempfile.mkstemp`, so shared
+run and data folders stay readable to teammates. A failure names the destination path.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def current_umask() -> int:
+    """The process umask (read by setting and restoring it)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # some filesystems do not open directories
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on a clean exit it is synced and renamed to ``path``.
+
+    For writers that want a path (``torch.save``, ``safetensors``, ``savefig``)::
+
+        with atomic_path(out / "model.safetensors") as tmp:
+            save_file(state, str(tmp))
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+    except OSError as err:
+        raise OSError(err.errno, f"cannot write {path}: {err.strerror}", str(path)) from err
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~current_umask())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise OSError(
+            err.errno,
+            f"cannot write {path} (the previous file, if any, is intact): {err.strerror or err}",
+            str(path),
+        ) from err
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` (UTF-8, ``\\n`` line ends) atomically; returns ``path``."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
