@@ -153,7 +153,6 @@ def write_coco(
 
 def ensure_coco(root: str | Path, **params: Any) -> Path:
     """Generate the twin into ``root`` unless it already holds it for the same parameters."""
-    params = {str(k): v for k, v in params.items()}
 
     def write(folder: Path) -> None:
         summary = write_coco(folder, **params)

@@ -54,8 +54,8 @@ class MultimodalMultiTaskNet(nn.Module):
         freeze: Sequence[str] = (),
     ) -> None:
         super().__init__()
-        self.tasks = {str(k): int(v) for k, v in dict(tasks).items()}
-        self.modalities = [str(m) for m in modalities]
+        self.tasks = dict(tasks)
+        self.modalities = list(modalities)
         unknown = set(self.modalities) - set(MODALITIES)
         if unknown or len(self.modalities) < 2:
             raise ValueError(f"modalities must be >= 2 of {MODALITIES}, got {self.modalities}")
