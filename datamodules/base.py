@@ -17,6 +17,7 @@ The contract (see CONTRIBUTING.md, "Adding a model"). A DataModule subclass:
 from __future__ import annotations
 
 import importlib
+import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from datamodules.errors import DatasetFormatError
 from datamodules.samplers import EpochFractionSampler, EvalSampler
+
+log = logging.getLogger(__name__)
 
 #: Lightning hooks that :class:`SuiteDataModule` implements for every dataset.
 OWNED_HOOKS = ("prepare_data", "train_dataloader", "val_dataloader", "test_dataloader")
@@ -237,16 +240,32 @@ def image_is_readable(path: Path) -> bool:
         return False
 
 
-class DecodedImages:
-    """Opens images as RGB; with ``cache`` keeps the decoded uint8 pixels of item ``i`` in memory
-    (small datasets such as the synthetic twins; the cache lives per worker process)."""
+#: The decoded-image cache of ``cache_decoded: true``, per process (each loader worker has its own).
+DEFAULT_CACHE_MB = 1024
 
-    def __init__(self, size: int, cache: bool = False) -> None:
-        self._pixels: list[np.ndarray | None] | None = [None] * size if cache else None
+
+class DecodedImages:
+    """Opens images as RGB, optionally keeping decoded uint8 pixels in memory.
+
+    ``cache``: ``False``/``0`` (off: the default of every real dataset), ``True`` (up to
+    :data:`DEFAULT_CACHE_MB` MB) or a budget in MB. The cache lives in each process that reads the
+    data (every DataLoader worker holds its own copy), so the memory it takes is the budget times the
+    workers. When the budget is reached, later images are decoded on every read and a warning says
+    so once: a real dataset never fills memory through this cache (ImageNet's 357k training photos at
+    ~0.55 MB each would need ~190 GB per worker).
+    """
+
+    def __init__(self, size: int, cache: bool | float = False) -> None:
+        budget_mb = DEFAULT_CACHE_MB if cache is True else float(cache or 0)
+        self.budget = int(budget_mb * 2**20)
+        self.used = 0
+        self._pixels: dict[int, np.ndarray] = {}
+        self._warned = False
 
     def load(self, i: int, path: Path) -> Image.Image:
-        if self._pixels is not None and self._pixels[i] is not None:
-            return Image.fromarray(self._pixels[i])
+        pixels = self._pixels.get(i)
+        if pixels is not None:
+            return Image.fromarray(pixels)
         try:
             with Image.open(path) as img:
                 image = img.convert("RGB")
@@ -257,6 +276,21 @@ class DecodedImages:
                 "rerun: readers drop and count missing images (delete a cached index, e.g. "
                 "NUS-WIDE's index.ndjson, so it is rebuilt)",
             ) from err
-        if self._pixels is not None:
-            self._pixels[i] = np.asarray(image)
+        if self.budget:
+            self._keep(i, np.asarray(image))
         return image
+
+    def _keep(self, i: int, pixels: np.ndarray) -> None:
+        if self.used + pixels.nbytes <= self.budget:
+            self._pixels[i] = pixels
+            self.used += pixels.nbytes
+        elif not self._warned:
+            self._warned = True
+            log.warning(
+                "decoded-image cache full (%d images, %.0f MB of a %.0f MB budget per process): the other "
+                "images are decoded on every read; raise data.cache_decoded (MB) if memory allows, or set "
+                "it to false",
+                len(self._pixels),
+                self.used / 2**20,
+                self.budget / 2**20,
+            )

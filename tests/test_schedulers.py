@@ -48,9 +48,9 @@ SMALL_NETS = {  # real-data experiments: offline networks instead of the seeds' 
         "model.net.image_encoder.name=small_cnn",
         "model.net.image_encoder.weights=null",
         "model.net.text_encoder.name=bilstm",
-        "model.net.text_encoder.freeze=false",
+        "~model.net.text_encoder.freeze",
+        "model.net.text_encoder.pooling=max",
         "model.net.freeze=[]",
-        "model.net.dim=64",
     ],
     "relevance_imagenet_captions": [
         "data=imagenet_captions_synthetic",

@@ -7,6 +7,7 @@
     python -m experiments.bench metrics      # metric updates as a share of the step
     python -m experiments.bench gpu          # image-CNN training throughput on a GPU, bf16 + channels_last
     python -m experiments.bench walltime     # the main job and the test suite, end to end
+    python -m experiments.bench scale        # every dataset's prepare / setup / loader pass at real size
 
 Each writes ``result.json`` (figures + the machine, versions and settings they came from) and
 ``result.md`` (a markdown table) into ``logs/bench/<name>/<time>/`` (``--out`` to choose). Targets

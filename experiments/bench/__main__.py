@@ -19,6 +19,7 @@ BENCHMARKS = {
     "metrics": "metrics_cost",
     "gpu": "gpu",
     "walltime": "walltime",
+    "scale": "scale",
 }
 
 
