@@ -1,22 +1,31 @@
-"""CrisisMMD v2.0 reader and DataModule (three tasks, image + tweet text + an optional third modality).
+"""CrisisMMD v2.0 reader, compact index and DataModule (three tasks, image + tweet text + an optional
+third modality).
 
 Reads the per-task split TSVs as the publishers ship them (the real release or the synthetic twin of
-:mod:`datamodules.synthetic.crisismmd`); by default, under ``root``::
+:mod:`datamodules.synthetic.crisismmd`). Two file sets of the release (``release``):
 
-    crisismmd_datasplit_agreed_label/task_informative_text_img_agreed_lab_{train,dev,test}.tsv
-    crisismmd_datasplit_agreed_label/task_humanitarian_text_img_agreed_lab_{train,dev,test}.tsv
-    crisismmd_datasplit_all/task_damage_text_img_{train,dev,test}.tsv
-    CrisisMMD_v2.0/data_image/<event>/<D_M_YYYY>/<image_id>.jpg       (the ``image`` column, relative)
+* ``all`` (``crisismmd_datasplit_all.zip``): every tweet-image pair (18,082 images of 16,058 tweets),
+  with the text annotators' ``label_text``, the image annotators' ``label_image`` and a ``label``
+  per pair (one of the two where they differ, ``label_text_image`` = ``Negative``)::
 
-(``files`` overrides any of the three patterns, e.g. the authors' repo's ``task_damage_{split}.tsv``.)
+      crisismmd_datasplit_all/task_{informative,humanitarian,damage}_text_img_{train,dev,test}.tsv
+
+* ``agreed`` (``crisismmd_datasplit_agreed_label.zip``, the release authors' benchmark): only the pairs
+  whose text and image labels agree (informative 12,708 pairs, humanitarian 8,079); it has no damage
+  task, which is read from the all-data files::
+
+      crisismmd_datasplit_agreed_label/task_{informative,humanitarian}_text_img_agreed_lab_{split}.tsv
+      crisismmd_datasplit_all/task_damage_text_img_{split}.tsv
+
+Images: ``CrisisMMD_v2.0/data_image/<event>/<D_M_YYYY>/<image_id>.jpg`` (the ``image`` column, relative).
+``files`` overrides any of the three patterns (e.g. the authors' repo's ``task_damage_{split}.tsv``).
 Format: UTF-8, TAB-separated, one header line, no quoting (tweets hold raw ``"``), LF or CRLF. Columns
 are found by header name (case-insensitive): ``image_id`` and the label (``label``, else
 ``label_image``; ``label_column`` picks another, e.g. ``label_text`` of the all-data files) are
 required; ``event_name``, ``tweet_id`` (else the part of ``image_id`` before its last ``_``),
-``tweet_text`` and ``image`` (else ``data_image/<event>/<image_id>.jpg`` is not guessed: an error)
-are read when present, so the damage files with fewer columns parse too. A row with another number of
-fields than the header, an unknown label, an empty id, or bytes that are not UTF-8 raise
-:class:`~datamodules.errors.DatasetFormatError` with the file and line.
+``tweet_text`` and ``image`` are read when present, so the damage files with fewer columns parse too.
+A row with another number of fields than the header, an unknown label, an empty id, or bytes that are
+not UTF-8 raise :class:`~datamodules.errors.DatasetFormatError` with the file and line.
 
 **Join.** Samples are (tweet, image) pairs joined across the three tasks by ``image_id`` (which holds the
 tweet id). A task that does not list a sample has label ``-1`` for it: masked out of that task's loss
@@ -27,8 +36,15 @@ row (``duplicate_rows``; a repeat with another label is logged as a warning nami
 missing on disk drop the sample (``missing_images``, logged). A task file without rows, or a split
 left without samples, is an error.
 
+**Index.** :meth:`CrisisMMDDataModule.prepare` (once per node) reads the files, checks that every image
+exists (once, not on every rank) and writes the result as one compact ``.npz`` (fixed-width string and
+integer arrays, the tweets' texts as one UTF-8 buffer with offsets: no per-sample Python objects for
+loader workers to copy). The index records the settings and the size and modification time of every
+TSV it was built from, and is rebuilt when any of them changes. Every rank's ``setup`` loads it.
+
 **Splits.** ``split_mode="official"``: the release's train/dev/test. ``"random"``: the seed's 60/20/20,
-drawn by tweet (all images of a tweet on one side) with ``split_seed``.
+drawn by tweet (all images of a tweet on one side) from a hash of ``(split_seed, tweet_id)``, so a
+tweet's side never depends on which other tweets are present (a dropped image moves nothing else).
 
 **Modalities.** ``image`` (the transforms of ``conf/augmentation``), ``text`` (token ids + mask from the
 tokenizer of :mod:`lit_modules.text_encoders`: a vocabulary built from the training tweets for the
@@ -39,6 +55,8 @@ training split; ``null``: none).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -52,6 +70,7 @@ from torch.utils.data import Dataset
 from datamodules.base import DataInfo, DecodedImages, SuiteDataModule
 from datamodules.errors import DatasetFormatError, DuplicateRows, decode_utf8, read_lines, require_rows
 from datamodules.feature_cache import FeatureCache, load_feature_cache
+from datamodules.files import atomic_path
 from datamodules.preprocessing.images import ImageTransforms
 
 log = logging.getLogger(__name__)
@@ -82,13 +101,29 @@ NEGATIVE_CLASS = {
     "humanitarian": "not_humanitarian",
     "damage": "little_or_no_damage",
 }
-DEFAULT_FILES = {
+#: The task files of each release file set (see the module docstring), ``{split}`` in train/dev/test.
+ALL_FILES = {task: f"crisismmd_datasplit_all/task_{task}_text_img_{{split}}.tsv" for task in TASKS}
+AGREED_FILES = {
     "informative": "crisismmd_datasplit_agreed_label/task_informative_text_img_agreed_lab_{split}.tsv",
     "humanitarian": "crisismmd_datasplit_agreed_label/task_humanitarian_text_img_agreed_lab_{split}.tsv",
-    "damage": "crisismmd_datasplit_all/task_damage_text_img_{split}.tsv",
+    "damage": ALL_FILES["damage"],
 }
+RELEASES = {"all": ALL_FILES, "agreed": AGREED_FILES}
+DEFAULT_FILES = AGREED_FILES
 _LABEL_COLUMNS = ("label", "label_image")
 _MAX_EXAMPLES = 5
+INDEX_FORMAT = "crisismmd-index"
+INDEX_VERSION = 1
+
+
+def task_files(release: str = "agreed", files: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The three tasks' file patterns: those of ``release`` (``all`` or ``agreed``), ``files`` over them."""
+    if release not in RELEASES:
+        raise ValueError(f"release must be one of {sorted(RELEASES)}, got {release!r}")
+    unknown = set(files or {}) - set(TASKS)
+    if unknown:
+        raise ValueError(f"files: unknown task(s) {sorted(unknown)}; the tasks are {list(TASKS)}")
+    return {**RELEASES[release], **dict(files or {})}
 
 
 @dataclass
@@ -210,10 +245,11 @@ def read_crisismmd(
     image_root: str = "CrisisMMD_v2.0",
     check_images: bool = True,
     label_column: str | None = None,
+    release: str = "agreed",
 ) -> CrisisMMDIndex:
     """Read and join the three tasks' split files under ``root`` (see the module docstring)."""
     root = Path(root)
-    patterns = {**DEFAULT_FILES, **dict(files or {})}
+    patterns = task_files(release, files)
     images_dir = root / image_root
     samples: dict[str, CrisisSample] = {}
     stats: dict[str, Any] = {"rows": {}, "duplicate_rows": 0, "split_conflicts": 0, "missing_text": 0}
@@ -263,15 +299,31 @@ def read_crisismmd(
     return CrisisMMDIndex(kept, stats, str(images_dir.resolve()))
 
 
+def split_by_tweet(
+    tweet_ids: Sequence[str] | np.ndarray, fractions: Sequence[float] = (0.6, 0.2, 0.2), seed: int = 0
+) -> np.ndarray:
+    """The seed's random split by tweet, as split codes (indices into :data:`SPLITS`) per sample.
+
+    A tweet's side is a fixed function of ``(seed, tweet_id)`` (its hash as a number in [0, 1) against
+    the cumulative ``fractions``), so a tweet never changes side when other tweets are added or
+    dropped; the shares are the fractions up to sampling noise."""
+    cuts = np.cumsum(np.asarray(fractions, dtype=float))[:2] / float(np.sum(fractions))
+    unique, inverse = np.unique(np.asarray(tweet_ids, dtype=str), return_inverse=True)
+    draws = np.array(
+        [
+            int.from_bytes(hashlib.blake2b(f"{seed}:{t}".encode(), digest_size=8).digest(), "little") / 2**64
+            for t in unique
+        ]
+    )
+    return np.searchsorted(cuts, draws, side="right").astype(np.int8)[inverse.reshape(-1)]
+
+
 def random_split(
     samples: Sequence[CrisisSample], fractions: Sequence[float] = (0.6, 0.2, 0.2), seed: int = 0
 ) -> dict[str, list[CrisisSample]]:
-    """The seed's random 60/20/20 split, drawn by tweet (a tweet's images stay together)."""
-    tweets = sorted({s.tweet_id for s in samples})
-    order = np.random.default_rng(seed).permutation(len(tweets))
-    cuts = np.cumsum(fractions)[:2] * len(tweets)
-    side = {tweets[i]: SPLITS[int(np.searchsorted(cuts, rank, side="right"))] for rank, i in enumerate(order)}
-    return {s: [x for x in samples if side[x.tweet_id] == s] for s in SPLITS}
+    """:func:`split_by_tweet` applied to samples: ``{split: its samples}``."""
+    codes = split_by_tweet([s.tweet_id for s in samples], fractions, seed) if samples else np.zeros(0)
+    return {split: [s for s, c in zip(samples, codes) if c == k] for k, split in enumerate(SPLITS)}
 
 
 def hashtags(text: str) -> list[str]:
@@ -283,35 +335,147 @@ def sample_key(sample: CrisisSample) -> str:
     return f"{sample.tweet_id}/{sample.image_id}"
 
 
+# ----------------------------------------------------------------------------------- compact index
+@dataclass
+class CrisisMMDTable:
+    """The joined samples as arrays (one row per sample, in the reader's order): what ``setup`` loads.
+
+    ``tweet_id``, ``image_id``, ``event``, ``image`` (path relative to ``image_root``) are fixed-width
+    string arrays; ``split`` the official split code (index into :data:`SPLITS`); ``labels [n, T]``
+    class indices (-1: no label); the texts are one UTF-8 buffer ``text_bytes`` cut at ``text_offsets``."""
+
+    tweet_id: np.ndarray
+    image_id: np.ndarray
+    event: np.ndarray
+    image: np.ndarray
+    split: np.ndarray
+    labels: np.ndarray
+    text_bytes: np.ndarray
+    text_offsets: np.ndarray
+    meta: dict[str, Any]
+
+    def __len__(self) -> int:
+        return len(self.image_id)
+
+    def texts(self, rows: Sequence[int] | np.ndarray | None = None) -> list[str]:
+        rows = range(len(self)) if rows is None else rows
+        data, offsets = self.text_bytes, self.text_offsets
+        return [bytes(data[offsets[i] : offsets[i + 1]]).decode("utf-8") for i in rows]
+
+    def keys(self, rows: Sequence[int] | np.ndarray) -> list[str]:
+        """Feature-cache identities ``<tweet_id>/<image_id>`` of ``rows``."""
+        return [f"{self.tweet_id[i]}/{self.image_id[i]}" for i in rows]
+
+    @classmethod
+    def from_index(cls, index: CrisisMMDIndex, meta: dict[str, Any]) -> CrisisMMDTable:
+        s = index.samples
+        encoded = [x.text.encode("utf-8") for x in s]
+        offsets = np.zeros(len(s) + 1, dtype=np.int64)
+        offsets[1:] = np.cumsum([len(b) for b in encoded]) if s else []
+        return cls(
+            tweet_id=np.array([x.tweet_id for x in s], dtype=str),
+            image_id=np.array([x.image_id for x in s], dtype=str),
+            event=np.array([x.event for x in s], dtype=str),
+            image=np.array([x.image for x in s], dtype=str),
+            split=np.array([SPLITS.index(x.split) for x in s], dtype=np.int8),
+            labels=np.array([x.labels for x in s], dtype=np.int8).reshape(len(s), len(TASKS)),
+            text_bytes=np.frombuffer(b"".join(encoded), dtype=np.uint8),
+            text_offsets=offsets,
+            meta={**meta, "stats": index.stats, "image_root": index.image_root},
+        )
+
+
+_ARRAYS = ("tweet_id", "image_id", "event", "image", "split", "labels", "text_bytes", "text_offsets")
+
+
+def _source_stamps(paths: Sequence[Path]) -> dict[str, list[int]]:
+    """``{path: [size, mtime_ns]}`` of every source file (what makes an index stale)."""
+    out = {}
+    for path in paths:
+        st = path.stat()
+        out[str(path)] = [st.st_size, st.st_mtime_ns]
+    return out
+
+
+def build_index(
+    root: str | Path, out_path: str | Path, *, settings: Mapping[str, Any], sources: Sequence[Path]
+) -> CrisisMMDTable:
+    """Read the release (``settings``: the arguments of :func:`read_crisismmd` but ``root``) and write
+    its compact index to ``out_path`` atomically; returns the table."""
+    index = read_crisismmd(root, **settings)
+    meta = {
+        "format": INDEX_FORMAT,
+        "version": INDEX_VERSION,
+        "settings": dict(settings),
+        "sources": _source_stamps(sources),
+    }
+    table = CrisisMMDTable.from_index(index, meta)
+    with atomic_path(out_path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, meta=np.array(json.dumps(table.meta)), **{k: getattr(table, k) for k in _ARRAYS})
+    return table
+
+
+def load_index(path: str | Path) -> CrisisMMDTable:
+    """An index written by :func:`build_index`; a damaged one raises a :class:`DatasetFormatError`."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            meta = json.loads(str(data["meta"]))
+            arrays = {k: data[k] for k in _ARRAYS}
+    except FileNotFoundError:
+        raise DatasetFormatError(path, "no CrisisMMD index here (prepare_data builds it)") from None
+    except (OSError, ValueError, KeyError) as err:
+        raise DatasetFormatError(path, f"damaged CrisisMMD index ({err}); delete it to rebuild") from err
+    if meta.get("format") != INDEX_FORMAT:
+        raise DatasetFormatError(path, f"not a CrisisMMD index (format {meta.get('format')!r})", field="meta")
+    return CrisisMMDTable(**arrays, meta=meta)
+
+
+def _index_meta(path: Path) -> dict[str, Any] | None:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return json.loads(str(data["meta"]))
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+# ----------------------------------------------------------------------------------- dataset
 class CrisisMMDDataset(Dataset):
     """Items ``{image, text_ids, text_mask, extra_ids, labels [T] (-1: none), index}``.
 
-    With ``features`` (precomputed by frozen encoders, :mod:`datamodules.feature_cache`) an item
-    carries ``<modality>_features`` instead, and images are not decoded when ``image`` is cached.
+    Every per-sample field is an array or a tensor (no per-sample Python objects), so DataLoader
+    workers share them with the main process. With ``features`` (precomputed by frozen encoders,
+    :mod:`datamodules.feature_cache`) an item carries ``<modality>_features`` instead, and images are
+    not decoded when ``image`` is cached.
     """
 
     def __init__(
         self,
         image_root: Path,
-        samples: Sequence[CrisisSample],
+        images: np.ndarray,
+        labels: torch.Tensor,
         text_ids: torch.Tensor,
         text_mask: torch.Tensor,
         extra_ids: torch.Tensor | None,
         transform: Callable | None = None,
-        cache_decoded: bool = False,
+        cache_decoded: bool | float = False,
         features: dict[str, torch.Tensor] | None = None,
+        deterministic_transform: bool = False,
     ) -> None:
-        self.image_root, self.samples = Path(image_root), list(samples)
+        self.image_root, self.images = Path(image_root), np.asarray(images, dtype=str)
+        self.labels = labels.long().view(len(self.images), len(TASKS))
         self.text_ids, self.text_mask, self.extra_ids = text_ids, text_mask, extra_ids
-        self.labels = torch.tensor([s.labels for s in self.samples], dtype=torch.long).view(
-            len(self.samples), len(TASKS)
-        )
         self.transform = transform
         self.features = dict(features or {})
-        self.images = DecodedImages(len(self.samples), cache_decoded)
+        self.decoder = DecodedImages(len(self.images), cache_decoded)
+        # With caching on and a transform without randomness, keep the transformed tensor instead
+        # (the transform costs as much as the training step of a small twin model), within the same
+        # byte budget as the decoded pixels.
+        self.transformed: dict[int, Any] | None = {} if cache_decoded and deterministic_transform else None
 
     def __len__(self) -> int:
-        return len(self.samples)
+        return len(self.images)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         item = {
@@ -321,8 +485,15 @@ class CrisisMMDDataset(Dataset):
             "index": i,
         }
         if "image" not in self.features:
-            image = self.images.load(i, self.image_root / self.samples[i].image)
-            item["image"] = self.transform(image) if self.transform is not None else image
+            image = self.transformed.get(i) if self.transformed is not None else None
+            if image is None:
+                image = self.decoder.load(i, self.image_root / str(self.images[i]))
+                image = self.transform(image) if self.transform is not None else image
+                if self.transformed is not None and isinstance(image, torch.Tensor):
+                    if self.decoder.used + image.nbytes <= self.decoder.budget:
+                        self.transformed[i] = image
+                        self.decoder.used += image.nbytes
+            item["image"] = image
         if self.extra_ids is not None:
             item["extra_ids"] = self.extra_ids[i]
         for modality, table in self.features.items():
@@ -334,9 +505,12 @@ class CrisisMMDDataModule(SuiteDataModule):
     """CrisisMMD (real release or synthetic twin) for the multimodal multi-task models.
 
     Args:
-        root: the release folder; files: per-task file patterns (``{split}`` in train/dev/test);
+        root: the release folder; release: ``all`` or ``agreed`` (see the module docstring);
+        files: per-task file patterns over the release's (``{split}`` in train/dev/test);
         image_root: folder the ``image`` column is relative to (relative to ``root`` or absolute).
-        check_images: drop (and count) samples whose image is missing.
+        index_path: the compact index (default ``<root>/crisismmd_index-<settings digest>.npz``; set it
+            where ``root`` is read-only).
+        check_images: drop (and count) samples whose image is missing (checked once, when indexing).
         label_column: the label column of the task files (``None``: ``label``, else ``label_image``).
         split_mode: ``official`` or ``random`` (``split_fractions``, ``split_seed``).
         transforms: an :class:`~datamodules.preprocessing.images.ImageTransforms`.
@@ -369,71 +543,124 @@ class CrisisMMDDataModule(SuiteDataModule):
         extra_modality: str | None = "event",
         extra_vocab_size: int = 64,
         max_hashtags: int = 8,
-        cache_decoded: bool = False,
+        cache_decoded: bool | float = False,
         features_dir: str | None = None,
+        release: str = "agreed",
+        index_path: str | None = None,
         **shared: Any,
     ) -> None:
         if split_mode not in ("official", "random"):
             raise ValueError(f"split_mode must be official or random, got {split_mode!r}")
         if extra_modality not in (None, "event", "hashtags"):
             raise ValueError(f"extra_modality must be event, hashtags or null, got {extra_modality!r}")
+        self.patterns = task_files(release, files)
         super().__init__(root, **shared)
         self.transforms = transforms or ImageTransforms()
-        self.index: CrisisMMDIndex | None = None
-        self.splits: dict[str, list[CrisisSample]] = {}
+        self.table: CrisisMMDTable | None = None
+        self.split_rows: dict[str, np.ndarray] = {}
         self.tokenizer = None
         self.extra_vocab = None
         self.feature_cache: FeatureCache | None = None
 
-    def _extra_tokens(self, sample: CrisisSample) -> list[str]:
-        return [sample.event] if self.hparams.extra_modality == "event" else hashtags(sample.text)
+    # ------------------------------------------------------------------ preparation (once per node)
+    def _settings(self) -> dict[str, Any]:
+        hp = self.hparams
+        image_root = Path(hp.image_root) if Path(hp.image_root).is_absolute() else self.root / hp.image_root
+        return {
+            "files": self.patterns,
+            "image_root": str(image_root.resolve()),
+            "check_images": bool(hp.check_images),
+            "label_column": hp.label_column,
+        }
 
-    def _encode(
-        self, samples: Sequence[CrisisSample]
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        ids, mask = self.tokenizer.encode([s.text for s in samples], self.hparams.text_max_length)
+    def _sources(self) -> list[Path]:
+        return [self.root / self.patterns[t].format(split=s) for t in TASKS for s in SPLITS]
+
+    @property
+    def index_path(self) -> Path:
+        if self.hparams.index_path:
+            return Path(self.hparams.index_path)
+        digest = hashlib.sha256(json.dumps(self._settings(), sort_keys=True).encode()).hexdigest()[:10]
+        return self.root / f"crisismmd_index-{digest}.npz"
+
+    def _index_is_current(self) -> bool:
+        meta = _index_meta(self.index_path) if self.index_path.is_file() else None
+        if not meta or meta.get("version") != INDEX_VERSION or meta.get("settings") != self._settings():
+            return False
+        try:
+            return meta.get("sources") == _source_stamps(self._sources())
+        except OSError:  # a source file went away: rebuilding names it
+            return False
+
+    def prepare(self) -> None:
+        if self._index_is_current():
+            return
+        if not self.root.is_dir():
+            raise DatasetFormatError(
+                self.root,
+                "no CrisisMMD release here: set data.root to the folder that holds crisismmd_datasplit_all/ "
+                "and CrisisMMD_v2.0/ (or data.synthetic to generate the synthetic twin)",
+                field="data.root",
+            )
+        log.info("indexing CrisisMMD %s -> %s", self.root, self.index_path)
+        build_index(self.root, self.index_path, settings=self._settings(), sources=self._sources())
+
+    # ------------------------------------------------------------------ setup (every rank)
+    def _extra_tokens(self, event: str, text: str) -> list[str]:
+        return [event] if self.hparams.extra_modality == "event" else hashtags(text)
+
+    def _encode(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        ids, mask = self.tokenizer.encode(list(texts), self.hparams.text_max_length)
         extra = None
         if self.hparams.extra_modality:
             width = 1 if self.hparams.extra_modality == "event" else self.hparams.max_hashtags
-            extra = torch.zeros(len(samples), width, dtype=torch.long)
-            for i, s in enumerate(samples):
-                row = self.extra_vocab.ids(self._extra_tokens(s))[:width]
+            extra = torch.zeros(len(texts), width, dtype=torch.long)
+            for i, (event, text) in enumerate(zip(self.table.event, texts)):
+                row = self.extra_vocab.ids(self._extra_tokens(str(event), text))[:width]
                 if row:
                     extra[i, : len(row)] = torch.as_tensor(row)
         return ids, mask, extra
 
     def setup(self, stage: str | None = None) -> None:
-        if self.index is not None:
+        if self.table is not None:
             return
         from datamodules.preprocessing.text import WordVocabulary, build_tokenizer
 
         hp = self.hparams
-        image_root = Path(hp.image_root) if Path(hp.image_root).is_absolute() else self.root / hp.image_root
-        self.index = read_crisismmd(self.root, hp.files, str(image_root), hp.check_images, hp.label_column)
-        if hp.split_mode == "official":
-            self.splits = {s: [x for x in self.index.samples if x.split == s] for s in SPLITS}
-        else:
-            self.splits = random_split(self.index.samples, hp.split_fractions, hp.split_seed)
-        files, missing = {**DEFAULT_FILES, **(hp.files or {})}, self.index.stats["missing_images_by_split"]
+        self.prepare()  # returns at once when prepare_data already indexed (the usual case)
+        self.table = table = load_index(self.index_path)
+        codes = (
+            table.split
+            if hp.split_mode == "official"
+            else split_by_tweet(table.tweet_id, hp.split_fractions, hp.split_seed)
+        )
+        self.split_rows = {split: np.flatnonzero(codes == k) for k, split in enumerate(SPLITS)}
+        missing = table.meta["stats"]["missing_images_by_split"]
         for split in SPLITS:
             read_from = [split] if hp.split_mode == "official" else SPLITS
-            sources = [self.root / files[t].format(split=s) for t in TASKS for s in read_from]
+            sources = [self.root / self.patterns[t].format(split=s) for t in TASKS for s in read_from]
             require_rows(
-                self.splits[split],
+                self.split_rows[split],
                 split,
                 *sources,
                 dropped={"samples whose image is missing": sum(missing[s] for s in read_from)},
             )
-        train = self.splits["train"]
+        texts = table.texts()
+        train = self.split_rows["train"]
         self.tokenizer = build_tokenizer(
-            hp.text_encoder, [s.text for s in train], vocab_size=hp.text_vocab_size, min_freq=hp.text_min_freq
+            hp.text_encoder,
+            [texts[i] for i in train],
+            vocab_size=hp.text_vocab_size,
+            min_freq=hp.text_min_freq,
         )
         if hp.extra_modality:
             self.extra_vocab = WordVocabulary.build(
-                (" ".join(self._extra_tokens(s)) for s in train),
+                (" ".join(self._extra_tokens(str(table.event[i]), texts[i])) for i in train),
                 max_size=hp.extra_vocab_size,
                 tokenize=str.split,
             )
+        self._encoded = self._encode(texts)
+        del texts
         if hp.features_dir:
             self.feature_cache = load_feature_cache(hp.features_dir)
             log.info(
@@ -442,38 +669,46 @@ class CrisisMMDDataModule(SuiteDataModule):
                 "/".join(self.feature_cache.modalities),
                 hp.features_dir,
             )
-        made = {}
-        for split, transform in (
-            ("train", self.transforms.train()),
-            ("dev", self.transforms.eval()),
-            ("test", self.transforms.eval()),
-        ):
-            made[split] = self.make_dataset(split, transform)
-        self.data_train, self.data_val, self.data_test = made["train"], made["dev"], made["test"]
+        self.data_train = self.make_dataset("train", self.transforms.train())
+        self.data_val = self.make_dataset("dev", self.transforms.eval())
+        self.data_test = self.make_dataset("test", self.transforms.eval())
         log.info(
-            "CrisisMMD (%s split): %d train / %d dev / %d test samples; %s",
+            "CrisisMMD (%s files, %s split): %d train / %d dev / %d test samples; %s",
+            hp.release,
             hp.split_mode,
             len(self.data_train),
             len(self.data_val),
             len(self.data_test),
-            self.index.stats,
+            table.meta["stats"],
         )
 
     def make_dataset(
         self, split: str, transform: Callable | None, use_cache: bool = True
     ) -> CrisisMMDDataset:
         """The dataset of one split (``train``/``dev``/``test``) with the given image transform."""
-        samples = self.splits[split]
+        rows = self.split_rows[split]
         features = None
         if use_cache and self.feature_cache is not None:
-            features = self.feature_cache.split(split, [sample_key(s) for s in samples])
+            keys = self.table.keys(rows)
+            stored = self.feature_cache.manifest["splits"].get(split, {}).get("keys")
+            # the split the cache was computed with, else the same samples split another way
+            features = (
+                self.feature_cache.split(split, keys) if stored == keys else self.feature_cache.by_keys(keys)
+            )
+        ids, mask, extra = self._encoded
+        index = torch.as_tensor(rows, dtype=torch.long)
         return CrisisMMDDataset(
-            Path(self.index.image_root),
-            samples,
-            *self._encode(samples),
+            Path(self.table.meta["image_root"]),
+            self.table.image[rows],
+            torch.as_tensor(self.table.labels[rows]),
+            ids[index],
+            mask[index],
+            extra[index] if extra is not None else None,
             transform=transform,
             cache_decoded=self.hparams.cache_decoded,
             features=features,
+            deterministic_transform=split != "train"
+            or (self.transforms.hflip == 0 and self.transforms.k == 0),
         )
 
     def feature_datasets(self) -> dict[str, tuple[list[str], CrisisMMDDataset]]:
@@ -481,7 +716,7 @@ class CrisisMMDDataModule(SuiteDataModule):
         what :mod:`experiments.precompute_features` runs the frozen encoders over."""
         return {
             split: (
-                [sample_key(s) for s in self.splits[split]],
+                self.table.keys(self.split_rows[split]),
                 self.make_dataset(split, self.transforms.eval(), False),
             )
             for split in SPLITS
@@ -491,11 +726,11 @@ class CrisisMMDDataModule(SuiteDataModule):
     def task_positives(self) -> dict[str, int]:
         """Training samples of each task whose label is not the task's negative class
         (:data:`NEGATIVE_CLASS`): DBN's ``m_f``."""
-        train = self.splits["train"]
+        labels = self.table.labels[self.split_rows["train"]]
         positives = {}
         for f, task in enumerate(TASKS):
             negative = LABELS[task].index(NEGATIVE_CLASS[task])
-            positives[task] = sum(1 for s in train if s.labels[f] >= 0 and s.labels[f] != negative)
+            positives[task] = int(((labels[:, f] >= 0) & (labels[:, f] != negative)).sum())
         return positives
 
     def info(self) -> DataInfo:
@@ -503,7 +738,7 @@ class CrisisMMDDataModule(SuiteDataModule):
         return DataInfo(
             tasks={t: list(LABELS[t]) for t in TASKS},
             task_positives=self.task_positives(),
-            num_train=len(self.splits["train"]),
+            num_train=len(self.split_rows["train"]),
             vocab_size=len(self.tokenizer),
             pad_id=self.tokenizer.pad_id,
             # without a third modality: the size of an empty vocabulary (padding, unknown), so that an

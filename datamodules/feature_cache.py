@@ -8,8 +8,10 @@ On disk, one folder per (dataset, frozen encoders)::
     <dir>/<split>.safetensors    one float32 tensor [count, dim] per modality, rows in ``keys`` order
 
 ``keys`` are the dataset's sample identities (CrisisMMD: ``<tweet_id>/<image_id>``) in the order
-the DataModule builds its splits; the reader refuses a cache whose keys differ from the data it
-serves, naming the split and the first differing sample. ``fingerprint`` is a SHA-256 of the
+the DataModule builds its splits; :meth:`FeatureCache.split` refuses a cache whose keys differ from
+the data it serves, naming the split and the first differing sample, and :meth:`FeatureCache.by_keys`
+serves any other partition of the cached samples (a run with another random split) and refuses one
+with a sample the cache does not hold. ``fingerprint`` is a SHA-256 of the
 encoder's parameters and buffers: the LightningModule refuses features computed by another encoder
 (another pretrained checkpoint, or another seed of a randomly initialised one).
 
@@ -55,6 +57,7 @@ class FeatureCache:
     root: Path
     manifest: dict[str, Any]
     features: dict[str, dict[str, torch.Tensor]]
+    _where: dict[str, tuple[str, int]] | None = None
 
     @property
     def modalities(self) -> list[str]:
@@ -76,11 +79,42 @@ class FeatureCache:
             want = stored[where] if where < len(stored) else "<end>"
             raise DatasetFormatError(
                 self.root / MANIFEST,
-                f"split {split!r} was computed for other samples ({len(stored)} cached, {len(keys)} in the data; "
-                f"first difference at row {where}: cached {want!r}, data {got!r}); re-run experiments.precompute_features",
+                f"split {split!r} was computed for other samples ({len(stored)} cached, {len(keys)} in the "
+                f"data; first difference at row {where}: cached {want!r}, data {got!r}); re-run "
+                "experiments.precompute_features",
                 field=f"splits.{split}.keys",
             )
         return self.features[split]
+
+    def by_keys(self, keys: Sequence[str]) -> dict[str, torch.Tensor]:
+        """The features of these samples from whichever split of the cache holds them, in ``keys``
+        order: a run whose split differs from the one the cache was computed with (another
+        ``split_seed``) uses the same cache, as long as every sample is in it."""
+        if self._where is None:
+            self._where = {
+                key: (split, row)
+                for split, info in self.manifest["splits"].items()
+                for row, key in enumerate(info["keys"])
+            }
+        missing = [k for k in keys if k not in self._where]
+        if missing:
+            raise DatasetFormatError(
+                self.root / MANIFEST,
+                f"{len(missing)} of {len(keys)} samples are not in the cache (e.g. {missing[0]!r}; "
+                f"{len(self._where)} cached); re-run experiments.precompute_features",
+                field="splits",
+            )
+        out = {}
+        for modality in self.modalities:
+            first = next(iter(self.features.values()))[modality]
+            table = first.new_empty((len(keys), first.shape[1]))
+            for split, tensors in self.features.items():
+                pairs = [(i, self._where[k][1]) for i, k in enumerate(keys) if self._where[k][0] == split]
+                if pairs:
+                    dst, src = torch.tensor(pairs).T
+                    table[dst] = tensors[modality][src]
+            out[modality] = table
+        return out
 
 
 def load_feature_cache(root: str | Path) -> FeatureCache:

@@ -1,7 +1,7 @@
 """NUS-WIDE reader and compact index.
 
-Reads a NUS-WIDE release (the real one or the synthetic twin of
-:mod:`datamodules.synthetic.nuswide`) laid out as the publishers ship it::
+Reads a NUS-WIDE release (the real one or a twin of :mod:`datamodules.synthetic.nuswide`) laid out
+as the publishers ship it::
 
     ConceptsList/Concepts81.txt                              81 concept names
     NUS_WID_Tags/TagList1k.txt                               1000 user tags
@@ -12,25 +12,39 @@ Reads a NUS-WIDE release (the real one or the synthetic twin of
 
 Rows of the label and tag files are aligned with the split's image list. The text files may use
 CRLF or LF, carry trailing tabs/spaces, a UTF-8 BOM, or lack the final newline. Every format
-problem raises :class:`~datamodules.errors.DatasetFormatError` naming the file and the line.
+problem raises :class:`~datamodules.errors.DatasetFormatError` naming the file and the line. The
+0/1 files (the real tag matrices are 540 MB of text) are parsed a block of rows at a time with
+array operations; a block that breaks the format is read again line by line for the message.
 
-As in the papers that use NUS-WIDE with user tags, images without any of the 1000 tags are
-dropped; images listed but missing on disk are dropped too (with a warning), and so are repeats of
-an image already listed in the same split (counted; a repeat with other labels or tags is logged as
-a warning naming both lines). A split left empty is an error. Images without any concept label
-are kept. :func:`build_index` stores the result as a compact ndjson file that :func:`load_index`
-reads back without touching the release.
+What is kept (every drop is counted in ``stats``; a split left empty is an error):
+
+* the first row of an image listed twice in a split (a repeat with other labels or tags is logged
+  as a warning naming both lines);
+* images with at least one of the 1000 tags (the seed: images without any tag are filtered out);
+* images with at least one of the 81 concept labels (``drop_unlabeled``, the default: the seed's
+  Table 4.1 has at least one label per image in both splits; ``False`` keeps them, counted as
+  ``unlabeled_kept``);
+* with ``check_images``, images present and readable on disk (:func:`~datamodules.base.image_is_readable`:
+  the header parses and a JPEG is not cut short; checked once, in parallel, when the index is
+  built). Missing and unreadable images are dropped with a warning.
+
+:func:`build_index` stores the result in one file: a JSON header line (names, counts, the source
+files' sizes and modification times, the settings) followed by arrays (the image paths as one byte
+string with offsets, split codes, bit-packed label and tag rows, a stable hash of each image path),
+which :func:`load_index` memory-maps, so every process (DDP ranks, loader workers) shares one copy
+in the page cache. An index is rebuilt when a source file or a setting changes.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import multiprocessing
 import os
-import uuid
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
-from functools import partial
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,17 +52,17 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from datamodules.base import DataInfo, DecodedImages, SuiteDataModule
+from datamodules.base import DataInfo, DecodedImages, SuiteDataModule, image_is_readable
 from datamodules.errors import (
     DatasetFormatError,
     DuplicateRows,
     decode_utf8,
     json_field,
-    read_json_header,
-    read_jsonl,
+    parse_json_object,
     read_lines,
     require_rows,
 )
+from datamodules.files import atomic_path
 from datamodules.preprocessing.images import ImageTransforms
 
 log = logging.getLogger(__name__)
@@ -57,13 +71,35 @@ NUM_CONCEPTS = 81
 NUM_TAGS = 1000
 SPLITS = ("train", "test")
 INDEX_FORMAT = "nuswide-index"
-INDEX_VERSION = 1
-INDEX_FILENAME = "nuswide.ndjson"
+INDEX_VERSION = 2
+INDEX_FILENAME = "nuswide_index.bin"
 
 CONCEPTS_FILE = Path("ConceptsList", "Concepts81.txt")
 TAGLIST_FILE = Path("NUS_WID_Tags", "TagList1k.txt")
 _SPLIT_FILE_WORD = {"train": "Train", "test": "Test"}
 _MAX_EXAMPLES = 5
+_BOM = b"\xef\xbb\xbf"
+_ALIGN = 64  # byte alignment of every array in the index file
+_BLOCK_BYTES = 1 << 24  # text parsed per array operation (bounds the temporary memory)
+_PARALLEL_CHECK_MIN = 4096  # fewer images are checked in this process
+
+# Byte classes of the 0/1 files: the values, and the blanks that bytes.split() separates on.
+_IS_DIGIT = np.zeros(256, dtype=bool)
+_IS_DIGIT[[ord("0"), ord("1")]] = True
+_IS_BLANK = np.zeros(256, dtype=bool)
+_IS_BLANK[[9, 10, 11, 12, 13, 32]] = True
+
+_STAT_KEYS = (
+    "listed",
+    "duplicate_images",
+    "dropped_untagged",
+    "dropped_unlabeled",
+    "missing_images",
+    "unreadable_images",
+    "kept",
+    "unlabeled_kept",
+)
+_ARRAYS = ("paths", "path_offsets", "split_codes", "label_bits", "tag_bits", "image_hash")
 
 
 @dataclass
@@ -76,32 +112,99 @@ class NusWideRecord:
     tags: list[int]
 
 
-@dataclass
+@dataclass(eq=False)
 class NusWideIndex:
-    """The usable part of a NUS-WIDE release.
+    """The usable part of a NUS-WIDE release, as compact arrays (row ``i`` is one image).
 
-    ``stats`` maps ``listed``, ``duplicate_images``, ``dropped_untagged``, ``missing_images``, ``kept`` and
-    ``unlabeled_kept`` to ``{"train": n, "test": m, "total": n + m}``.
+    Attributes:
+        concepts, tags: the 81 concept and 1000 tag names (column order).
+        paths, path_offsets: image ``i``'s path (posix, relative to ``image_root``, UTF-8) is
+            ``paths[path_offsets[i]:path_offsets[i + 1]]``.
+        split_codes: 0 for the official train split, 1 for test (train rows first, release order).
+        label_bits, tag_bits: rows of ``np.packbits`` over the 81 labels / 1000 tags.
+        image_hash: a stable 64-bit hash of each path (validation membership, :func:`validation_mask`).
+        stats: ``listed``, ``duplicate_images``, ``dropped_untagged``, ``dropped_unlabeled``,
+            ``missing_images``, ``unreadable_images``, ``kept`` and ``unlabeled_kept``, each
+            ``{"train": n, "test": m, "total": n + m}``.
+        sources: ``{file: [size, mtime_ns]}`` of the files read (stale-index detection).
+        settings: what else the index depends on (image folder, checks, filters).
+        path: the index file the arrays are mapped from (``None``: built in memory).
     """
 
     concepts: list[str]
     tags: list[str]
-    records: list[NusWideRecord]
+    paths: np.ndarray
+    path_offsets: np.ndarray
+    split_codes: np.ndarray
+    label_bits: np.ndarray
+    tag_bits: np.ndarray
+    image_hash: np.ndarray
     stats: dict[str, Any] = field(default_factory=dict)
     image_root: str = ""
+    sources: dict[str, list[int]] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+    def __len__(self) -> int:
+        return len(self.split_codes)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, NusWideIndex):
+            return NotImplemented
+        same_values = all(
+            getattr(self, name) == getattr(other, name)
+            for name in ("concepts", "tags", "stats", "image_root", "sources", "settings")
+        )
+        return same_values and all(np.array_equal(getattr(self, a), getattr(other, a)) for a in _ARRAYS)
+
+    def __reduce__(self):  # a mapped index travels as its file name (spawned workers map it again)
+        if self.path is not None:
+            return load_index, (self.path,)
+        return super().__reduce__()
+
+    # ------------------------------------------------------------------ one image
+    def image(self, i: int) -> str:
+        """Path of image ``i`` relative to ``image_root`` (posix)."""
+        return bytes(self.paths[self.path_offsets[i] : self.path_offsets[i + 1]]).decode("utf-8")
+
+    def label_vector(self, i: int) -> np.ndarray:
+        """0/1 float32 vector of image ``i``'s concepts."""
+        return np.unpackbits(self.label_bits[i], count=len(self.concepts)).astype(np.float32)
+
+    def tag_vector(self, i: int) -> np.ndarray:
+        """0/1 float32 vector of image ``i``'s user tags."""
+        return np.unpackbits(self.tag_bits[i], count=len(self.tags)).astype(np.float32)
+
+    def record(self, i: int) -> NusWideRecord:
+        return NusWideRecord(
+            self.image(i),
+            SPLITS[self.split_codes[i]],
+            np.flatnonzero(self.label_vector(i)).tolist(),
+            np.flatnonzero(self.tag_vector(i)).tolist(),
+        )
+
+    # ------------------------------------------------------------------ many images
+    def rows(self, split: str) -> np.ndarray:
+        """Row numbers of split ``split`` (``"train"`` or ``"test"``), in release order."""
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+        return np.flatnonzero(np.asarray(self.split_codes) == SPLITS.index(split))
 
     def split(self, name: str) -> list[NusWideRecord]:
-        """The records of split ``name`` (``"train"`` or ``"test"``), in release order."""
-        if name not in SPLITS:
-            raise ValueError(f"unknown split {name!r}; expected one of {SPLITS}")
-        return [r for r in self.records if r.split == name]
+        """The records of split ``name`` as Python objects (for inspection and small data)."""
+        return [self.record(i) for i in self.rows(name)]
+
+    @property
+    def records(self) -> list[NusWideRecord]:
+        """Every image as a Python object (for inspection and small data: 269k of them take ~0.5 GB)."""
+        return [self.record(i) for i in range(len(self))]
 
     def arrays(self, split: str | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Dense multi-hot ``(labels [n, 81], tags [n, 1000])`` uint8 arrays of one or all splits."""
-        records = self.records if split is None else self.split(split)
+        rows = np.arange(len(self)) if split is None else self.rows(split)
         return (
-            multi_hot([r.labels for r in records], len(self.concepts)),
-            multi_hot([r.tags for r in records], len(self.tags)),
+            np.unpackbits(self.label_bits[rows], axis=1, count=len(self.concepts)),
+            np.unpackbits(self.tag_bits[rows], axis=1, count=len(self.tags)),
         )
 
 
@@ -113,6 +216,37 @@ def multi_hot(index_lists: Sequence[Sequence[int]], width: int) -> np.ndarray:
         rows = np.repeat(np.arange(len(index_lists)), lengths)
         matrix[rows, np.concatenate([np.asarray(row, dtype=np.int64) for row in index_lists])] = 1
     return matrix
+
+
+def path_hashes(paths: Sequence[str]) -> np.ndarray:
+    """A stable (platform- and process-independent) 64-bit hash of each path: BLAKE2b, 8 bytes."""
+    return np.fromiter(
+        (int.from_bytes(hashlib.blake2b(p.encode("utf-8"), digest_size=8).digest(), "little") for p in paths),
+        dtype=np.uint64,
+        count=len(paths),
+    )
+
+
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    """The SplitMix64 finaliser (a bijective mix of 64-bit integers), elementwise, wrapping."""
+    x = x + np.uint64(0x9E3779B97F4A7C15)
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def validation_mask(image_hash: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Which images form the validation part: image ``i`` is in it when a uniform number drawn from
+    ``(image_hash[i], seed)`` alone is below ``fraction``.
+
+    Membership is a function of the image's own id, so adding or removing other images never moves
+    an image between training and validation; the validation size is ``fraction`` of the images up
+    to binomial noise (sd ``sqrt(n f (1 - f))``), not an exact count.
+    """
+    with np.errstate(over="ignore"):
+        seed_mix = _splitmix64(np.array([seed], dtype=np.uint64))[0]
+        mixed = _splitmix64(np.asarray(image_hash, dtype=np.uint64) ^ seed_mix)
+    return (mixed >> np.uint64(11)).astype(np.float64) * 2.0**-53 < fraction
 
 
 # --------------------------------------------------------------------------------------------
@@ -172,45 +306,147 @@ def read_image_list(path: Path) -> list[str]:
     return images
 
 
+def _file_bytes(path: Path, contents: str) -> np.ndarray:
+    """The bytes of a release file (a UTF-8 BOM dropped) as a uint8 array, without copying."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise DatasetFormatError(path, f"missing file; it should contain {contents}") from None
+    return np.frombuffer(data, dtype=np.uint8, offset=len(_BOM) if data.startswith(_BOM) else 0)
+
+
+def _line_bounds(data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Start and end (exclusive, before the newline) of every line, trailing blank lines dropped
+    (the lines :func:`~datamodules.errors.read_lines` returns)."""
+    first = np.flatnonzero(data[:_BLOCK_BYTES] == 10)
+    stride = int(first[0]) + 1 if len(first) else 0
+    if stride and len(data) % stride == 0 and (data[stride - 1 :: stride] == 10).all():
+        starts = np.arange(0, len(data), stride, dtype=np.int64)  # every line equally long (the usual)
+        ends = starts + (stride - 1)
+    else:
+        newlines = [
+            np.flatnonzero(data[a : a + _BLOCK_BYTES] == 10) + a for a in range(0, len(data), _BLOCK_BYTES)
+        ]
+        ends_at = np.concatenate(newlines) if newlines else np.zeros(0, dtype=np.int64)
+        starts = np.concatenate([[0], ends_at + 1]).astype(np.int64)
+        ends = np.concatenate([ends_at, [len(data)]]).astype(np.int64)
+    rows = len(starts)
+    while rows and _IS_BLANK[data[starts[rows - 1] : ends[rows - 1]]].all():
+        rows -= 1
+    return starts[:rows], ends[:rows]
+
+
 def _first_bad_value(values: Sequence[bytes]) -> tuple[int, str]:
     """Index and text of the first value that is not 0 or 1."""
     bad = next(i for i, value in enumerate(values) if value not in (b"0", b"1"))
     return bad, values[bad].decode("utf-8", errors="replace")
 
 
+def _uniform_block(data: np.ndarray, starts: np.ndarray, ends: np.ndarray, width: int) -> np.ndarray | None:
+    """The ``[rows, width]`` bool values of rows laid out exactly like the first one (equal length,
+    blanks at the same places, a 0/1 wherever the first row has one), or ``None``."""
+    length = int(ends[0] - starts[0])
+    if not ((ends - starts) == length).all() or not (np.diff(starts) == length + 1).all():
+        return None
+    rows = np.lib.stride_tricks.as_strided(
+        data[starts[0] :], shape=(len(starts), length), strides=(length + 1, 1)
+    )
+    template = rows[0]
+    digit = _IS_DIGIT[template]
+    columns = np.flatnonzero(digit)
+    if len(columns) != width or not _IS_BLANK[template[~digit]].all() or (np.diff(columns) == 1).any():
+        return None
+    # "0" | 1 == "1" | 1 == "1", and no other byte ORs to "1": one comparison checks every byte.
+    or_mask = digit.view(np.uint8)
+    if not ((rows | or_mask) == (template | or_mask)).all():
+        return None
+    step = int(columns[1] - columns[0]) if width > 1 else 1
+    if width > 1 and (np.diff(columns) == step).all():
+        values = rows[:, columns[0] : columns[-1] + 1 : step]  # a strided view: no gather
+    else:
+        values = rows[:, columns]
+    return values == ord("1")
+
+
+def _zero_one_blocks(
+    path: Path,
+    data: np.ndarray,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    width: int,
+    check_line: Callable[[bytes, int], None],
+) -> Iterator[tuple[int, int, np.ndarray]]:
+    """Parse rows of ``width`` blank-separated 0/1 values, a block of rows at a time: yields
+    ``(first row, end row, [rows, width] bool)``.
+
+    A block is accepted when its rows share the first row's layout (:func:`_uniform_block`, the
+    usual case), or when it holds only 0/1 and blanks, no two values touch and every row has
+    ``width`` values; otherwise ``check_line(line, number)`` reads its lines one by one and raises
+    the error of the first bad one.
+    """
+    step = max(1, _BLOCK_BYTES // (2 * width + 2))
+    for r0 in range(0, len(starts), step):
+        r1 = min(len(starts), r0 + step)
+        uniform = _uniform_block(data, starts[r0:r1], ends[r0:r1], width)
+        if uniform is not None:
+            yield r0, r1, uniform
+            continue
+        first, last = starts[r0], ends[r1 - 1]
+        block = data[first:last]
+        digit = _IS_DIGIT[block]
+        valid = bool((digit | _IS_BLANK[block]).all()) and not bool((digit[1:] & digit[:-1]).any())
+        if valid:
+            counts = np.add.reduceat(digit.view(np.uint8), starts[r0:r1] - first, dtype=np.int64)
+            valid = bool((counts == width).all())
+        if not valid:
+            for row in range(r0, r1):
+                check_line(bytes(data[starts[row] : ends[row]]), row + 1)
+            raise DatasetFormatError(path, f"rows {r0 + 1}-{r1}: expected {width} 0/1 values per row")
+        yield r0, r1, (block[digit] == ord("1")).reshape(r1 - r0, width)
+
+
 def read_binary_column(path: Path, aligned_with: Path, expected_rows: int) -> np.ndarray:
     """Parse a label file (one 0/1 per line) into a uint8 vector row-aligned with ``aligned_with``."""
-    contents = f"one 0/1 label per line for each image of {aligned_with.name}"
-    values = [line.strip() for line in read_lines(path, contents)]
-    _check_aligned(path, len(values), aligned_with, expected_rows)
-    joined = b"".join(values)
-    if len(joined) != len(values) or joined.translate(None, b"01"):
-        bad, text = _first_bad_value(values)
-        raise DatasetFormatError(path, f"expected 0 or 1, found {text!r}", line=bad + 1)
-    return np.frombuffer(joined, dtype=np.uint8) - ord("0")
+    path = Path(path)
+    data = _file_bytes(path, f"one 0/1 label per line for each image of {aligned_with.name}")
+    starts, ends = _line_bounds(data)
+    _check_aligned(path, len(starts), aligned_with, expected_rows)
+
+    def check_line(line: bytes, number: int) -> None:
+        value = line.strip()
+        if value not in (b"0", b"1"):
+            text = value.decode("utf-8", errors="replace")
+            raise DatasetFormatError(path, f"expected 0 or 1, found {text!r}", line=number)
+
+    column = np.empty(len(starts), dtype=np.uint8)
+    for r0, r1, values in _zero_one_blocks(path, data, starts, ends, 1, check_line):
+        column[r0:r1] = values[:, 0]
+    return column
 
 
-def read_binary_rows(path: Path, width: int, aligned_with: Path, expected_rows: int) -> list[list[int]]:
-    """Parse a 0/1 matrix file (``width`` blank-separated values per row) into the 1-columns per row."""
+def read_binary_rows(path: Path, width: int, aligned_with: Path, expected_rows: int) -> np.ndarray:
+    """Parse a 0/1 matrix file (``width`` blank-separated values per row, row-aligned with
+    ``aligned_with``) into bit-packed rows: ``np.packbits`` of each row, ``[rows, ceil(width / 8)]``."""
+    path = Path(path)
     contents = f"one row of {width} blank-separated 0/1 values per image of {aligned_with.name}"
-    lines = read_lines(path, contents)
-    _check_aligned(path, len(lines), aligned_with, expected_rows)
-    rows: list[list[int]] = []
-    for number, line in enumerate(lines, start=1):
+    data = _file_bytes(path, contents)
+    starts, ends = _line_bounds(data)
+    _check_aligned(path, len(starts), aligned_with, expected_rows)
+
+    def check_line(line: bytes, number: int) -> None:
         tokens = line.split()
         if len(tokens) != width:
             raise DatasetFormatError(path, f"expected {width} columns, found {len(tokens)}", line=number)
-        joined = b"".join(tokens)
-        if len(joined) != width or joined.translate(None, b"01"):
+        if any(token not in (b"0", b"1") for token in tokens):
             bad, text = _first_bad_value(tokens)
             raise DatasetFormatError(
-                path,
-                f"expected 0 or 1, found {text!r}",
-                line=number,
-                field=f"column {bad + 1}",
+                path, f"expected 0 or 1, found {text!r}", line=number, field=f"column {bad + 1}"
             )
-        rows.append(np.flatnonzero(np.frombuffer(joined, dtype=np.uint8) == ord("1")).tolist())
-    return rows
+
+    packed = np.empty((len(starts), (width + 7) // 8), dtype=np.uint8)
+    for r0, r1, values in _zero_one_blocks(path, data, starts, ends, width, check_line):
+        packed[r0:r1] = np.packbits(values, axis=1)
+    return packed
 
 
 # --------------------------------------------------------------------------------------------
@@ -220,101 +456,235 @@ def read_binary_rows(path: Path, width: int, aligned_with: Path, expected_rows: 
 
 @dataclass
 class _SplitRows:
-    """One split as listed in the release, before filtering."""
+    """One split as listed in the release, and which of its rows survive the filters."""
 
     images: list[str]
-    labels: np.ndarray
-    tags: list[list[int]]
+    labels: np.ndarray  # bool [n, C]
+    tag_bits: np.ndarray  # uint8 [n, ceil(N / 8)]
     image_list: Path
     tag_file: Path
+    keep: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def _split_files(root: Path, split: str, concepts: Sequence[str]) -> tuple[Path, Path, list[Path]]:
+    """Image list, tag file and label files (concept order) of ``split``."""
+    word = _SPLIT_FILE_WORD[split]
+    labels = [root / "Groundtruth" / "TrainTestLabels" / f"Labels_{c}_{word}.txt" for c in concepts]
+    return root / "ImageList" / f"{word}Imagelist.txt", root / "NUS_WID_Tags" / f"{word}_Tags1k.dat", labels
 
 
 def _read_split(root: Path, split: str, concepts: Sequence[str]) -> _SplitRows:
-    word = _SPLIT_FILE_WORD[split]
-    image_list = root / "ImageList" / f"{word}Imagelist.txt"
+    image_list, tag_file, label_files = _split_files(root, split, concepts)
     images = read_image_list(image_list)
-    labels = np.zeros((len(images), len(concepts)), dtype=np.uint8)
-    for j, concept in enumerate(concepts):
-        label_file = root / "Groundtruth" / "TrainTestLabels" / f"Labels_{concept}_{word}.txt"
+    labels = np.zeros((len(images), len(concepts)), dtype=bool)
+    for j, label_file in enumerate(label_files):
         labels[:, j] = read_binary_column(label_file, image_list, len(images))
-    tag_file = root / "NUS_WID_Tags" / f"{word}_Tags1k.dat"
-    tags = read_binary_rows(tag_file, NUM_TAGS, image_list, len(images))
-    return _SplitRows(images, labels, tags, image_list, tag_file)
+    tag_bits = read_binary_rows(tag_file, NUM_TAGS, image_list, len(images))
+    return _SplitRows(images, labels, tag_bits, image_list, tag_file)
 
 
-def _keep_split(
-    rows: _SplitRows, split: str, image_root: Path, check_images: bool
-) -> tuple[list[NusWideRecord], dict[str, int], list[str]]:
-    """Drop repeated, untagged (and, if checked, missing) images; return records, counts, missing paths."""
-    records: list[NusWideRecord] = []
-    missing: list[str] = []
-    untagged = 0
+def _filter_split(rows: _SplitRows, drop_unlabeled: bool) -> None:
+    """Mark repeated, untagged and (with ``drop_unlabeled``) unlabeled rows as dropped; count them."""
+    keep = np.ones(len(rows.images), dtype=bool)
+    first_row: dict[str, int] = {}
+    repeated = [i for i, image in enumerate(rows.images) if first_row.setdefault(image, i) != i]
     repeats = DuplicateRows(rows.image_list)
-    for number, (image, labels, tags) in enumerate(zip(rows.images, rows.labels, rows.tags), start=1):
-        label_list = np.flatnonzero(labels).tolist()
-        if not repeats.is_new(image, (label_list, tags), number):
-            continue
-        if not tags:
-            untagged += 1
-        elif check_images and not (image_root / image).is_file():
-            missing.append(image)
-        else:
-            records.append(NusWideRecord(image, split, label_list, tags))
+
+    def content(i: int) -> tuple[bytes, bytes]:
+        return rows.labels[i].tobytes(), rows.tag_bits[i].tobytes()
+
+    for i in repeated:  # only repeated images reach DuplicateRows: 269k first rows would cost memory
+        image = rows.images[i]
+        first = first_row[image]
+        repeats.is_new(image, content(first), first + 1)  # registers the first row (once)
+        repeats.is_new(image, content(i), i + 1)
+        keep[i] = False
     repeats.log(log)
-    counts = {
+    tagged = rows.tag_bits.any(axis=1)
+    labelled = rows.labels.any(axis=1)
+    untagged = keep & ~tagged
+    keep &= tagged
+    unlabeled = keep & ~labelled
+    if drop_unlabeled:
+        keep &= labelled
+    rows.keep = keep
+    rows.counts = {
         "listed": len(rows.images),
         "duplicate_images": repeats.dropped,
-        "dropped_untagged": untagged,
-        "missing_images": len(missing),
-        "kept": len(records),
-        "unlabeled_kept": sum(not r.labels for r in records),
+        "dropped_untagged": int(untagged.sum()),
+        "dropped_unlabeled": int(unlabeled.sum()) if drop_unlabeled else 0,
+        "unlabeled_kept": 0 if drop_unlabeled else int(unlabeled.sum()),
     }
-    return records, counts, missing
 
 
-def read_nuswide(root: str | Path, *, image_dir: str = "Flickr", check_images: bool = True) -> NusWideIndex:
-    """Read a NUS-WIDE release under ``root`` (images under ``root/image_dir``).
+def _image_status(path: str) -> int:
+    """0: readable; 1: missing; 2: present but unreadable."""
+    if image_is_readable(Path(path)):
+        return 0
+    return 2 if os.path.isfile(path) else 1
 
-    Images without any of the 1000 tags are dropped; with ``check_images`` images missing on
-    disk are dropped too and reported with a logged warning. Both are counted in ``stats``.
+
+def default_check_workers() -> int:
+    """Processes for the image checks: this process's CPUs, at most 8."""
+    return max(
+        1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    )
+
+
+def check_image_files(paths: Sequence[str], workers: int | None = None) -> np.ndarray:
+    """:func:`_image_status` of every path (int8), in ``workers`` processes for many paths."""
+    workers = default_check_workers() if workers is None else workers
+    if workers <= 1 or len(paths) < _PARALLEL_CHECK_MIN:
+        return np.fromiter(map(_image_status, paths), dtype=np.int8, count=len(paths))
+    # fork: the workers need nothing but this function (a fresh interpreter would import torch).
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if "fork" in methods else None)
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        status = pool.map(_image_status, paths, chunksize=max(64, len(paths) // (16 * workers)))
+        return np.fromiter(status, dtype=np.int8, count=len(paths))
+
+
+def _check_images(split_rows: dict[str, _SplitRows], image_root: Path, workers: int | None) -> None:
+    """Drop (and count, and log) the kept images that are missing or unreadable."""
+    candidates = {split: np.flatnonzero(rows.keep) for split, rows in split_rows.items()}
+    paths = [str(image_root / split_rows[s].images[i]) for s, rows in candidates.items() for i in rows]
+    status = check_image_files(paths, workers)
+    examples: dict[int, list[str]] = {1: [], 2: []}
+    start = 0
+    for split, rows in split_rows.items():
+        own = status[start : start + len(candidates[split])]
+        start += len(candidates[split])
+        rows.keep[candidates[split][own != 0]] = False
+        rows.counts["missing_images"] = int((own == 1).sum())
+        rows.counts["unreadable_images"] = int((own == 2).sum())
+        for code, names in examples.items():
+            names += [rows.images[i] for i in candidates[split][own == code][:_MAX_EXAMPLES]]
+    for code, what in ((1, "listed images missing"), (2, "unreadable images (damaged or not an image)")):
+        count = int((status == code).sum())
+        if count:
+            log.warning(
+                "NUS-WIDE: dropped %d %s under %s, e.g. %s",
+                count,
+                what,
+                image_root,
+                ", ".join(examples[code][:_MAX_EXAMPLES]),
+            )
+
+
+def source_files(root: Path, concepts: Sequence[str]) -> list[Path]:
+    """The release files an index is built from (relative to ``root``)."""
+    files = [CONCEPTS_FILE, TAGLIST_FILE]
+    for split in SPLITS:
+        image_list, tag_file, label_files = _split_files(Path(), split, concepts)
+        files += [image_list, tag_file, *label_files]
+    return files
+
+
+def source_fingerprint(
+    root: Path, concepts: Sequence[str], image_root: Path | None = None
+) -> dict[str, list[int]]:
+    """``{file: [size, mtime_ns]}`` of the release files (``[-1, -1]``: missing) and, with
+    ``image_root``, of its sub-folders (an image added or removed changes its folder's time)."""
+    stamps: dict[str, list[int]] = {}
+    for rel in source_files(root, concepts):
+        try:
+            st = os.stat(root / rel)
+            stamps[rel.as_posix()] = [st.st_size, st.st_mtime_ns]
+        except OSError:
+            stamps[rel.as_posix()] = [-1, -1]
+    if image_root is not None and image_root.is_dir():
+        with os.scandir(image_root) as entries:
+            folders = sorted((e.name, e.stat().st_mtime_ns) for e in entries if e.is_dir())
+        stamps.update({f"<images>/{name}/": [0, mtime] for name, mtime in folders})
+    return stamps
+
+
+def read_nuswide(
+    root: str | Path,
+    *,
+    image_dir: str = "Flickr",
+    check_images: bool = True,
+    drop_unlabeled: bool = True,
+    check_workers: int | None = None,
+) -> NusWideIndex:
+    """Read a NUS-WIDE release under ``root`` (images under ``root/image_dir``) into an index.
+
+    Repeated, untagged and (with ``drop_unlabeled``) unlabeled images are dropped; with
+    ``check_images`` so are images missing or unreadable on disk (checked in ``check_workers``
+    processes; default: :func:`default_check_workers`), with a logged warning. Each drop is counted
+    in ``stats``.
     """
     root = Path(root)
-    concepts = read_concepts(root / CONCEPTS_FILE)
-    tags = read_tag_list(root / TAGLIST_FILE)
     image_root = root / image_dir
+    concepts = read_concepts(root / CONCEPTS_FILE)
+    # Stamped before reading: a file edited while it is read looks changed to the next check.
+    sources = source_fingerprint(root, concepts, image_root if check_images else None)
+    tags = read_tag_list(root / TAGLIST_FILE)
     if check_images and not image_root.is_dir():
         raise DatasetFormatError(image_root, "missing image folder; it should hold <dir>/<file>.jpg")
-    records: list[NusWideRecord] = []
-    per_split: dict[str, dict[str, int]] = {}
-    missing: list[str] = []
-    sources: dict[str, tuple[Path, Path]] = {}
-    for split in SPLITS:
-        rows = _read_split(root, split, concepts)
-        kept, per_split[split], split_missing = _keep_split(rows, split, image_root, check_images)
-        sources[split] = (rows.image_list, rows.tag_file)
-        records += kept
-        missing += split_missing
+    split_rows = {split: _read_split(root, split, concepts) for split in SPLITS}
+    for rows in split_rows.values():
+        _filter_split(rows, drop_unlabeled)
+    if check_images:
+        _check_images(split_rows, image_root, check_workers)
+    for rows in split_rows.values():
+        rows.counts.setdefault("missing_images", 0)
+        rows.counts.setdefault("unreadable_images", 0)
+        rows.counts["kept"] = int(rows.keep.sum())
     stats = {
-        key: {**{s: per_split[s][key] for s in SPLITS}, "total": sum(c[key] for c in per_split.values())}
-        for key in per_split[SPLITS[0]]
-    }
-    log.info("NUS-WIDE %s: dropped %d images without tags", root, stats["dropped_untagged"]["total"])
-    if missing:
-        log.warning(
-            "NUS-WIDE %s: dropped %d listed images missing under %s, e.g. %s",
-            root,
-            len(missing),
-            image_root,
-            ", ".join(missing[:_MAX_EXAMPLES]),
-        )
-    for split in SPLITS:
-        dropped = {
-            "repeated images": stats["duplicate_images"][split],
-            "images without tags": stats["dropped_untagged"][split],
-            "images missing on disk": stats["missing_images"][split],
+        key: {
+            **{s: split_rows[s].counts[key] for s in SPLITS},
+            "total": sum(r.counts[key] for r in split_rows.values()),
         }
-        require_rows([r for r in records if r.split == split], split, *sources[split], dropped=dropped)
-    return NusWideIndex(concepts, tags, records, stats, str(image_root.resolve()))
+        for key in _STAT_KEYS
+    }
+    log.info(
+        "NUS-WIDE %s: dropped %d images without tags and %d without labels",
+        root,
+        stats["dropped_untagged"]["total"],
+        stats["dropped_unlabeled"]["total"],
+    )
+    for split, rows in split_rows.items():
+        dropped = {
+            "repeated images": rows.counts["duplicate_images"],
+            "images without tags": rows.counts["dropped_untagged"],
+            "images without labels": rows.counts["dropped_unlabeled"],
+            "images missing on disk": rows.counts["missing_images"],
+            "unreadable images": rows.counts["unreadable_images"],
+        }
+        require_rows(np.flatnonzero(rows.keep), split, rows.image_list, rows.tag_file, dropped=dropped)
+
+    kept = [np.flatnonzero(split_rows[s].keep) for s in SPLITS]
+    images = [split_rows[s].images[i] for s, rows in zip(SPLITS, kept) for i in rows]
+    encoded = [image.encode("utf-8") for image in images]
+    return NusWideIndex(
+        concepts=concepts,
+        tags=tags,
+        paths=np.frombuffer(b"".join(encoded), dtype=np.uint8).copy(),
+        path_offsets=np.concatenate([[0], np.cumsum([len(e) for e in encoded])]).astype(np.int64),
+        split_codes=np.concatenate(
+            [np.full(len(rows), code, dtype=np.uint8) for code, rows in enumerate(kept)]
+        ),
+        label_bits=np.packbits(
+            np.concatenate([split_rows[s].labels[rows] for s, rows in zip(SPLITS, kept)]), axis=1
+        ),
+        tag_bits=np.concatenate([split_rows[s].tag_bits[rows] for s, rows in zip(SPLITS, kept)]),
+        image_hash=path_hashes(images),
+        stats=stats,
+        image_root=str(image_root.resolve()),
+        sources=sources,
+        settings=index_settings(image_root, check_images, drop_unlabeled),
+    )
+
+
+def index_settings(image_root: Path, check_images: bool, drop_unlabeled: bool) -> dict[str, Any]:
+    """What an index depends on besides the release files."""
+    return {
+        "image_root": str(Path(image_root).resolve()),
+        "check_images": bool(check_images),
+        "drop_unlabeled": bool(drop_unlabeled),
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -322,15 +692,19 @@ def read_nuswide(root: str | Path, *, image_dir: str = "Flickr", check_images: b
 # --------------------------------------------------------------------------------------------
 
 
-def build_index(root: str | Path, out_path: str | Path, **read_kwargs: Any) -> Path:
-    """Read the release under ``root`` (see :func:`read_nuswide`) and write its ndjson index.
+def _aligned(offset: int) -> int:
+    return -(-offset // _ALIGN) * _ALIGN
 
-    Line 1 is a JSON header (format, version, concepts, tags, stats, image_root); each further
-    line is one record. The file is written to a temporary sibling and renamed into place.
-    """
-    index = read_nuswide(root, **read_kwargs)
+
+def write_index(index: NusWideIndex, out_path: str | Path) -> Path:
+    """Write ``index`` to ``out_path`` (atomically): a JSON header line, then the arrays."""
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
+    layout: dict[str, dict[str, Any]] = {}
+    size = 0
+    for name in _ARRAYS:
+        array = np.ascontiguousarray(getattr(index, name))
+        layout[name] = {"dtype": array.dtype.str, "shape": list(array.shape), "offset": size}
+        size = _aligned(size + array.nbytes)
     header = {
         "format": INDEX_FORMAT,
         "version": INDEX_VERSION,
@@ -338,65 +712,112 @@ def build_index(root: str | Path, out_path: str | Path, **read_kwargs: Any) -> P
         "tags": index.tags,
         "stats": index.stats,
         "image_root": index.image_root,
+        "sources": index.sources,
+        "settings": index.settings,
+        "arrays": layout,
+        "payload_bytes": size,
     }
-    tmp_path = out_path.with_name(f".{out_path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
-    try:
-        with tmp_path.open("x", encoding="utf-8", newline="\n") as out:
-            out.write(json.dumps(header, separators=(",", ":")) + "\n")
-            for record in index.records:
-                out.write(json.dumps(asdict(record), separators=(",", ":")) + "\n")
-        os.replace(tmp_path, out_path)
-    except BaseException:
-        tmp_path.unlink(missing_ok=True)
-        raise
+    head = (json.dumps(header, separators=(",", ":")) + "\n").encode("utf-8")
+    start = _aligned(len(head))
+    with atomic_path(out_path) as tmp, open(tmp, "wb") as f:
+        f.write(head)
+        for name in _ARRAYS:
+            f.seek(start + layout[name]["offset"])
+            f.write(memoryview(np.ascontiguousarray(getattr(index, name))).cast("B"))
+        f.truncate(start + size)
     return out_path
 
 
-def _indices(obj: dict[str, Any], name: str, size: int, path: Path, line: int) -> list[int]:
-    values = json_field(obj, name, list, path, line)
-    if not all(isinstance(v, int) and 0 <= v < size for v in values):
-        raise DatasetFormatError(path, f"expected integers in [0, {size})", line=line, field=name)
-    return values
+def build_index(root: str | Path, out_path: str | Path, **read_kwargs: Any) -> Path:
+    """Read the release under ``root`` (see :func:`read_nuswide`) and write its index to ``out_path``."""
+    return write_index(read_nuswide(root, **read_kwargs), out_path)
 
 
-def _record(obj: dict[str, Any], index: NusWideIndex, path: Path, line: int) -> NusWideRecord:
-    split = json_field(obj, "split", str, path, line)
-    if split not in SPLITS:
-        raise DatasetFormatError(path, f"unknown split {split!r}", line=line, field="split")
-    return NusWideRecord(
-        image=json_field(obj, "image", str, path, line),
-        split=split,
-        labels=_indices(obj, "labels", len(index.concepts), path, line),
-        tags=_indices(obj, "tags", len(index.tags), path, line),
-    )
+def read_index_header(path: str | Path) -> tuple[dict[str, Any], int]:
+    """The JSON header of an index file and where its arrays start, without reading the arrays."""
+    path = Path(path)
+    with open(path, "rb") as f:
+        first = f.readline()
+    if not first.strip():
+        raise DatasetFormatError(path, "empty index file; expected a JSON header line", line=1)
+    text = decode_utf8(first.rstrip(b"\r\n").removeprefix(_BOM), path, 1)
+    return parse_json_object(text, path, 1), _aligned(len(first))
+
+
+def _mapped(path: Path, start: int, end: int, spec: Any, name: str) -> np.ndarray:
+    """Map array ``name`` (its header entry ``spec``) from the bytes ``[start, end)`` of ``path``."""
+    where = f"arrays.{name}"
+    if not isinstance(spec, dict):
+        raise DatasetFormatError(path, "missing or malformed array entry", line=1, field=where)
+    try:
+        dtype = np.dtype(json_field(spec, "dtype", str, path, 1, f"{where}: "))
+        shape = tuple(int(n) for n in json_field(spec, "shape", list, path, 1, f"{where}: "))
+    except (TypeError, ValueError) as err:
+        raise DatasetFormatError(path, f"bad dtype or shape ({err})", line=1, field=where) from None
+    offset = json_field(spec, "offset", int, path, 1, f"{where}: ")
+    nbytes = int(np.prod(shape)) * dtype.itemsize
+    if offset < 0 or min(shape, default=0) < 0 or start + offset + nbytes > end:
+        raise DatasetFormatError(path, "array lies outside the file's payload", line=1, field=where)
+    if nbytes == 0:
+        return np.zeros(shape, dtype=dtype)
+    return np.memmap(path, dtype=dtype, mode="r", offset=start + offset, shape=shape)
 
 
 def load_index(path: str | Path) -> NusWideIndex:
-    """Read an index written by :func:`build_index`, validating the header and every record."""
+    """Map an index written by :func:`write_index`, validating its header and array shapes."""
     path = Path(path)
-    lines = read_jsonl(path, "a NUS-WIDE index; build it with build_index")
-    if not lines:
-        raise DatasetFormatError(path, "empty index file; expected a JSON header line", line=1)
-    header = lines[0][1]
+    header, start = read_index_header(path)
     if header.get("format") != INDEX_FORMAT or header.get("version") != INDEX_VERSION:
         raise DatasetFormatError(
             path, f"not a {INDEX_FORMAT} version {INDEX_VERSION} header", line=1, field="format"
         )
+    payload = json_field(header, "payload_bytes", int, path, 1)
+    size = path.stat().st_size
+    if size < start + payload:
+        raise DatasetFormatError(
+            path, f"the header describes {start + payload} bytes but the file holds {size}; truncated?"
+        )
+    arrays = json_field(header, "arrays", dict, path, 1)
     index = NusWideIndex(
         concepts=json_field(header, "concepts", list, path, 1),
         tags=json_field(header, "tags", list, path, 1),
-        records=[],
         stats=json_field(header, "stats", dict, path, 1),
         image_root=json_field(header, "image_root", str, path, 1),
+        sources=json_field(header, "sources", dict, path, 1),
+        settings=json_field(header, "settings", dict, path, 1),
+        path=path,
+        **{name: _mapped(path, start, start + payload, arrays.get(name), name) for name in _ARRAYS},
     )
-    index.records = [_record(obj, index, path, number) for number, obj in lines[1:]]
-    kept = index.stats.get("kept")
-    expected = kept.get("total") if isinstance(kept, dict) else None
-    if expected is not None and expected != len(index.records):
-        raise DatasetFormatError(
-            path, f"header says {expected} records but the file holds {len(index.records)}; truncated?"
-        )
+    _check_shapes(index, path)
     return index
+
+
+def _check_shapes(index: NusWideIndex, path: Path) -> None:
+    n = len(index.split_codes)
+    expected = {
+        "path_offsets": (n + 1,),
+        "label_bits": (n, (len(index.concepts) + 7) // 8),
+        "tag_bits": (n, (len(index.tags) + 7) // 8),
+        "image_hash": (n,),
+    }
+    for name, shape in expected.items():
+        if getattr(index, name).shape != shape:
+            raise DatasetFormatError(
+                path, f"shape {getattr(index, name).shape}, expected {shape}", line=1, field=f"arrays.{name}"
+            )
+    offsets = np.asarray(index.path_offsets)
+    if n and (offsets[0] != 0 or offsets[-1] != len(index.paths) or (np.diff(offsets) <= 0).any()):
+        raise DatasetFormatError(
+            path, "image path offsets are not increasing", line=1, field="arrays.path_offsets"
+        )
+    if n and np.asarray(index.split_codes).max() >= len(SPLITS):
+        raise DatasetFormatError(
+            path, "split codes must be 0 (train) or 1 (test)", line=1, field="arrays.split_codes"
+        )
+    kept = index.stats.get("kept")
+    total = kept.get("total") if isinstance(kept, dict) else None
+    if total is not None and total != n:
+        raise DatasetFormatError(path, f"header says {total} images but the arrays hold {n}; truncated?")
 
 
 # ============================================================================================
@@ -405,46 +826,39 @@ def load_index(path: str | Path) -> NusWideIndex:
 
 
 class NusWideDataset(Dataset):
-    """Samples of the index as ``{"image": [3, H, W], "tags": [N], "labels": [C], "index": i}``.
+    """Samples ``{"image": [3, H, W], "tags": [N], "labels": [C], "index": i}`` of some index rows.
 
-    Tags and labels stay as index lists until an item is read: the real training split is 160 k
-    images x 1,000 tags. With ``cache_decoded`` every image is decoded once and kept in memory as
-    uint8 pixels (for small datasets such as the synthetic twin; the cache lives per worker process).
+    Tags and labels stay bit-packed in the (memory-mapped) index until an item is read. With
+    ``cache_decoded`` decoded images are kept in memory (see :class:`~datamodules.base.DecodedImages`).
     """
 
     def __init__(
         self,
-        image_root: Path,
-        records: Sequence[NusWideRecord],
-        num_labels: int,
-        num_tags: int,
+        index: NusWideIndex,
+        rows: np.ndarray,
         transform: Callable | None = None,
-        cache_decoded: bool = False,
+        cache_decoded: bool | float = False,
     ) -> None:
-        self.image_root = Path(image_root)
-        self.records = list(records)
-        self.num_labels, self.num_tags = num_labels, num_tags
+        self.index = index
+        self.rows = np.asarray(rows, dtype=np.int64)
+        self.image_root = Path(index.image_root)
         self.transform = transform
-        self.images = DecodedImages(len(self.records), cache_decoded)
+        self.images = DecodedImages(len(self.rows), cache_decoded)
 
     def __len__(self) -> int:
-        return len(self.records)
-
-    def _multi_hot(self, idx: Sequence[int], size: int) -> torch.Tensor:
-        vec = torch.zeros(size)
-        if idx:
-            vec[torch.as_tensor(idx, dtype=torch.long)] = 1.0
-        return vec
+        return len(self.rows)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        rec = self.records[i]
-        image = self.images.load(i, self.image_root / rec.image)
+        row = int(self.rows[i])
+        image = self.images.load(i, self.image_root / self.index.image(row))
         if self.transform is not None:
             image = self.transform(image)
+        # Tensors that own their memory: views of numpy buffers (torch.from_numpy) left ~120 MB of
+        # heap in each loader worker after a pass over the full-size training split (measured).
         return {
             "image": image,
-            "tags": self._multi_hot(rec.tags, self.num_tags),
-            "labels": self._multi_hot(rec.labels, self.num_labels),
+            "tags": torch.tensor(self.index.tag_vector(row)),
+            "labels": torch.tensor(self.index.label_vector(row)),
             "index": i,
         }
 
@@ -452,18 +866,22 @@ class NusWideDataset(Dataset):
 class NusWideDataModule(SuiteDataModule):
     """NUS-WIDE (real release or its synthetic twin) for the multi-label tagger.
 
-    ``prepare`` (once per node) builds the compact ndjson index if it is missing or was built from
-    another root; ``setup`` reads the index, keeps the official test split and carves a seeded
-    validation part out of the official train split.
+    ``prepare`` (once per node) builds the index when it is missing or stale (a source file's size
+    or modification time, or a setting, differs from what the index recorded); ``setup`` maps it,
+    keeps the official test split and carves the validation part out of the official train split
+    by a hash of each image path (:func:`validation_mask`).
 
     Args:
         root: the release folder (``ConceptsList/``, ``Groundtruth/``, ``NUS_WID_Tags/``, ``ImageList/``).
         image_dir: folder of the images, relative to ``root`` (or absolute).
-        index_path: where the compact index lives (default ``<root>/index.ndjson``).
-        check_images: drop (and count) images missing on disk when building the index.
+        index_path: where the index lives (default ``<root>/nuswide_index.bin``).
+        check_images: drop (and count) images missing or unreadable on disk when building the index.
+        check_workers: processes for those checks (``None``: this machine's CPUs, at most 8).
+        drop_unlabeled: drop (and count) images without any concept label (the seed's protocol);
+            ``False`` keeps them.
         transforms: an :class:`~datamodules.preprocessing.images.ImageTransforms`.
-        val_fraction: share of the official train split used for validation.
-        cache_decoded: keep decoded images in memory (small datasets only).
+        val_fraction: expected share of the official train split used for validation.
+        cache_decoded: keep decoded images in memory (see :class:`~datamodules.base.DecodedImages`).
         **shared: see :class:`~datamodules.base.SuiteDataModule` (``synthetic``: the arguments of
             :func:`~datamodules.synthetic.nuswide.ensure_nuswide`).
     """
@@ -476,64 +894,94 @@ class NusWideDataModule(SuiteDataModule):
         image_dir: str = "Flickr",
         index_path: str | None = None,
         check_images: bool = True,
+        check_workers: int | None = None,
+        drop_unlabeled: bool = True,
         transforms: ImageTransforms | None = None,
         val_fraction: float = 0.1,
-        cache_decoded: bool = False,
+        cache_decoded: bool | float = False,
         **shared: Any,
     ) -> None:
         super().__init__(root, **shared)
-        self.index_path = Path(index_path) if index_path else self.root / "index.ndjson"
+        self.index_path = Path(index_path) if index_path else self.root / INDEX_FILENAME
         self.transforms = transforms or ImageTransforms()
         self.index: NusWideIndex | None = None
 
     # ------------------------------------------------------------------ preparation
     def prepare(self) -> None:
-        if not self._index_is_current():
-            log.info("building the NUS-WIDE index %s from %s", self.index_path, self.root)
+        reason = self.stale_reason()
+        if reason is not None:
+            log.info("building the NUS-WIDE index %s from %s (%s)", self.index_path, self.root, reason)
             build_index(
                 self.root,
                 self.index_path,
                 image_dir=self.hparams.image_dir,
                 check_images=self.hparams.check_images,
+                drop_unlabeled=self.hparams.drop_unlabeled,
+                check_workers=self.hparams.check_workers,
             )
 
-    def _index_is_current(self) -> bool:
-        if not self.index_path.is_file():
-            return False
-        header = read_json_header(self.index_path)  # a broken one raises, naming the file and line 1
-        return Path(header.get("image_root", "")) == self._image_root()
-
     def _image_root(self) -> Path:
-        return (self.root / self.hparams.image_dir).resolve()
+        return self.root / self.hparams.image_dir
+
+    def stale_reason(self) -> str | None:
+        """Why the index at ``index_path`` must be (re)built, or ``None`` when it is current. A file
+        there that is not an index raises (it is never overwritten)."""
+        if not self.index_path.is_file():
+            return "no index yet"
+        header, _ = read_index_header(self.index_path)  # a broken one raises, naming the file and line 1
+        if header.get("format") != INDEX_FORMAT:
+            raise DatasetFormatError(
+                self.index_path,
+                f"not a {INDEX_FORMAT} file; delete it or point data.index_path elsewhere",
+                line=1,
+                field="format",
+            )
+        if header.get("version") != INDEX_VERSION:
+            return f"index version {header.get('version')}, this reader writes {INDEX_VERSION}"
+        settings = index_settings(self._image_root(), self.hparams.check_images, self.hparams.drop_unlabeled)
+        if header.get("settings") != settings:
+            return f"built with {header.get('settings')}, now {settings}"
+        concepts = header.get("concepts")
+        if not isinstance(concepts, list):
+            return "no concept list in the header"
+        image_root = self._image_root() if self.hparams.check_images else None
+        now, then = source_fingerprint(self.root, concepts, image_root), header.get("sources") or {}
+        changed = sorted(k for k in now.keys() | then.keys() if now.get(k) != then.get(k))
+        if changed:
+            more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
+            return "changed since it was built: " + ", ".join(changed[:3]) + more
+        return None
 
     def setup(self, stage: str | None = None) -> None:
         if self.index is not None:
             return
+        reason = self.stale_reason()
+        if reason is not None:  # setup never builds: that is prepare_data's job, once per node
+            raise DatasetFormatError(
+                self.index_path, f"the index is not current ({reason}); run prepare_data() first"
+            )
         self.index = load_index(self.index_path)
-        train = [r for r in self.index.records if r.split == "train"]
-        test = [r for r in self.index.records if r.split == "test"]
-        for split, rows in (("train", train), ("test", test)):  # an index written before this check
+        train, test = self.index.rows("train"), self.index.rows("test")
+        for split, rows in (("train", train), ("test", test)):
             require_rows(rows, split, self.index_path)
-        g = torch.Generator().manual_seed(self.hparams.split_seed)
-        order = torch.randperm(len(train), generator=g).tolist()
-        n_val = int(round(self.hparams.val_fraction * len(train)))
-        val_idx, train_idx = sorted(order[:n_val]), sorted(order[n_val:])
-        make = partial(
-            NusWideDataset,
-            Path(self.index.image_root),
-            num_labels=len(self.index.concepts),
-            num_tags=len(self.index.tags),
-            cache_decoded=self.hparams.cache_decoded,
+        in_val = validation_mask(
+            self.index.image_hash[train], self.hparams.val_fraction, self.hparams.split_seed
         )
-        self.data_train = make([train[i] for i in train_idx], transform=self.transforms.train())
-        self.data_val = make([train[i] for i in val_idx], transform=self.transforms.eval())
-        self.data_test = make(test, transform=self.transforms.eval())
+        cache = self.hparams.cache_decoded
+        self.data_train = NusWideDataset(self.index, train[~in_val], self.transforms.train(), cache)
+        self.data_val = NusWideDataset(self.index, train[in_val], self.transforms.eval(), cache)
+        self.data_test = NusWideDataset(self.index, test, self.transforms.eval(), cache)
+        if not len(self.data_val):
+            raise ValueError(
+                f"data.val_fraction={self.hparams.val_fraction} leaves no validation image among the "
+                f"{len(train)} training images; raise it"
+            )
         log.info(
             "NUS-WIDE: %d train / %d val / %d test images (%s)",
             len(self.data_train),
             len(self.data_val),
             len(self.data_test),
-            ", ".join(f"{k}={v}" for k, v in self.index.stats.items()),
+            ", ".join(f"{k}={v['total']}" for k, v in self.index.stats.items()),
         )
 
     # ------------------------------------------------------------------ what the model and export need

@@ -2,14 +2,18 @@
 
 Usage::
 
-    python -m experiments.build_relevance_dataset --root data/imagenet_captions --out data/imagenet_captions/relevance_dataset \\
-        [--captions imagenet_captions.json] [--descriptions class_descriptions.json] [--set test_fraction=0.23 ...]
+    python -m experiments.build_relevance_dataset --root data/imagenet_captions \\
+        --out data/imagenet_captions/relevance_dataset \\
+        [--captions imagenet_captions.json] [--descriptions class_descriptions.json] \\
+        [--set test_fraction=0.23 ...]
 
 Keeps captions whose title or description has more than one word, splits them per class into train/test
 (classes of <= 100 captions: at least half in train, at least 20 % in test) and pairs every caption with each
-of its class's 2-10 longest description sentences. Writes ``OUT/relevance_items.jsonl`` (JSON lines, renamed
-into place) and ``OUT/relevance_counts.json``, and prints the counts. Defaults come from the ``build:``
-node of ``conf/data/imagenet_captions.yaml`` (the seed's settings); ``--set key=value`` overrides one.
+of its class's 2-10 longest description sentences. Writes the dataset folder that
+:mod:`datamodules.imagenet_captions.relevance_dataset` describes (``dataset.json``, the caption and sentence
+lines, ``item_triples.npy``, ``relevance_counts.json``; each renamed into place) and prints the counts.
+Defaults come from the ``build:`` node of ``conf/data/imagenet_captions.yaml`` (the seed's settings);
+``--set key=value`` overrides one.
 A malformed input is reported as ``<file>: [field]: <problem>`` with exit status 2.
 """
 

@@ -16,13 +16,13 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from experiments.common import (
     PROJECT_ROOT,
-    finish_wandb,
     is_rank_zero,
+    run_guarded,
     save_resolved_config,
     to_float_dict,
     write_json,
 )
-from experiments.ddp import reset_launcher_environment, use_job_command_for_children
+from experiments.run_checks import check_run_options
 from experiments.stages import build_data_and_model, build_trainer
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,7 @@ def evaluate(cfg: DictConfig) -> dict:
         raise FileNotFoundError(f"checkpoint {ckpt} does not exist")
     apply_checkpoint_hparams(cfg, ckpt)
     cfg = OmegaConf.merge(cfg, cfg.get("all_stages") or {})
+    check_run_options(cfg)
     run_dir = Path(cfg.paths.output_dir)
     datamodule, model = build_data_and_model(cfg)
     save_resolved_config(cfg, run_dir / "config.yaml")
@@ -63,12 +64,7 @@ def evaluate(cfg: DictConfig) -> dict:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate.yaml")
 def main(cfg: DictConfig) -> None:
-    use_job_command_for_children()
-    try:
-        summary = evaluate(cfg)
-    finally:
-        finish_wandb()
-        reset_launcher_environment()
+    summary = run_guarded("experiments.evaluate", cfg, evaluate)
     log.info("metrics: %s/metrics.json", summary["run_dir"])
 
 

@@ -13,6 +13,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import load_file, save_file
 
+from datamodules.files import atomic_path
 from experiments.common import write_json
 
 WEIGHTS = "model.safetensors"
@@ -20,16 +21,21 @@ SPEC = "model.json"
 
 
 def export_model(module, datamodule, net_cfg: DictConfig, out_dir: Path) -> Path:
-    """Write ``out_dir/model.safetensors`` (``module.net``'s state) and ``out_dir/model.json``.
+    """Write ``out_dir/model.safetensors`` (``module.net``'s state) and ``out_dir/model.json``;
+    refuses (``ValueError``) weights that are not finite.
 
     The module and the datamodule contribute what a predictor needs through optional
     ``export_metadata()`` methods (prediction rule settings; label names and preprocessing).
     """
-    out_dir.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in module.net.state_dict().items()}
-    tmp = out_dir / f".{WEIGHTS}.tmp"
-    save_file(state, str(tmp), metadata={"producer": "mmsuite"})
-    tmp.replace(out_dir / WEIGHTS)
+    broken = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if broken:
+        raise ValueError(
+            f"not exporting to {out_dir}: {len(broken)} weight tensor(s) hold NaN or infinite values "
+            f"({', '.join(broken[:5])}); the training diverged"
+        )
+    with atomic_path(out_dir / WEIGHTS) as tmp:
+        save_file(state, str(tmp), metadata={"producer": "mmsuite"})
     spec = {
         "format": "mmsuite-export",
         "version": 1,

@@ -12,13 +12,15 @@ The seed's semi-manual procedure (section 4.3), made reviewable:
    at distance 0), and stop at the first synset that the **rules file** maps to a hashtag.
 4. **Overrides** (class -> hashtag) win over the rules; what nothing maps gets ``other``.
 
-Inputs (``conf/hashtags/``): ``rules.yaml`` (the hashtag vocabulary and ``synset -> hashtag``
+Inputs (``conf/hashtags/wordnet/``): ``rules.yaml`` (the hashtag vocabulary and ``synset -> hashtag``
 rules) and ``overrides.yaml`` (per-class ``synsets`` and ``hashtags``). Output: a CSV with
 ``class, cleaned_name, synset, hypernym, hashtag, decided`` (``decided`` in rule / override / none),
-the committed default being ``conf/hashtags/sun397_hashtags.csv`` for the 397 classes of
-``ClassName.txt``. WordNet must be prepared once (``python -m experiments.prepare_wordnet``).
+the committed one being ``conf/hashtags/sun397_hashtags.csv`` for the 397 classes of
+``ClassName.txt``: the table of ``hashtags=rules``. The suite's default table is the seed author's
+own (``hashtags=author``, ``conf/hashtags/sun397_hashtags_author.csv``); docs/hashtag.md compares
+the two. WordNet must be prepared once (``python -m experiments.prepare_wordnet``).
 
-    python -m experiments.map_hashtags --classes <SUN397>/ClassName.txt --out conf/hashtags/sun397_hashtags.csv
+    python -m experiments.map_hashtags --classes <SUN397>/ClassName.txt  # conf/hashtags/sun397_hashtags.csv
 """
 
 from __future__ import annotations
@@ -39,8 +41,8 @@ from experiments.common import PROJECT_ROOT, atomic_write_text
 log = logging.getLogger("map_hashtags")
 
 HASHTAG_DIR = PROJECT_ROOT / "conf" / "hashtags"
-RULES_FILE = HASHTAG_DIR / "rules.yaml"
-OVERRIDES_FILE = HASHTAG_DIR / "overrides.yaml"
+RULES_FILE = HASHTAG_DIR / "wordnet" / "rules.yaml"
+OVERRIDES_FILE = HASHTAG_DIR / "wordnet" / "overrides.yaml"
 MAPPING_FILE = HASHTAG_DIR / "sun397_hashtags.csv"
 DEFAULT_CLASSES = PROJECT_ROOT.parent / "shared" / "real-formats" / "sun397" / "ClassName.txt"
 OTHER = "other"

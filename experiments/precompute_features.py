@@ -2,7 +2,8 @@
 
     python -m experiments.precompute_features experiment=crisismmd_real data.root=/data/CrisisMMD \\
         data.features_dir=/data/features/crisismmd_inception_bert
-    python -m experiments.train -m experiment=crisismmd_tables data.features_dir=/data/features/crisismmd_inception_bert
+    python -m experiments.train -m experiment=crisismmd_tables \\
+        data.features_dir=/data/features/crisismmd_inception_bert
 
 The experiment is composed exactly as ``experiments.train`` composes it (same seed, so a randomly
 initialised frozen encoder is the same network), and the frozen modalities are those whose encoder

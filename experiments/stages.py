@@ -14,8 +14,13 @@ method without ``stages`` is a single stage called ``main``.
 
 Resume (``ckpt_path=last`` with the earlier run's ``run_dir``): every stage that has a
 ``last.ckpt`` continues from it with its step count, optimizer and scheduler state (a finished
-stage returns at once unless ``trainer.max_epochs`` was raised); ``ckpt_path=<file>`` resumes the
-first stage run from that file.
+stage returns at once unless ``trainer.max_epochs`` was raised), and the stage a SIGTERM or a
+SLURM requeue interrupted continues from the mid-epoch ``hpc_ckpt_<n>.ckpt`` it left; a run dir
+with none of these is an error, not a fresh start. ``ckpt_path=<file>`` resumes the first stage
+run from that file.
+
+Before anything is built, the options of the root config and of every stage are checked
+(:mod:`experiments.run_checks`).
 """
 
 from __future__ import annotations
@@ -42,14 +47,17 @@ from datamodules.base import DataInfo, SuiteDataModule
 from experiments.common import (
     build,
     finish_wandb,
+    has_resumable_state,
     instantiate_list,
     is_rank_zero,
+    is_requeued_slurm_job,
     save_resolved_config,
     to_float_dict,
     write_json,
 )
 from experiments.export import export_model
-from lit_modules.callbacks import compile_children
+from experiments.run_checks import check_run_options
+from lit_modules.callbacks import compile_children, hpc_checkpoints, safety_callbacks
 
 log = logging.getLogger(__name__)
 
@@ -180,11 +188,11 @@ def load_weights(model: L.LightningModule, checkpoint: str | Path) -> None:
 
 
 def build_trainer(cfg: DictConfig) -> L.Trainer:
-    return build(
-        cfg.trainer,
-        callbacks=instantiate_list(cfg.get("callbacks")),
-        logger=instantiate_list(cfg.get("logger")) or False,
-    )
+    """The trainer of ``cfg.trainer`` with the configured callbacks and loggers, plus the safety
+    callbacks every run gets whatever ``callbacks`` says (:func:`lit_modules.callbacks.safety_callbacks`:
+    stop on a non-finite loss, checkpoint on SIGTERM, no repeated CSV rows after a resume)."""
+    callbacks = instantiate_list(cfg.get("callbacks")) + safety_callbacks(str(cfg.get("stage_name", "main")))
+    return build(cfg.trainer, callbacks=callbacks, logger=instantiate_list(cfg.get("logger")) or False)
 
 
 def _best_checkpoint_callback(trainer: L.Trainer) -> ModelCheckpoint | None:
@@ -265,16 +273,26 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "stages": {},
     }
     stages = stage_configs(cfg)
+    check_run_options(cfg, stages)
     last_result: dict[str, Any] = {}
     last_cfg = cfg
     model = datamodule = None
-    # Lightning's SLURM requeue left its checkpoint of the interrupted stage in the run dir: this is
-    # the requeued job. Finished stages resume from their last.ckpt (and return at once), the
-    # interrupted one from the requeue checkpoint.
+    # A SIGTERM or Lightning's SLURM requeue left a checkpoint of the interrupted stage in the run
+    # dir: finished stages resume from their last.ckpt (and return at once), the interrupted one
+    # from that checkpoint. A requeued SLURM job (SLURM_RESTART_COUNT > 0) resumes whatever it saved.
     requeue_ckpt = _requeue_checkpoint(run_dir)
-    if requeue_ckpt is not None and resume_all is None:
-        log.info("found %s: continuing a requeued run", requeue_ckpt)
+    if resume_all is None and (
+        requeue_ckpt is not None or (is_requeued_slurm_job() and has_resumable_state(run_dir))
+    ):
+        log.info("found %s: continuing a requeued run", requeue_ckpt or "checkpoints")
         resume_all = "last"
+    elif resume_all == "last" and not has_resumable_state(run_dir):
+        looked = [str(Path(c.paths.output_dir) / "checkpoints" / n / "last.ckpt") for n, c in stages]
+        raise FileNotFoundError(
+            f"ckpt_path=last: nothing to resume in run_dir={run_dir}; looked for "
+            f"{', '.join(looked)} and {run_dir}/hpc_ckpt_*.ckpt. Check run_dir (the folder of the "
+            "run to resume), or leave ckpt_path out to start a new run."
+        )
     for i, (name, stage_cfg) in enumerate(stages):
         resume = None
         if resume_all == "last":
@@ -320,8 +338,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
 
 def _requeue_checkpoint(run_dir: Path) -> Path | None:
-    """Lightning's newest ``hpc_ckpt_<n>.ckpt`` (written on SIGUSR1 before a SLURM requeue), if any."""
-    found = sorted(run_dir.glob("hpc_ckpt_*.ckpt"), key=lambda p: int(p.stem.rsplit("_", 1)[-1]))
+    """The newest ``hpc_ckpt_<n>.ckpt`` in the run dir (written on SIGTERM, or by Lightning on SIGUSR1
+    before a SLURM requeue), if any."""
+    found = hpc_checkpoints(run_dir)
     return found[-1] if found else None
 
 

@@ -7,6 +7,10 @@ Reads top-down:
   3. The run dir gets the resolved config, ``metrics.json``, checkpoints, the exported model and
      figures; the optimized metric is returned so Optuna sweeps can use it.
 
+Faults (see ``docs/cluster.md``): a new run never reuses a run dir; SIGTERM saves the interrupted
+stage, logs the command that resumes it and exits with status 143; a non-finite training loss stops
+the run with the stage, step and value; ``status.json`` in the run dir records the outcome.
+
 Examples::
 
     python -m experiments.train experiment=tagger                          # the main job
@@ -21,8 +25,7 @@ import logging
 import hydra
 from omegaconf import DictConfig
 
-from experiments.common import PROJECT_ROOT, finish_wandb  # noqa: F401  (PROJECT_ROOT: set before Hydra resolves paths)
-from experiments.ddp import reset_launcher_environment, use_job_command_for_children
+from experiments.common import PROJECT_ROOT, run_guarded  # noqa: F401  (PROJECT_ROOT: set before Hydra resolves paths)
 from experiments.stages import run
 
 log = logging.getLogger(__name__)
@@ -30,12 +33,7 @@ log = logging.getLogger(__name__)
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train.yaml")
 def main(cfg: DictConfig) -> float | None:
-    use_job_command_for_children()
-    try:
-        summary = run(cfg)
-    finally:  # every exit path: no half-open W&B run or DDP group left for the next sweep point
-        finish_wandb()
-        reset_launcher_environment()
+    summary = run_guarded("experiments.train", cfg, run)
     log.info("run dir:     %s", summary["run_dir"])
     log.info("metrics:     %s/metrics.json", summary["run_dir"])
     log.info("checkpoints: %s/checkpoints", summary["run_dir"])

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import csv
+import io
 
 from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.utilities import rank_zero_only
+
+from datamodules.files import atomic_write_text
 
 
 class _ContinuingWriter(ExperimentWriter):
@@ -17,10 +21,29 @@ class _ContinuingWriter(ExperimentWriter):
             with self._fs.open(self.metrics_file_path, "r", newline="") as f:
                 self.metrics_keys = next(csv.reader(f), [])
 
+    def drop_rows_from(self, step: int) -> int:
+        """Remove the rows logged at ``step`` or later (on disk and not yet written); returns how many."""
+        self.metrics = [row for row in self.metrics if int(row.get("step", 0)) < step]
+        if not self._fs.isfile(self.metrics_file_path):
+            return 0
+        with self._fs.open(self.metrics_file_path, "r", newline="") as f:
+            reader = csv.DictReader(f)
+            fields, rows = reader.fieldnames or [], list(reader)
+        kept = [row for row in rows if not row.get("step") or int(float(row["step"])) < step]
+        if len(kept) < len(rows):
+            out = io.StringIO()
+            writer = csv.DictWriter(out, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(kept)
+            atomic_write_text(self.metrics_file_path, out.getvalue())
+        return len(rows) - len(kept)
+
 
 class ResumableCSVLogger(CSVLogger):
-    """``CSVLogger`` whose ``metrics.csv`` survives a resume: the resumed run appends to the curve
-    instead of starting the file again (rows carry their epoch and step)."""
+    """``CSVLogger`` whose ``metrics.csv`` survives a resume: the resumed run continues the curve
+    instead of starting the file again. The rows a killed attempt logged after its last checkpoint
+    are dropped when the resumed attempt starts (:meth:`drop_rows_from`, called by
+    :class:`lit_modules.callbacks.TrimResumedLogs`), so no step appears twice."""
 
     @property
     @rank_zero_experiment
@@ -29,3 +52,7 @@ class ResumableCSVLogger(CSVLogger):
             self._fs.makedirs(self.root_dir, exist_ok=True)
             self._experiment = _ContinuingWriter(log_dir=self.log_dir)
         return self._experiment
+
+    @rank_zero_only
+    def drop_rows_from(self, step: int) -> None:
+        self.experiment.drop_rows_from(step)

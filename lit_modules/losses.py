@@ -63,10 +63,12 @@ def one_vs_rest_loss(
         logits: ``[n, C]`` one logit per class.
         target: ``[n]`` class indices; ``-1`` marks a sample without a label for this task.
         kind: ``"focal"`` (seed eq. 10) or ``"bce"`` (``beta = 0``).
-        class_reduction: ``"sum"`` (default) adds the C one-vs-rest terms of a sample, ``"mean"``
-            averages them. With the mean, the gradient reaching a C-class head is divided by C, and
-            with the focal factor on top an 8-class task barely moves away from "all negative" in the
-            first epochs; the sum keeps every output's gradient at the scale of one binary problem.
+        class_reduction: ``"sum"`` adds the C one-vs-rest terms of a sample, ``"mean"`` averages
+            them. The sum makes a task's loss (and its head's gradient) grow with C, which statistics
+            across tasks (seed 003's DBN) then read as difficulty; the mean keeps every task on the scale
+            of one binary problem (the graph-fusion model's default). With plain SGD the mean also divides
+            a C-class head's step by C; an adaptive optimiser such as Adam rescales each parameter's step
+            and is insensitive to it.
 
     Returns:
         ``(loss, count)``: the loss averaged over the labelled samples, and their number (a 0-d

@@ -4,7 +4,7 @@
 * threshold alpha:  ``m_j = 1  if  p_j > alpha``;
 * top-k (fixed k):  ``m_j = 1`` for the k largest ``p_j`` (the components use k = 3);
 * top-k per sample: as top-k, with a different ``k_i`` for every image ``i``; the composite model
-  takes ``k_i = max(1, round(count_i))`` from the label-count regressor.
+  takes ``k_i = max(1, round(count_i))`` from the label-count regressor (:func:`counts_to_k`).
 
 Ties are broken by ``torch.topk`` (lowest index first among equals), so every row gets exactly
 ``k_i`` labels when ``k_i <= num_labels``.
@@ -44,7 +44,25 @@ def top_k_labels(probs: Tensor, k: int | Tensor) -> Tensor:
     return (rank < k_row[:, None]).long()
 
 
-def counts_to_k(count: Tensor, min_k: int = 1, max_k: int | None = None) -> Tensor:
-    """Predicted label counts ``[n]`` (real numbers) -> integer ``k_i = clamp(round(count_i), min_k, max_k)``."""
-    k = torch.round(count.float()).long().clamp(min=min_k)
+#: How :func:`counts_to_k` turns a predicted count into an integer. The seed takes "the top k labels
+#: of LP, where k is the prediction of LQP" without saying how a real-valued prediction is rounded.
+#: ``half_even`` (``torch.round``, Python's ``round``: 2.5 -> 2, 3.5 -> 4) is what PyTorch code gets
+#: by default; ``half_up`` rounds halves up (2.5 -> 3); ``floor`` and ``ceil`` shift every k. For a
+#: regression output exact halves are rare, so ``half_even`` and ``half_up`` almost always agree.
+ROUNDINGS = {
+    "half_even": torch.round,
+    "half_up": lambda x: torch.floor(x + 0.5),
+    "floor": torch.floor,
+    "ceil": torch.ceil,
+}
+
+
+def counts_to_k(
+    count: Tensor, min_k: int = 1, max_k: int | None = None, rounding: str = "half_even"
+) -> Tensor:
+    """Predicted label counts ``[n]`` (real numbers) -> integer ``k_i = clamp(round(count_i), min_k, max_k)``,
+    ``round`` being one of :data:`ROUNDINGS`."""
+    if rounding not in ROUNDINGS:
+        raise ValueError(f"rounding must be one of {sorted(ROUNDINGS)}, got {rounding!r}")
+    k = ROUNDINGS[rounding](count.float()).long().clamp(min=min_k)
     return k if max_k is None else k.clamp(max=max_k)

@@ -72,6 +72,19 @@ class BiLSTMTextEncoder(nn.Module):
         return out.masked_fill(m == 0, torch.finfo(out.dtype).min).amax(1).masked_fill(m.sum(1) == 0, 0.0)
 
 
+def load_without_pooler(name: str) -> nn.Module:
+    """``AutoModel.from_pretrained(name)`` without the pooling head BERT-style models add on top
+    (``add_pooling_layer=False``): the suite pools the last hidden states itself, so a pooler would
+    get no gradient, and DDP stops on parameters without one. Models that have no such head load as
+    they are."""
+    from transformers import AutoModel
+
+    try:
+        return AutoModel.from_pretrained(name, add_pooling_layer=False)
+    except TypeError:  # the architecture takes no add_pooling_layer (it has no pooler)
+        return AutoModel.from_pretrained(name)
+
+
 class HFTextEncoder(nn.Module):
     """A Hugging Face encoder (``AutoModel.from_pretrained(name)``) pooled to one vector.
 
@@ -83,9 +96,7 @@ class HFTextEncoder(nn.Module):
 
     def __init__(self, name: str, pooling: str = "cls", freeze: bool = True) -> None:
         super().__init__()
-        from transformers import AutoModel
-
-        self.model = AutoModel.from_pretrained(name)
+        self.model = load_without_pooler(name)
         self.pooling = pooling
         self.num_features = int(self.model.config.hidden_size)
         if freeze:

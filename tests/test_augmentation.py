@@ -62,7 +62,8 @@ def test_transform_parameters_follow_k():
 
 
 def test_keep_aspect_false_squashes_the_whole_image_into_the_square():
-    # A 2:1 image with white bands at its left and right edges: a center crop drops them, a square resize keeps them.
+    # A 2:1 image with white bands at its left and right edges:
+    # a center crop drops them, a square resize keeps them.
     pixels = np.zeros((30, 60, 3), dtype=np.uint8)
     pixels[:, :8] = pixels[:, -8:] = 255
     image = Image.fromarray(pixels)

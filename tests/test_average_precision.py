@@ -27,6 +27,7 @@ def test_map_without_any_positive_is_zero_not_nan():
     assert metric.compute().item() == 0.0
 
 
+@pytest.mark.slow
 def test_map_ddp_two_processes_equals_one(tmp_path):
     from functools import partial
 

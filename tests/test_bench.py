@@ -53,6 +53,7 @@ def test_overhead(tmp_path, synthetic_dir):
     assert row["bare_ms"] > 0 and row["suite_ms"] > 0 and "overhead_pct" in row and row["suite_breakdown"]
 
 
+@pytest.mark.slow
 def test_pipeline(tmp_path, synthetic_dir):
     result = bench(
         "pipeline",
@@ -70,6 +71,7 @@ def test_pipeline(tmp_path, synthetic_dir):
     assert result["rows"][0]["bare_img_s"] > 0 and result["rows"][0]["suite_img_s"] > 0
 
 
+@pytest.mark.slow
 def test_metrics(tmp_path, synthetic_dir):
     result = bench(
         "metrics",
@@ -87,11 +89,13 @@ def test_metrics(tmp_path, synthetic_dir):
     assert result["rows"][0]["metric_objects"] > 0 and result["rows"][0]["update_share_pct"] >= 0
 
 
+@pytest.mark.slow
 def test_retrieval(tmp_path):
     result = bench("retrieval", tmp_path, "--images", "40", "--dim", "8", "--repeats", "1")
     assert result["rows"][0]["captions"] == 200 and result["rows"][0]["seconds"] > 0
 
 
+@pytest.mark.slow
 def test_gpu_smoke_on_cpu(tmp_path):
     result = bench(
         "gpu",
@@ -131,6 +135,7 @@ def test_walltime(tmp_path, synthetic_dir):
     assert [r["exit_code"] for r in result["rows"]] == [0, 0]
 
 
+@pytest.mark.slow
 def test_relevance(tmp_path):
     result = bench(
         "relevance", tmp_path, "--captions", "40", "--batch-size", "8", "--max-length", "32", "--repeats", "1"
@@ -138,3 +143,16 @@ def test_relevance(tmp_path):
     rows = {r["batching"]: r for r in result["rows"]}
     # the padding share is arithmetic, not timing: grouping by length must pad less
     assert rows["length_grouped"]["padding_share_pct"] < rows["pad_to_longest"]["padding_share_pct"]
+
+
+@pytest.mark.slow
+def test_scale(tmp_path):
+    """A scale twin at a tiny fraction: every step runs in its own process and reports its figures."""
+    result = bench(
+        "scale", tmp_path / "out", "--datasets", "crisismmd", "--fraction", "0.005",
+        "--root", str(tmp_path / "twins"), "--workers", "1",
+    )  # fmt: skip
+    for row in result["rows"]:
+        assert not [k for k in row if k.endswith("_error")], row
+        assert row["items"] > 0 and row["pass_batches"] > 0 and row["setup_peak_rss_mb"] > 0
+        assert row["prepare+setup_cpu_s"] >= 0 and row["pass_worker_private_mb"] > 0

@@ -28,7 +28,7 @@ from datamodules.imagenet_captions.relevance_dataset import (
     read_relevance_dataset,
     write_relevance_dataset,
 )
-from datamodules.nuswide import NusWideDataModule, read_nuswide
+from datamodules.nuswide import INDEX_FILENAME, NusWideDataModule, read_nuswide
 from datamodules.samplers import EpochFractionSampler
 from datamodules.sun397 import class_targets, read_hashtag_mapping, read_sun397
 from datamodules.synthetic.crisismmd import write_crisismmd
@@ -258,8 +258,8 @@ def test_imagenet_captions_empty_list(twins, tmp_path):
 
 def test_nuswide_corrupt_index_header(twins, tmp_path):
     root = copy_of(twins["nuswide"], tmp_path)
-    (root / "index.ndjson").write_text("{not json\n")
-    raises(lambda: NusWideDataModule(str(root)).prepare_data(), root / "index.ndjson", "invalid JSON", line=1)
+    (root / INDEX_FILENAME).write_text("{not json\n")
+    raises(lambda: NusWideDataModule(str(root)).prepare_data(), root / INDEX_FILENAME, "invalid JSON", line=1)
 
 
 @pytest.fixture(scope="module")

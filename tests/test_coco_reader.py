@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from datamodules.coco import (
+    AlternatingBatches,
+    CaptionedImageRows,
     CocoDataModule,
-    CocoImage,
     PartlyPairedCaptions,
     five_captions,
     read_coco,
@@ -108,10 +109,14 @@ class FakeImages:
 
 
 def partly_paired(n: int, fraction: float, use_unpaired: bool = True) -> PartlyPairedCaptions:
-    images = [CocoImage(i, Path(f"{i}.jpg"), tuple("abcde")) for i in range(n)]
-    ids = torch.arange(n).view(n, 1, 1).expand(n, 5, 3)  # every token of image i's captions is i
+    paths = np.array([f"{i}.jpg" for i in range(n)], dtype=np.bytes_)
+    ids = np.broadcast_to(np.arange(n)[:, None, None], (n, 5, 3))  # every token of image i's captions is i
     return PartlyPairedCaptions(
-        images, ids, split_pairs(n, fraction, seed=1), lambda x: x, FakeImages(), use_unpaired
+        CaptionedImageRows(".", paths, ids),
+        split_pairs(n, fraction, seed=1),
+        lambda x: x,
+        FakeImages(),
+        use_unpaired,
     )
 
 
@@ -298,6 +303,7 @@ def test_datamodule_switches_reach_the_training_set(tmp_path) -> None:
         karpathy_split=str(root / "dataset_coco.json"),
         paired_fraction=0.25,
         use_unpaired=False,
+        batch_composition="mixed",
         vocab_size=100,
         max_length=12,
         transforms=ImageTransforms(32, 32),
@@ -313,3 +319,138 @@ def test_datamodule_switches_reach_the_training_set(tmp_path) -> None:
     assert len(epoch) == 78 and set(epoch) == set(range(len(dm.data_train)))
     dm.hparams.equal_steps = False
     assert len(dm.train_dataloader().sampler) == len(dm.data_train)
+
+
+# ----------------------------------------------------------------------------- batches, index, twins
+class RankSampler:
+    """What AlternatingBatches reads of the rank's EpochFractionSampler."""
+
+    def __init__(self, rank: int, world: int, seed: int = 0) -> None:
+        self.rank, self.num_replicas, self.seed, self.epoch = rank, world, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+
+def alternating(data: PartlyPairedCaptions, rank: int, world: int, steps: int, share: float = 0.5):
+    return AlternatingBatches(RankSampler(rank, world), data.num_pairs, data.num_unpaired, 8, steps, share)
+
+
+@pytest.mark.parametrize("share", [0.5, 0.25, 1.0])
+def test_alternating_batches_are_whole_and_keep_the_pair_share(share) -> None:
+    data = partly_paired(200, 0.25)  # 50 pairs, 150 unpaired rows
+    ranks = [alternating(data, rank, 2, steps=24, share=share) for rank in range(2)]
+    batches = [list(b) for b in ranks]
+    kinds = [[all(k < data.num_pairs for k in batch) for batch in rank] for rank in batches]
+    for rank in batches:  # never mixed
+        assert all(all(k < 50 for k in b) or all(k >= 50 for k in b) for b in rank)
+        assert all(len(b) == 8 for b in rank)
+    assert kinds[0] == kinds[1] and sum(kinds[0]) == round(share * 24)  # the same kinds on every rank
+    # paired steps are spread over the epoch: no two in a row at a share of 1/2
+    if share == 0.5:
+        assert all(a != b for a, b in zip(kinds[0], kinds[0][1:]))
+    for step in range(24):  # the ranks' halves of a global batch are disjoint
+        assert not set(batches[0][step]) & set(batches[1][step])
+    # the pairs' stream (global batches in order, rank 0's rows first) draws 48 of the 50 pairs (three
+    # global batches of 16) before a fresh permutation starts
+    stream = [k for step, is_paired in enumerate(kinds[0]) if is_paired for b in batches for k in b[step]]
+    assert len(set(stream[:48])) == 48
+    ranks[0].set_epoch(1)
+    assert list(ranks[0]) != batches[0]  # a fresh order every epoch
+
+
+def test_without_unpaired_rows_every_batch_is_paired() -> None:
+    data = partly_paired(40, 0.25, use_unpaired=False)
+    batches = list(alternating(data, 0, 1, steps=5))
+    assert len(batches) == 5 and all(k < data.num_pairs for b in batches for k in b)
+    few = alternating(partly_paired(20, 0.25), 0, 1, steps=4)  # 5 pairs: smaller paired batches
+    assert [len(b) for b in few] == [5 if paired else 8 for paired in few.kinds()]
+
+
+def test_datamodule_alternates_by_default_and_counts_equal_steps(tmp_path) -> None:
+    root = tmp_path / "coco"
+    dm = CocoDataModule(
+        str(root),
+        karpathy_split=str(root / "dataset_coco.json"),
+        paired_fraction=0.25,
+        vocab_size=100,
+        max_length=12,
+        batch_size=4,
+        transforms=ImageTransforms(32, 32),
+        synthetic={"num_images": 120, "image_size": 32, "test_images": 20, "val_images": 20},
+    )
+    dm.prepare_data()
+    dm.setup()
+    loader = dm.train_dataloader()
+    batches = list(loader.batch_sampler)
+    assert len(batches) == round(78 / 4)  # equal steps: one step per batch of training images
+    paired = [all(dm.data_train[k]["paired"] for k in b) for b in batches]
+    assert sum(paired) == round(0.5 * len(batches))
+    batch = next(iter(loader))
+    assert batch["image"].shape == (4, 3, 32, 32) and batch["ids"].shape[1] <= 12
+    assert batch["paired"].all() or not batch["paired"].any()
+    dm.hparams.equal_steps = False  # one pass over the 20 pairs, with as many unpaired batches
+    assert len(dm.train_dataloader().batch_sampler) == round(20 / 4 / 0.5)
+
+
+def test_collate_cuts_padding_only() -> None:
+    from datamodules.coco import collate_trimmed
+
+    items = [
+        {"ids": torch.tensor([3, 4, 0, 0, 0]), "paired": True},
+        {"ids": torch.tensor([5, 6, 7, 0, 0]), "paired": False},
+    ]
+    batch = collate_trimmed(items)
+    assert batch["ids"].tolist() == [[3, 4, 0], [5, 6, 7]] and batch["paired"].tolist() == [True, False]
+    evaluation = collate_trimmed([{"ids": torch.tensor([[1, 0, 0], [2, 2, 0]])}])
+    assert evaluation["ids"].shape == (1, 2, 2)
+
+
+def test_index_is_built_once_and_rebuilt_when_the_release_changes(tmp_path) -> None:
+    split = write_release(
+        tmp_path, {1: 5, 2: 5, 3: 6}, {4: 5, 5: 5}, [*KARPATHY[:2], (3, "train"), *KARPATHY[3:]]
+    )
+    dm = CocoDataModule(str(tmp_path), karpathy_split=str(split), vocab_size=50, max_length=8)
+    dm.prepare_data()
+    folder = dm.index_folder()
+    manifest = folder / "manifest.json"
+    built = manifest.stat().st_mtime_ns
+    dm.prepare_data()  # current: nothing rebuilt
+    assert manifest.stat().st_mtime_ns == built
+    dm.setup()
+    assert len(dm.data_train) == 3 and dm.counts["trimmed"] == 1
+    assert dm.data_test.images.ids(0).shape[0] == 5 and folder.parent == tmp_path / "index"
+    (tmp_path / "train2014" / "COCO_train2014_000000000002.jpg").unlink()  # the image folder changed
+    again = CocoDataModule(str(tmp_path), karpathy_split=str(split), vocab_size=50, max_length=8)
+    again.prepare_data()
+    again.setup()
+    assert len(again.data_train) == 2 and again.counts["missing_image"] == 1
+    other = CocoDataModule(str(tmp_path), karpathy_split=str(split), vocab_size=50, max_length=6)
+    assert other.index_folder() != folder  # other settings: an index of their own
+
+
+def test_twin_words_cover_every_colour_and_shape() -> None:
+    from datamodules.synthetic.coco import COLOUR_WORDS, SHAPE_WORDS
+    from datamodules.synthetic.world import COLOURS, SHAPES
+
+    assert set(COLOUR_WORDS) == set(COLOURS) and set(SHAPE_WORDS) == set(SHAPES)
+
+
+def test_scale_twin_is_read_by_the_real_data_config(tmp_path) -> None:
+    from datamodules.synthetic.coco import REAL_SIZES, write_scale_twin
+    from experiments.common import build
+    from tests.test_configs import compose_train
+
+    info = write_scale_twin(tmp_path / "scale", fraction=0.002, seed=0)
+    train, val = (round(0.002 * REAL_SIZES[f]["images"]) for f in ("train2014", "val2014"))
+    assert info["items"] == train + val and info["experiment"] == "retrieval_coco"
+    paths = {p.stat().st_ino for p in (tmp_path / "scale").glob("*2014/*.jpg")}
+    assert len(paths) <= 16  # hard links to a few JPEGs
+    cfg = compose_train(f"experiment={info['experiment']}", *info["overrides"])
+    dm = build(cfg.data)
+    dm.prepare_data()
+    dm.setup()
+    held_out = round(0.002 * 10_000)
+    assert len(dm.data_val) == held_out // 2 and len(dm.data_test) == held_out - held_out // 2
+    assert len(dm.data_train.images) == train + val - held_out  # train2014 + restval
+    assert dm.counts["trimmed"] >= 1  # the real files' images with a sixth caption

@@ -179,3 +179,12 @@ def test_frozen_modalities_are_declared_or_untrainable():
         cached = {**batch, "image_features": net.encode_modality("image", batch)}
         del cached["image"]  # the cached path never touches the image
         assert torch.allclose(net(cached)["logits"]["a"], direct)
+
+
+def test_another_split_of_the_cached_samples_by_key(tmp_path):
+    cache = load_feature_cache(_write(tmp_path / "cache"))
+    rows = cache.by_keys(["4/d", "2/b", "1/a"])["image"]
+    torch.testing.assert_close(rows, torch.tensor([[1.0, 1.0], [2.0, 3.0], [0.0, 1.0]]))
+    assert cache.by_keys([])["image"].shape == (0, 2)
+    with pytest.raises(DatasetFormatError, match="1 of 2 samples are not in the cache.*'9/z'"):
+        cache.by_keys(["1/a", "9/z"])

@@ -46,7 +46,7 @@ def test_baseline_shapes(kind, width):
 
 def test_weights_follow_the_formulas():
     torch.manual_seed(0)
-    fusion = GraphFusion(3, 8)
+    fusion = GraphFusion(3, 8, block_activation="softmax")
     vs = vectors(3)
     out, info = fusion(vs, return_info=True)
     stacked = torch.stack(vs, 1)
@@ -110,3 +110,62 @@ def test_n_equals_two_stops_at_bimodal():
     fusion = GraphFusion(2, 8)
     _, info = fusion(vectors(2), return_info=True)
     assert len(info["levels"]) == 2 and torch.allclose(info["weights"][1], torch.ones(3, 1))
+
+
+def test_block_without_output_activation_gives_the_leaky_relu_scores():
+    """The seed's B: Conv 5x5 -> LeakyReLU -> Conv 1x1 -> LeakyReLU, no normalisation of the weights."""
+    torch.manual_seed(0)
+    fusion = GraphFusion(3, 8)  # block_activation="none" is the default
+    vs = vectors(3, batch=5)
+    _, info = fusion(vs, return_info=True)
+    block = fusion.scorer
+    x = torch.stack(vs, 1).unsqueeze(1)  # [n, 1, N, D]
+    by_hand = F.leaky_relu(block.conv1(F.leaky_relu(block.conv5(x), 0.01)), 0.01).squeeze(1).mean(-1)
+    torch.testing.assert_close(info["weights"][0], by_hand)
+    assert not torch.allclose(by_hand.sum(-1), torch.ones(5))  # not a softmax
+    # eq. (5) then takes these raw weights
+    pairs = [(0, 1), (0, 2), (1, 2)]
+    s = info["similarities"][0]
+    q = torch.stack([(by_hand[:, x] + by_hand[:, y]) / (s[:, k] + 0.5) for k, (x, y) in enumerate(pairs)], 1)
+    torch.testing.assert_close(info["weights"][1], q.softmax(-1))
+    with pytest.raises(ValueError, match="activation"):
+        GraphFusion(3, 8, block_activation="tanh")
+
+
+def test_node_names_follow_the_parents():
+    from lit_modules.graph_fusion.fusion import node_names
+
+    names = node_names(graph_levels(3), ["image", "text", "extra"])
+    assert names[0] == ["image", "text", "extra"]
+    assert sorted(names[1]) == ["image+extra", "image+text", "text+extra"]
+    assert len(names[2]) == 6 and "(image+text)x(extra)" in names[2]
+
+
+def test_edge_weight_spread_matches_numpy():
+    import numpy as np
+
+    from lit_modules.graph_fusion.edge_weights import EdgeWeightStats, edge_weight_figure
+    from lit_modules.graph_fusion.fusion import node_names
+
+    torch.manual_seed(0)
+    fusion = GraphFusion(3, 8)
+    stats = EdgeWeightStats(node_names(fusion.levels, ["image", "text", "extra"]))
+    batches = [vectors(3, batch=b, seed=b) for b in (4, 7)]
+    infos = []
+    for vs in batches:
+        _, info = fusion(vs, return_info=True)
+        stats.update(info)
+        infos.append(info)
+    out = stats.compute()
+    for k in range(3):
+        w = np.concatenate([i["weights"][k].detach().numpy() for i in infos])
+        for j, name in enumerate(stats.names[k]):
+            assert out[f"L{k + 1}/{name}/mean"].item() == pytest.approx(w[:, j].mean(), abs=1e-6)
+            assert out[f"L{k + 1}/{name}/sd"].item() == pytest.approx(w[:, j].std(), abs=1e-6)
+        if k:
+            ratio = (w.max(1) / w.min(1)).mean()
+            assert out[f"L{k + 1}/max_over_min"].item() == pytest.approx(ratio, rel=1e-5)
+            s = np.concatenate([i["similarities"][k - 1].detach().numpy() for i in infos])
+            assert out[f"L{k + 1}/S_sd"].item() == pytest.approx(s.std(), abs=1e-6)
+    fig = edge_weight_figure(stats.last_tables, stats.names, "test")
+    assert len(fig.axes) == 5  # three levels of weights, two of similarities

@@ -123,8 +123,9 @@ def test_missing_description_file(tmp_path):
 
 def test_sentence_splitting_without_downloads():
     text = (
-        "The red panda (Ailurus fulgens) is a small mammal native to the eastern Himalayas. It has dense "
-        "reddish-brown fur, e.g. on its back! Is it a bear? Not at all. It was described by F. Cuvier in 1825."
+        "The red panda (Ailurus fulgens) is a small mammal native to the eastern Himalayas. It has "
+        "dense reddish-brown fur, e.g. on its back! Is it a bear? Not at all. It was described by "
+        "F. Cuvier in 1825."
     )
     assert split_sentences(text) == [
         "The red panda (Ailurus fulgens) is a small mammal native to the eastern Himalayas.",
@@ -198,7 +199,8 @@ def test_length_grouped_batches_cover_the_epoch_once():
     flat = [i for b in drawn for i in b]
     assert sorted(flat) == sorted(sampler) and len(flat) == len(set(flat)) == round(0.75 * 230)
     assert len(drawn) == len(batches)
-    # pools of 64 sorted into 4 batches: a batch spans about a quarter of the range (random batches of 16: ~45)
+    # pools of 64 sorted into 4 batches: a batch spans about a quarter of the range
+    # (random batches of 16: ~45)
     spreads = [max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in drawn]
     assert sum(spreads) / len(spreads) < 20
 

@@ -274,6 +274,7 @@ def test_invalid_num_labels(num_labels: object) -> None:
 # --------------------------------------------------------------------------- DDP
 
 
+@pytest.mark.slow
 def test_ddp_sync_matches_single_process(tmp_path: Path) -> None:
     preds, target = random_data(7, n=11, num_labels=6)
     sizes = [7, 4]  # unequal shards

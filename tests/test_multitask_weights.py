@@ -136,3 +136,115 @@ def test_multitask_scores_match_sklearn_per_task_with_missing_labels():
     assert out["F1_macro"].item() == pytest.approx(
         (out["a/F1_macro"] + out["b/F1_macro"]).item() / 2, abs=1e-6
     )
+
+
+def _epoch_of(dtw, means):
+    present = torch.ones(len(means), dtype=torch.bool)
+    for _ in range(2):
+        dtw.record(torch.tensor(means), present)
+
+
+def test_epoch_rebalance_readings_by_hand():
+    """c = max mean / mean, applied as each reading says (the weights and factors sum to T)."""
+    means, c = [1.0, 2.0, 4.0], torch.tensor([4.0, 2.0, 1.0])
+    start = torch.tensor([1.5, 1.0, 0.5])
+    out = {}
+    for mode in ("multiply", "replace", "factor", "none"):
+        dtw = DynamicTaskWeights(3)
+        dtw.weights.copy_(start)
+        _epoch_of(dtw, means)
+        used = dtw.epoch_rebalance(mode)
+        out[mode] = (dtw.weights.clone(), dtw.epoch_factors.clone(), used)
+        assert dtw.epoch_loss_count.sum() == 0
+    product = start * c  # (6, 2, 0.5)
+    torch.testing.assert_close(out["multiply"][0], product * 3 / product.sum())
+    torch.testing.assert_close(out["replace"][0], c * 3 / 7)
+    torch.testing.assert_close(out["factor"][0], start)  # the task level's weights go on
+    torch.testing.assert_close(out["factor"][1], c * 3 / 7)
+    torch.testing.assert_close(out["factor"][2], start * c * 3 / 7)
+    torch.testing.assert_close(out["none"][0], start)
+    for mode in ("multiply", "replace", "none"):
+        torch.testing.assert_close(out[mode][1], torch.ones(3))
+    # a task without labels in the epoch: nothing changes
+    dtw = DynamicTaskWeights(2)
+    dtw.record(torch.tensor([1.0, 0.0]), torch.tensor([True, False]))
+    torch.testing.assert_close(dtw.epoch_rebalance("multiply"), torch.ones(2))
+    with pytest.raises(ValueError, match="epoch_rebalance"):
+        dtw.epoch_rebalance("reset")
+
+
+def test_min_norm_from_the_gram_matrix_equals_from_the_gradients():
+    from lit_modules.graph_fusion.multitask import min_norm_weights_from_gram
+
+    g = torch.Generator().manual_seed(4)
+    for t in (2, 3, 4):
+        grads = torch.randn(t, 7, generator=g)
+        torch.testing.assert_close(min_norm_weights_from_gram(grads @ grads.T), min_norm_weights(grads))
+
+
+def _tiny_module(**kwargs):
+    from lit_modules.graph_fusion import GraphFusionMultiTask, MultimodalMultiTaskNet
+    from lit_modules.text_encoders import TokenBagEncoder
+
+    torch.manual_seed(0)
+    net = MultimodalMultiTaskNet(
+        {"a": 2, "b": 8},
+        ["text", "extra"],
+        text_encoder=TokenBagEncoder(20, 6),
+        extra_encoder=TokenBagEncoder(5, 6),
+        fusion={"kind": "concat"},
+    )
+    return GraphFusionMultiTask(net, optimizer=None, **kwargs)
+
+
+def _tiny_batch(n=12):
+    g = torch.Generator().manual_seed(1)
+    labels = torch.stack([torch.randint(0, 2, (n,), generator=g), torch.randint(0, 8, (n,), generator=g)], 1)
+    labels[::4, 1] = -1
+    return {
+        "text_ids": torch.randint(1, 20, (n, 4), generator=g),
+        "extra_ids": torch.randint(1, 5, (n, 1), generator=g),
+        "labels": labels,
+    }
+
+
+@pytest.mark.parametrize("reduction, scale", [("mean", lambda c: c**0.5), ("sum", lambda c: c**-0.5)])
+def test_dbn_head_gradient_norm_is_per_output(reduction, scale):
+    """G_W^(f) = ||grad_W (w_f L_f)||_F times sqrt(C_f) (averaged terms) or / sqrt(C_f) (summed terms):
+    the root mean square over the task's outputs, computed here by hand with torch.autograd."""
+    from lit_modules.losses import one_vs_rest_loss
+
+    module = _tiny_module(class_reduction=reduction)
+    batch = _tiny_batch()
+    captured = {}
+    module.task_weights.step_update = lambda norms, losses, present: (
+        captured.update(norms=norms) or torch.zeros(())
+    )
+    out = module(batch)
+    losses, counts = module.task_losses(out["logits"], batch["labels"])
+    scaled, mean, total = module._global_batch(losses, counts)
+    torch.testing.assert_close(scaled, losses)  # one process: the batch means themselves
+    module._dbn_loss(scaled, mean, total > 0)
+    for f, (task, c) in enumerate((("a", 2), ("b", 8))):
+        loss, _ = one_vs_rest_loss(
+            out["logits"][task], batch["labels"][:, f], kind="focal", class_reduction=reduction
+        )
+        (grad,) = torch.autograd.grad(loss, module.net.heads[task].weight, retain_graph=True)
+        assert captured["norms"][f].item() == pytest.approx(grad.norm().item() * scale(c), rel=1e-5)
+    full = _tiny_module(class_reduction=reduction, dbn_grad_norm="full")
+    assert torch.equal(full.grad_norm_scale, torch.ones(2))
+
+
+def test_mgda_and_dbn_weights_from_one_process_batch():
+    """The module's MGDA weights are the min-norm weights of the task gradients w.r.t. G (by hand)."""
+    module = _tiny_module(multitask="mgda")
+    batch = _tiny_batch()
+    out = module(batch)
+    losses, counts = module.task_losses(out["logits"], batch["labels"])
+    scaled, mean, total = module._global_batch(losses, counts)
+    total_loss, alpha = module._mgda_loss(scaled, mean, total > 0, out["features"])
+    grads = [
+        torch.autograd.grad(losses[f], out["features"], retain_graph=True)[0].reshape(-1) for f in range(2)
+    ]
+    torch.testing.assert_close(alpha, 2 * min_norm_weights(grads))
+    torch.testing.assert_close(total_loss, (alpha * losses).sum())

@@ -14,11 +14,13 @@ from datamodules.errors import DatasetFormatError
 from datamodules.nuswide import (
     CONCEPTS_FILE,
     INDEX_FILENAME,
+    INDEX_VERSION,
     TAGLIST_FILE,
     build_index,
     load_index,
     multi_hot,
     read_concepts,
+    read_index_header,
     read_nuswide,
     read_tag_list,
 )
@@ -124,7 +126,7 @@ def test_images_without_labels_are_kept(twin: Path) -> None:
     row = next(k for k, line in enumerate(lines_of(twin / TRAIN_DAT)) if "1" in line)  # tagged
     for concept in CONCEPTS:
         replace_line(twin / "Groundtruth/TrainTestLabels" / f"Labels_{concept}_Train.txt", row + 1, "0")
-    index = read_nuswide(twin)
+    index = read_nuswide(twin, drop_unlabeled=False)  # the old behaviour, now an option
     record = next(r for r in index.records if r.image == images[row].replace("\\", "/"))
     assert record.labels == [] and index.stats["unlabeled_kept"]["train"] == 1
 
@@ -208,35 +210,46 @@ def test_missing_image_folder(twin: Path) -> None:
 def test_index_round_trip(pristine: tuple[Path, dict], tmp_path: Path) -> None:
     root, _ = pristine
     path = build_index(root, tmp_path / "out" / INDEX_FILENAME)
-    header = json.loads(path.read_text().splitlines()[0])
-    assert header["format"] == "nuswide-index" and header["version"] == 1
+    header, _ = read_index_header(path)
+    assert header["format"] == "nuswide-index" and header["version"] == INDEX_VERSION
     loaded, direct = load_index(path), read_nuswide(root)
     assert loaded == direct
     assert [p.name for p in path.parent.iterdir()] == [INDEX_FILENAME], "no temporary file left"
 
 
-def test_corrupt_index_lines(pristine: tuple[Path, dict], tmp_path: Path) -> None:
+def test_corrupt_index_files(pristine: tuple[Path, dict], tmp_path: Path) -> None:
     path = build_index(pristine[0], tmp_path / INDEX_FILENAME)
-    lines = path.read_text().splitlines()
+    original = path.read_bytes()
+    head, _, body = original.partition(b"\n")
+    header = json.loads(head)
 
-    def load_with(number: int, text: str) -> DatasetFormatError:
-        path.write_text("\n".join([*lines[: number - 1], text, *lines[number:]]) + "\n")
+    def load_with(data: bytes, *words: str, line: int | None = 1, field: str | None = None) -> None:
+        path.write_bytes(data)
         with pytest.raises(DatasetFormatError) as info:
             load_index(path)
-        assert info.value.path == path and info.value.line == number, str(info.value)
-        return info.value
+        err = info.value
+        assert err.path == path and err.line == line and err.field == field, str(err)
+        assert all(w in str(err) for w in words), str(err)
 
-    assert "invalid JSON" in str(load_with(5, lines[4][:-7]))
-    record = json.loads(lines[6])
-    del record["tags"]
-    assert load_with(7, json.dumps(record)).field == "tags"
-    assert "not a nuswide-index" in str(load_with(1, json.dumps({"format": "other"})))
-    record = json.loads(lines[2])
-    record["labels"] = [81]
-    assert "expected integers in [0, 81)" in str(load_with(3, json.dumps(record)))
-    path.write_text("\n".join(lines[:-1]) + "\n")
-    with pytest.raises(DatasetFormatError, match="truncated"):
-        load_index(path)
+    def with_header(**changes) -> bytes:  # padded to the original length: the arrays stay in place
+        text = json.dumps({**header, **changes}, separators=(",", ":")).encode()
+        return text.ljust(len(head)) + b"\n" + body
+
+    load_with(head[:-7] + b"\n" + body, "invalid JSON")
+    load_with(b"", "empty index file")
+    load_with(with_header(format="other"), "not a nuswide-index", field="format")
+    load_with(with_header(version=1), f"version {INDEX_VERSION}", field="format")
+    del header["tags"]
+    load_with(with_header(), "missing field", field="tags")
+    header = json.loads(head)
+    arrays = json.loads(json.dumps(header["arrays"]))
+    arrays["tag_bits"]["shape"][1] = 12
+    load_with(with_header(arrays=arrays), "expected", field="arrays.tag_bits")
+    stats = {**header["stats"], "kept": {**header["stats"]["kept"], "total": 3}}
+    load_with(with_header(stats=stats), "truncated", line=None)
+    load_with(original[:-100], "truncated", line=None)
+    path.write_bytes(original)
+    assert load_index(path) == read_nuswide(pristine[0])
 
 
 def test_multi_hot() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import signal
 import subprocess
 import sys
@@ -54,9 +55,12 @@ def test_sigkill_then_resume_ends_like_an_uninterrupted_run(tmp_path, synthetic_
     assert resumed["test"].keys() == expected["test"].keys()
     for key, value in expected["test"].items():
         assert resumed["test"][key] == pytest.approx(value, abs=1e-6), key
-    # the CSV curve of the resumed stage keeps the epochs logged before the kill
+    # the CSV curve of the resumed stage keeps the epochs logged before the kill, each once
     rows = (killed / "csv" / "tag_mlp" / "metrics.csv").read_text().splitlines()
     assert {int(r.split(",")[0]) for r in rows[1:] if r.split(",")[0]} >= set(range(8))
+    with open(killed / "csv" / "tag_mlp" / "metrics.csv", newline="") as f:
+        validated = [r["epoch"] for r in csv.DictReader(f) if r.get("val/loss")]
+    assert validated == [str(e) for e in range(8)]
 
 
 def test_ddp_sweep_runs_each_point_once_with_both_ranks(tmp_path, synthetic_dir):

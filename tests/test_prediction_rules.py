@@ -1,5 +1,8 @@
 """Prediction rules on the seed's own examples and on edge cases."""
 
+import math
+
+import pytest
 import torch
 
 from lit_modules.prediction_rules import counts_to_k, threshold_labels, top_k_labels
@@ -47,3 +50,18 @@ def test_counts_to_k_rounds_and_clamps():
 
 def test_empty_batch():
     assert top_k_labels(torch.zeros(0, 5), 3).shape == (0, 5)
+
+
+def test_count_roundings_match_python():
+    counts = [-0.5, 0.5, 1.5, 2.5, 2.49, 2.51, 3.0, 7.5, 12.2]
+    reference = {
+        "half_even": round,  # Python rounds halves to even, as torch.round
+        "half_up": lambda x: math.floor(x + 0.5),
+        "floor": math.floor,
+        "ceil": math.ceil,
+    }
+    for rounding, by_hand in reference.items():
+        got = counts_to_k(torch.tensor(counts), min_k=0, rounding=rounding).tolist()
+        assert got == [max(0, by_hand(c)) for c in counts], rounding
+    with pytest.raises(ValueError, match="rounding"):
+        counts_to_k(torch.tensor([1.0]), rounding="stochastic")

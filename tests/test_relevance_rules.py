@@ -31,7 +31,8 @@ def test_rule_3_drops_below_half():
 
 
 def test_rule_4_keeps_with_raw_relevance_and_rule_5_normalises():
-    # own-class p: 0.95, 0.6, 0.7, 0.6, 0.2 (dropped) -> r' = 1, 0.7, 0.8, 0.7 -> ranks (ties: larger) 4, 2, 3, 2 of 4
+    # own-class p: 0.95, 0.6, 0.7, 0.6, 0.2 (dropped) -> r' = 1, 0.7, 0.8, 0.7
+    # -> ranks (ties: larger) 4, 2, 3, 2 of 4
     probs = torch.tensor([[0.95, 0.0], [0.6, 0.1], [0.1, 0.7], [0.6, 0.0], [0.2, 0.9]])
     keep, coef = relevance_coefficients(probs, torch.tensor([0, 0, 1, 0, 0]))
     assert keep.tolist() == [True, True, True, True, False]
@@ -118,3 +119,27 @@ def test_module_steps_and_accuracy_on_a_hand_batch():
     assert module.export_metadata()["filter"] == {"min_prob": 0.5, "saturate_above": 0.9, "shift": 0.1}
     with pytest.raises(ValueError, match="activation"):
         RelevanceClassifier(small_net(), activation="tanh")
+
+
+def test_linear_normalisation_is_affine_in_p_and_keeps_the_shift():
+    # own-class p: 0.95 (saturated), 0.5, 0.7, 0.3 (dropped): r' = 1, 0.6, 0.8 -> (r' - 0.5) / 0.5
+    probs = torch.tensor([[0.95, 0.0], [0.5, 0.1], [0.1, 0.7], [0.3, 0.0]])
+    keep, coef = relevance_coefficients(probs, torch.tensor([0, 0, 1, 0]), normalize="linear")
+    assert keep.tolist() == [True, True, True, False]
+    assert coef.tolist() == pytest.approx([1.0, 0.2, 0.6, 0.0])
+    with pytest.raises(ValueError, match="normalize"):
+        relevance_coefficients(probs, torch.tensor([0, 0, 1, 0]), normalize="minmax")
+
+
+def test_rank_normalisation_squeezes_the_unsaturated_when_most_saturate():
+    """Ties at 1 take the top ranks: with 8 of 10 kept captions saturated, the other two get 1/10 and
+    2/10 whatever their p, and p + shift changes nothing; the linear reading keeps them apart."""
+    p = torch.tensor([0.99] * 8 + [0.55, 0.85])
+    probs = torch.stack([p, 1 - p], dim=1)
+    labels = torch.zeros(10, dtype=torch.long)
+    _, rank = relevance_coefficients(probs, labels, normalize="rank")
+    _, linear = relevance_coefficients(probs, labels, normalize="linear")
+    assert rank.tolist() == pytest.approx([1.0] * 8 + [0.1, 0.2])
+    assert linear.tolist() == pytest.approx([1.0] * 8 + [0.3, 0.9])
+    _, no_shift = relevance_coefficients(probs, labels, normalize="rank", shift=0.0)
+    assert no_shift.tolist() == rank.tolist()

@@ -50,3 +50,100 @@ def test_training_time_is_a_column_in_minutes_not_a_percentage(tmp_path):
     assert "| ablation=concat | 25.00 | 0.75 |" in md and "| ablation=graph | 30.00 | 12.5 |" in md
     csv_rows = (tmp_path / "report" / "report.csv").read_text().splitlines()
     assert csv_rows[0] == "run,dir,test/damage/F1_macro,fit_minutes"
+
+
+def _seeded_job(root, n, fusion, seed, f1, max_epochs=12, best_epoch=10):
+    job = root / str(n)
+    (job / ".hydra").mkdir(parents=True)
+    (job / "stages").mkdir()
+    (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"ablation={fusion}", f"seed={seed}"]))
+    (job / "config.yaml").write_text(yaml.safe_dump({"monitor": "val/loss"}))
+    (job / "stages" / "main.config.yaml").write_text(yaml.safe_dump({"trainer": {"max_epochs": max_epochs}}))
+    stage = {
+        "epochs": max_epochs,
+        "global_step": 10 * max_epochs,
+        "best_checkpoint": f"/x/checkpoints/main/epoch_{best_epoch - 1:03d}.ckpt",
+    }
+    metrics = {"test": {"test/F1": f1, "test/loss": 1 - f1}, "stages": {"main": stage}}
+    (job / "metrics.json").write_text(json.dumps(metrics))
+    return job
+
+
+def test_seeds_are_aggregated_into_mean_sd_and_n_and_small_differences_are_marked(tmp_path):
+    import statistics
+
+    f1 = {"concat": [0.50, 0.60, 0.55], "graph": [0.58, 0.66, 0.61], "tensor": [0.80, 0.81, 0.82]}
+    n = 0
+    for fusion, values in f1.items():
+        for seed, value in zip((1, 2, 3), values):
+            _seeded_job(tmp_path, n, fusion, seed, value)
+            n += 1
+    md = make_report(tmp_path, metrics=["test/F1", "test/loss"])["markdown"].read_text()
+
+    def cell(values):
+        return f"{100 * statistics.fmean(values):.2f} ± {100 * statistics.stdev(values):.2f}"
+
+    # tensor is the best; graph differs from it by more than either spread; so does concat
+    assert f"| ablation=tensor | **{cell(f1['tensor'])}** |" in md
+    assert (
+        f"| ablation=graph | {cell(f1['graph'])} |" in md
+        and f"| ablation=concat | {cell(f1['concat'])} |" in md
+    )
+    assert " ~ |" not in md and "| 3 |" in md
+    # a row within the spread of the best is marked
+    for seed, value in zip((1, 2, 3), (0.70, 0.85, 0.78)):
+        _seeded_job(tmp_path, n, "wide", seed, value)
+        n += 1
+    md = make_report(tmp_path, metrics=["test/F1"])["markdown"].read_text()
+    wide = [0.70, 0.85, 0.78]
+    assert abs(statistics.fmean(wide) - statistics.fmean(f1["tensor"])) <= statistics.stdev(wide)
+    assert f"| ablation=wide | {cell(wide)} ~ | 3 |" in md
+    summary = (tmp_path / "report" / "summary.csv").read_text().splitlines()
+    assert summary[0] == "run,n,test/F1 mean,test/F1 sd" and len(summary) == 5
+    # the budget is stated, with where the best checkpoints fell
+    assert "Budget (every run): main: max_epochs=12 (120 steps run)" in md
+    assert "Best checkpoint of main: epoch 10-10 (1-based) of 12" in md
+
+
+def test_best_checkpoints_at_the_end_of_the_budget_are_flagged(tmp_path):
+    _seeded_job(tmp_path, 0, "concat", 1, 0.5, max_epochs=12, best_epoch=12)
+    _seeded_job(tmp_path, 1, "graph", 1, 0.6, max_epochs=12, best_epoch=11)
+    md = make_report(tmp_path, metrics=["test/F1"])["markdown"].read_text()
+    assert "Best checkpoint of main: epoch 11-12 (1-based) of 12" in md
+    assert "may not have converged" in md
+    assert "One run per row: no spread measured" in md
+
+
+def test_jobs_that_did_not_finish_are_listed_under_the_table(tmp_path):
+    plan = [
+        {"num": i, "overrides": [f"optimizer.lr={lr}"]} for i, lr in enumerate([1e-3, 1e-2, 1e38, 0.1, 1, 2])
+    ]
+    (tmp_path / "sweep.json").write_text(json.dumps({"jobs": plan}))
+    _seeded_job(tmp_path, 0, "concat", 1, 0.5)
+    failed = tmp_path / "1"
+    failed.mkdir()
+    (failed / "status.json").write_text(json.dumps({"status": "failed", "error": "OSError: disk full"}))
+    diverged = tmp_path / "2"
+    diverged.mkdir()
+    loss = {"status": "diverged", "stage": "main", "step": 7, "loss": float("nan")}
+    (diverged / "status.json").write_text(json.dumps(loss))
+    interrupted = tmp_path / "3"
+    interrupted.mkdir()
+    (interrupted / "status.json").write_text(json.dumps({"status": "interrupted", "resume": "python -m x"}))
+    killed = tmp_path / "4"
+    killed.mkdir()  # SIGKILL: no summary, no status
+    md = make_report(tmp_path, metrics=["test/F1"])["markdown"].read_text()
+    table, listed = md.split("**Not in the table: 5 job(s)**")
+    assert "optimizer.lr" not in table.split("|")[-2]  # only job 0 is a row
+    assert "- job 1 `optimizer.lr=0.01`: failed (OSError: disk full)" in listed
+    assert "- job 2 `optimizer.lr=1e+38`: diverged (stage main, step 7, loss nan)" in listed
+    assert "- job 3 `optimizer.lr=0.1`: interrupted (resume: python -m x)" in listed
+    assert "- job 4 `optimizer.lr=1`: incomplete" in listed and "- job 5 `optimizer.lr=2`: not run" in listed
+
+
+def test_a_run_whose_metrics_are_not_finite_is_listed_as_diverged_not_tabled(tmp_path):
+    _seeded_job(tmp_path, 0, "concat", 1, 0.5)
+    _seeded_job(tmp_path, 1, "graph", 1, float("nan"))
+    md = make_report(tmp_path, metrics=["test/F1"])["markdown"].read_text()
+    assert "nan" not in md.split("**Not in the table")[0].lower()
+    assert "- job 1 `ablation=graph seed=1`: diverged (metrics.json holds non-finite test metrics)" in md

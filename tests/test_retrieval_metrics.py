@@ -26,7 +26,7 @@ def embeddings_for(scores: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def brute_force(scores: np.ndarray) -> dict[str, float]:
-    """The VSE++ evaluation loop written out: argsort per query, ties in index order resolved for the query."""
+    """The VSE++ evaluation loop written out: argsort per query, ties resolved in index order."""
     n = scores.shape[0]
     i2t, t2i = [], []
     for i in range(n):
@@ -112,7 +112,8 @@ def test_median_rank_is_vsepps_for_even_counts() -> None:
     for n in (1, 2, 3, 4, 10, 11, 500):
         ranks = g.integers(1, 40, size=n)
         assert _median(torch.from_numpy(ranks)) == np.floor(np.median(ranks - 1)) + 1
-    # through the metric: 2 images, image 0 finds a caption of its own first, image 1 its best 6th (median 3.5 -> 3)
+    # through the metric: 2 images, image 0 finds a caption of its own first,
+    # image 1 its best 6th (median 3.5 -> 3)
     scores = np.zeros((2, 10))
     scores[0, 0] = 1.0
     scores[1, :4] = 1.0
@@ -169,6 +170,7 @@ def test_metric_gathers_steps() -> None:
     assert got == pytest.approx(coco_retrieval_metrics(images, captions))
 
 
+@pytest.mark.slow
 def test_metric_on_two_processes(tmp_path) -> None:
     from tests.ddp import compute_on_ranks
 

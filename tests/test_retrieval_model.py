@@ -278,9 +278,8 @@ def test_validation_logs_the_reconstruction_loss(tmp_path) -> None:
 def test_each_stage_declares_its_checkpoint_metric() -> None:
     """The autoencoder stage is picked by its reconstruction (its latent maps are still random), the
     others by rsum; VSE++ (pairs-only retrieval in every stage) by rsum throughout."""
-    from tests.test_configs import compose_train
-
     from experiments.stages import stage_configs
+    from tests.test_configs import compose_train
 
     stages = dict(stage_configs(compose_train("experiment=retrieval")))
     assert (stages["autoencoders"].monitor, stages["autoencoders"].monitor_mode) == ("val/auto", "min")
@@ -293,9 +292,26 @@ def test_each_stage_declares_its_checkpoint_metric() -> None:
         "text_encoder",
         "text_decoder",
     ]
-    vsepp = dict(stage_configs(compose_train("experiment=retrieval", "ablation=retrieval_vsepp")))
-    assert all(c.monitor == "val/rsum" and c.monitor_mode == "max" for c in vsepp.values())
-    assert [c.model.hardest_negative for c in vsepp.values()] == [False, False, True]
+    for experiment, joint in (("retrieval_coco", True), ("retrieval", False)):
+        cycle = dict(stage_configs(compose_train(f"experiment={experiment}")))
+        vsepp = dict(stage_configs(compose_train(f"experiment={experiment}", "ablation=retrieval_vsepp")))
+        assert all(c.monitor == "val/rsum" and c.monitor_mode == "max" for c in vsepp.values())
+        # the warm-up stages use the sum over negatives; the joint stage the experiment's loss, every row
+        assert [c.model.hardest_negative for c in vsepp.values()] == [False, False, joint]
+        assert cycle["joint"].model.hardest_negative == joint
+        assert vsepp["joint"].model.hardest_negative_after == cycle["joint"].model.hardest_negative_after
+
+
+def test_hardest_negative_takes_over_after_the_warm_up_epochs() -> None:
+    from types import SimpleNamespace
+
+    model = module(weights={"paired_retrieval": 1.0}, hardest_negative=True, hardest_negative_after=2)
+    seen = []
+    for epoch in range(4):
+        model._trainer = SimpleNamespace(current_epoch=epoch)
+        seen.append(model.uses_hardest_negative)
+    model._trainer = None
+    assert seen == [False, False, True, True]
 
 
 def test_predictor_ranks_candidate_captions(tmp_path) -> None:
@@ -320,3 +336,82 @@ def test_predictor_ranks_candidate_captions(tmp_path) -> None:
     )
     assert len(rows) == 1 and sorted(rows[0]["captions"]) == ["a blue star", "a red circle"]
     assert rows[0]["scores"] == sorted(rows[0]["scores"], reverse=True) and len(rows[0]["embedding"]) == 8
+
+
+# ----------------------------------------------------------------------------- prior, critics, collapse
+def test_mmd_to_the_prior_by_hand() -> None:
+    g = torch.Generator().manual_seed(0)
+    z, prior = torch.randn(5, 3, generator=g) + 1.0, torch.randn(4, 3, generator=g)
+    weight = torch.tensor([1.0, 1, 0, 1, 1])  # row 2 left out
+    kept = z[weight.bool()]
+
+    def k(a, b, c):
+        return c / (c + float(((a - b) ** 2).sum()))
+
+    expected = 0.0
+    for scale in losses.MMD_SCALES:
+        c = 2 * 3 * scale
+        zz = [k(a, b, c) for i, a in enumerate(kept) for j, b in enumerate(kept) if i != j]
+        pp = [k(a, b, c) for i, a in enumerate(prior) for j, b in enumerate(prior) if i != j]
+        zp = [k(a, b, c) for a in kept for b in prior]
+        expected += sum(zz) / len(zz) + sum(pp) / len(pp) - 2 * sum(zp) / len(zp)
+    assert float(losses.mmd_to_prior(z, weight, prior)) == pytest.approx(expected, rel=1e-5)
+    ones, samples = torch.ones(300), torch.randn(300, 3, generator=g)
+    near = losses.mmd_to_prior(torch.randn(300, 3, generator=g), ones, samples)  # prior vs prior: ~0
+    far = losses.mmd_to_prior(torch.randn(300, 3, generator=g) + 2.0, ones, samples)
+    assert abs(float(near)) < 0.05 < float(far)
+
+
+def test_wasserstein_generator_value_and_drift_penalty() -> None:
+    critic = nn.Linear(2, 1)
+    with torch.no_grad():
+        critic.weight.copy_(torch.tensor([[1.0, 0.0]]))
+        critic.bias.fill_(30.0)  # a drifted output level
+    real, fake, ones = torch.tensor([[2.0, 0.0]]), torch.tensor([[-1.0, 0.0]]), torch.ones(1)
+    # E[C(real)] - E[C(fake)] = 32 - 29: the level cancels; without real: -E[C(fake)] = -29
+    assert float(losses.generator_loss(critic, fake, ones, real=real)) == pytest.approx(3.0)
+    assert float(losses.generator_loss(critic, fake, ones)) == pytest.approx(-29.0)
+    fake.requires_grad_(True)
+    losses.generator_loss(critic, fake, ones, real=real).backward()
+    assert fake.grad.tolist() == [[-1.0, 0.0]]  # the gradient of -E[C(fake)]
+    plain = float(losses.critic_loss(critic, real, fake, ones, ones))
+    drifted = float(losses.critic_loss(critic, real, fake, ones, ones, drift_weight=1e-3))
+    assert drifted - plain == pytest.approx(1e-3 * 32.0**2, rel=1e-4)
+
+
+def test_parts_no_active_term_uses_stay_frozen() -> None:
+    model = module(weights={"paired_retrieval": 1.0})
+    assert sorted(model.trainable) == sorted(
+        ["image_encoder", "text_encoder", "image_to_latent", "text_to_latent"]
+    )
+    assert not any(p.requires_grad for p in model.net.prior_critic.parameters())
+    jwae = module(weights={"embedding_auto": 1.0, "prior_matching": 1.0, "paired_retrieval": 1.0})
+    assert "prior_critic" in jwae.trainable and "image_domain_critic" not in jwae.trainable
+    assert jwae.critic_terms_on == ["prior_matching"]
+    mmd = module(weights={"prior_matching": 1.0}, prior_divergence="mmd")
+    assert not mmd.adversarial_on and "prior_critic" not in mmd.trainable
+
+
+def test_critic_steps_every_third_batch(tmp_path) -> None:
+    model = module(
+        weights={"paired_retrieval": 1.0, "prior_matching": 1.0}, critic_every=3, adversarial="bce"
+    )
+    trainer = fit(model, tmp_path, max_steps=6)  # max_steps counts both optimisers' steps
+    generator, critic = trainer.optimizers
+    steps = [int(next(iter(o.state.values()))["step"]) for o in (generator, critic)]
+    assert steps[1] == (steps[0] + 2) // 3 and steps[0] >= 3
+
+
+def test_collapsed_hardest_negative_loss_is_reported(tmp_path, caplog) -> None:
+    model = module(weights={"paired_retrieval": 1.0}, hardest_negative=True)
+    with torch.no_grad():  # every embedding the same vector: all similarities equal
+        for part in (model.net.image_to_latent, model.net.text_to_latent):
+            part[-1].weight.zero_()
+            part[-1].bias.fill_(1.0)
+    with caplog.at_level("WARNING"):
+        trainer = fit(model, tmp_path, max_steps=2)
+    assert float(trainer.callback_metrics["train/retrieval_collapsed"]) == 1.0
+    assert float(trainer.callback_metrics["train/latent_spread"]) < 1e-3
+    assert "hardest-negative loss collapsed" in caplog.text
+    healthy = fit(module(weights={"paired_retrieval": 1.0}, hardest_negative=True), tmp_path, max_steps=2)
+    assert float(healthy.callback_metrics["train/retrieval_collapsed"]) == 0.0

@@ -43,7 +43,7 @@ def test_every_real_class_is_in_the_committed_mapping():
     hashtags = Path(__file__).resolve().parents[1] / "conf" / "hashtags"
     mapping = read_hashtag_mapping(hashtags / "sun397_hashtags.csv")
     assert set(mapping) == set(classes)
-    vocab = read_hashtag_vocabulary(hashtags / "rules.yaml")
+    vocab = read_hashtag_vocabulary(hashtags / "wordnet" / "rules.yaml")
     assert len(vocab) == 21 and vocab[-1] == "other"
     targets = class_targets(classes, mapping, vocab)
     assert targets[classes.index("/s/shoe_shop")] == vocab.index("shopping")

@@ -78,12 +78,16 @@ def test_rules_follow_trained_parts():
         "fusion_threshold",
     ]
     assert module.selection_rule == "composite"
-    image_only = make_net(count_inputs="image")
+    image_only = make_net()
     image_only.mark_trained("image_cnn")
-    module = make_module("label_count", image_only)
+    module = make_module("image_label_count", image_only)
     module._refresh_active()
     assert module.rules == ["image_topk", "image_count", "image_threshold"]
     assert module.selection_rule == "image_count"
+    net.mark_trained("label_count")  # the Table 5.1 run: one set of parts scores every row
+    module = make_module("image_label_count", net)
+    module._refresh_active()
+    assert {"image_topk", "fusion_topk", "image_count", "composite"} <= set(module.rules)
 
 
 def test_composite_rule_takes_top_predicted_count_of_fusion():
@@ -96,3 +100,40 @@ def test_composite_rule_takes_top_predicted_count_of_fusion():
     assert apply_rule(out, "fusion_topk", top_k=3).tolist() == [[0, 1, 1, 1], [1, 0, 1, 1]]
     # threshold on probabilities: sigmoid(logit) > 0.6  <=>  logit > 0.405
     assert apply_rule(out, "fusion_threshold", alpha=0.6).tolist() == [[0, 1, 1, 0], [1, 0, 0, 1]]
+
+
+def test_image_count_regressor_sees_the_image_only():
+    net = make_net(count_dropout=0.0)
+    module = make_module("image_label_count", net)
+    module.train()  # the frozen image CNN in eval mode
+    images, labels = torch.randn(4, 3, 16, 16), (torch.rand(4, 5) < 0.5).float()
+    batch = {"image": images, "tags": torch.zeros(4, 12), "labels": labels}
+    loss = module.training_step(batch, 0)
+    with torch.no_grad():
+        expected = net.image_label_count(net.image_logits(images).sigmoid())
+    assert torch.allclose(loss, torch.nn.functional.mse_loss(expected, labels.sum(1) / 10.0))  # eq. 3.2
+    loss.backward()
+    for part in PARTS:
+        grads = [p.grad for p in getattr(net, part).parameters()]
+        assert all((g is not None) == (part == "image_label_count") for g in grads), part
+    net.eval()
+    with torch.no_grad():
+        a, b = net(images, torch.zeros(4, 12)), net(images, torch.ones(4, 12))
+    assert torch.equal(a["image_count"], b["image_count"]) and not torch.equal(a["count"], b["count"])
+
+
+@pytest.mark.parametrize(
+    ("rounding", "sizes"),
+    [("half_even", [2, 4, 1]), ("half_up", [3, 4, 1]), ("floor", [2, 3, 1]), ("ceil", [3, 4, 1])],
+)
+def test_count_rounding_is_a_setting(rounding, sizes):
+    out = {"fusion_logits": torch.randn(3, 5), "count": torch.tensor([2.5, 3.5, 0.4])}
+    assert apply_rule(out, "composite", count_rounding=rounding).sum(1).tolist() == sizes
+    module = MultiLabelTagger(
+        make_net(),
+        optimizer=functools.partial(torch.optim.AdamW),
+        stage="label_count",
+        count_rounding=rounding,
+    )
+    assert module.predict_labels(out, "composite").sum(1).tolist() == sizes
+    assert module.export_metadata()["count_rounding"] == rounding

@@ -210,3 +210,34 @@ def test_sweep_over_two_optimizers_and_report(tmp_path, synthetic_dir):
     for job, row in zip(jobs, rows[1:]):  # the training time over the stages, in minutes
         stages = read_metrics(job)["stages"]
         assert float(row[4]) == pytest.approx(sum(s["fit_seconds"] for s in stages.values()) / 60, abs=1e-3)
+
+
+def test_table5_1_scores_every_row_on_one_trained_image_cnn(tmp_path, synthetic_dir):
+    run_dir = tmp_path / "table"
+    run_cli(
+        "experiments.train",
+        "experiment=tagger_table5_1",
+        "hydra.mode=RUN",  # one seed of the sweep
+        "seed=3",
+        "debug=limit",
+        f"run_dir={run_dir}",
+        *small_twin_overrides(synthetic_dir, tmp_path),
+    )
+    summary = read_metrics(run_dir)
+    stages = summary["stages"]
+    assert list(stages) == ["image_cnn", "tag_mlp", "fusion", "label_count", "image_label_count"]
+    # Each row's score in the last test equals the score of the stage that trained its last part:
+    # the later stages changed none of its parts.
+    for rule, stage in [
+        ("image_topk", "image_cnn"),
+        ("fusion_topk", "fusion"),
+        ("composite", "label_count"),
+        ("image_count", "image_label_count"),
+    ]:
+        for metric in ("CP", "CR", "OP", "OR", "HF1"):
+            key = f"test/{rule}/{metric}"
+            assert summary["test"][key] == pytest.approx(stages[stage]["test"][key], abs=1e-6), key
+    first = torch.load(stages["image_cnn"]["best_checkpoint"], map_location="cpu", weights_only=True)
+    last = torch.load(stages["image_label_count"]["best_checkpoint"], map_location="cpu", weights_only=True)
+    cnn = [k for k in first["state_dict"] if k.startswith("net.image_cnn.")]
+    assert cnn and all(torch.equal(first["state_dict"][k], last["state_dict"][k]) for k in cnn)

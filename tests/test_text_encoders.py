@@ -113,7 +113,8 @@ def test_pretrained_encoder_path_offline():
 
 @pytest.mark.parametrize("name", ["bilstm", "roberta_small"])
 def test_keep_end_cuts_the_start_of_a_long_text_and_keeps_its_end(name):
-    """Relevance items are "caption + class sentence": over the budget the caption's start goes, not the sentence."""
+    """Relevance items are "caption + class sentence": over the budget the caption's start goes, not
+    the sentence."""
     sentence = "the red panda eats bamboo"
     caption = "a long holiday caption about trains mountains rivers and friends " * 3
     tok = build_tokenizer(name, [caption, sentence] * 20, vocab_size=400, min_freq=1)
@@ -133,3 +134,17 @@ def test_keep_end_cuts_the_start_of_a_long_text_and_keeps_its_end(name):
         assert end[0, -5:].tolist() == tok.ids(simple_tokens(sentence))
     short, _ = tok.encode([sentence], 12, keep_end=True)
     assert short.tolist() == tok.encode([sentence], 12)[0].tolist()  # no effect within the budget
+
+
+@pytest.mark.parametrize("name", ["bilstm", "roberta_small"])
+def test_pieces_and_frame_rebuild_what_encode_gives(name):
+    """Tokenised once each, a caption and a class sentence (after a blank) joined inside the frame are
+    the tokens of the joined text: what the relevance items are built from."""
+    caption, sentence = "Ostrich close up, our ostrich.", "A ostrich is often seen with eggs."
+    tok = build_tokenizer(name, [caption, sentence] * 10, vocab_size=300, min_freq=1)
+    prefix, suffix = tok.frame()
+    joined = prefix + tok.pieces([caption])[0] + tok.pieces([" " + sentence])[0] + suffix
+    ids, mask = tok.encode([f"{caption} {sentence}"], 64)
+    assert joined == ids[0][mask[0]].tolist()
+    assert (prefix, suffix) == (([0], [2]) if name == "roberta_small" else ([], []))
+    assert tok.pieces([""]) == [[]]

@@ -1,59 +1,97 @@
 """ImageNet-Captions images + captions for a classifier trained with relevance weights (seed 000's use
-of the filter's coefficients)."""
+of the filter's coefficients).
+
+``prepare`` (once per node) does the expensive work and leaves it on disk under ``dataset_dir``:
+
+* ``index/``: every release entry's label, per-class train/test split and whether its image exists
+  (the image check runs here, once, not in every process's ``setup``), with the filenames and
+  caption texts; rebuilt when the release files or the split settings change (delete the folder to
+  check the images again);
+* ``<mode>_<digest>/``: for this mode and relevance file, the training and test rows, the loss
+  weights and the captions' token ids (the caption vocabulary is built on the training texts).
+
+``setup`` (every process) memory-maps those arrays; items read their image from disk.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
-from collections.abc import Mapping, Sequence
+import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from torch.utils.data import Dataset, Sampler
 
 from datamodules.base import DataInfo, DecodedImages, SuiteDataModule
 from datamodules.errors import DatasetFormatError, json_field, read_jsonl, require_rows
+from datamodules.files import atomic_path, atomic_write_text
 from datamodules.imagenet_captions.reader import (
-    Caption,
     read_class_descriptions,
     read_imagenet_captions,
     read_synset_mapping,
     split_per_class,
 )
+from datamodules.imagenet_captions.relevance_dataset import source_stamp
 from datamodules.preprocessing.images import ImageTransforms
-from datamodules.preprocessing.text import build_tokenizer
+from datamodules.preprocessing.text import build_tokenizer, tokenizer_from_state
 from datamodules.samplers import LengthGroupedBatchSampler
-from datamodules.text_batches import ImageCaptionCollate, TokenizedTexts, tokenize_texts
+from datamodules.text_batches import ImageCaptionCollate, TokenArrays, TokenizedTexts, encode_to_arrays
 
 log = logging.getLogger(__name__)
 
 WEIGHTING_MODES = ("unweighted", "weighted", "drop")
+#: What the filter removes from a training item whose caption it drops.
+FILTERED_PARTS = ("text", "item")
+INDEX_VERSION = 1
+
+
+def folder_stamp(image_root: Path) -> str:
+    """A digest of the image folder's class folders and their modification times: adding or deleting
+    an image changes its folder's time, so the cached image check is redone (1,000 ``stat`` calls on
+    ImageNet, not 464k)."""
+    if not image_root.is_dir():
+        return "missing"
+    with os.scandir(image_root) as entries:
+        stamps = sorted((e.name, e.stat().st_mtime_ns) for e in entries if e.is_dir())
+    return hashlib.sha1(json.dumps(stamps).encode()).hexdigest()
 
 
 class CaptionedImages(Dataset):
-    """Image (``<image_root>/<wnid>/<filename>``), caption token ids, label and loss weight per item."""
+    """Image (``<image_root>/<wnid>/<filename>``), caption token ids, label and loss weight per item.
+
+    Args:
+        image_root: the images' folder.
+        wnids: class index -> wnid (the image's folder).
+        filenames: the image file names (bytes, one per item).
+        texts: the items' token ids, labels and weights.
+        transform: the image pipeline.
+        cache_decoded: :class:`~datamodules.base.DecodedImages`'s cache (off on real data).
+    """
 
     def __init__(
         self,
         image_root: Path,
-        captions: Sequence[Caption],
+        wnids: list[str],
+        filenames: np.ndarray,
         texts: TokenizedTexts,
         transform=None,
-        cache_decoded: bool = False,
+        cache_decoded: bool | float = False,
     ) -> None:
-        self.image_root, self.captions, self.texts, self.transform = (
-            Path(image_root),
-            list(captions),
-            texts,
-            transform,
-        )
-        self.images = DecodedImages(len(self.captions), cache=cache_decoded)
+        self.image_root, self.wnids, self.filenames = Path(image_root), list(wnids), filenames
+        self.texts, self.transform = texts, transform
+        self.images = DecodedImages(len(texts), cache=cache_decoded)
 
     def __len__(self) -> int:
-        return len(self.captions)
+        return len(self.texts)
+
+    def path(self, i: int) -> Path:
+        return self.image_root / self.wnids[int(self.texts.labels[i])] / self.filenames[i].decode()
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        caption = self.captions[i]
-        image = self.images.load(i, self.image_root / caption.wnid / caption.filename)
+        image = self.images.load(i, self.path(i))
         return {**self.texts[i], "image": self.transform(image) if self.transform else image}
 
     @property
@@ -66,11 +104,15 @@ class CaptionedImagesDataModule(SuiteDataModule):
 
     The captions are split per class as the relevance dataset (the same ``split`` settings and seed,
     all captions); ``mode`` says what the training split uses from ``relevance_file``
-    (``kept_captions.jsonl`` of ``experiments.score_relevance``): ``unweighted`` every caption with
-    weight 1; ``drop`` only the kept captions, weight 1; ``weighted`` only the kept captions,
-    weighted by their coefficient. The test split is the same in every mode (every test caption,
-    weight 1), so the three are comparable. Caption tokens come from the tokenizer of
-    ``text_encoder`` built on the training captions. With ``check_images`` captions whose image is
+    (``kept_captions.jsonl`` of ``experiments.score_relevance``): ``unweighted``: every caption,
+    weight 1; ``drop``: the captions the filter dropped lose their text (the item keeps its image and
+    label: the seed's "the text information is discarded"), weight 1; ``weighted``: as ``drop``, and
+    an item with a kept caption weighs its relevance coefficient (``coefficient``: the column of the
+    relevance file), an item whose caption was dropped ``dropped_weight``. ``filtered: item`` removes
+    the whole item instead (the suite's earlier behaviour). The test split is the same in every mode
+    (every test caption, weight 1: the filter reads a caption's label, so filtering test captions
+    would leak it), so the modes are comparable. Caption tokens come from the tokenizer of
+    ``text_encoder`` built on the training texts. With ``check_images`` captions whose image is
     missing are dropped after the split (counted, logged).
 
     Args:
@@ -78,10 +120,12 @@ class CaptionedImagesDataModule(SuiteDataModule):
         split: ``test_fraction``, ``seed``, ``small_class``, ``min_test_share`` of
             :func:`~datamodules.imagenet_captions.reader.split_per_class`; ``min_sentences``: the
             class-description check; ``with_tags``: the caption text.
-        mode, relevance_file: see above.
+        mode, relevance_file, coefficient, filtered, dropped_weight: see above.
         image_dir: the images' folder under ``root`` (ImageNet's ``train`` layout).
+        dataset_dir: where ``prepare`` leaves its work (default ``<root>/captioned_images``).
         transforms: an :class:`~datamodules.preprocessing.images.ImageTransforms`.
-        cache_decoded: keep decoded images in memory (small datasets only).
+        cache_decoded: keep decoded images in memory: ``false`` (real data), ``true`` or a budget in MB
+            per process (:class:`~datamodules.base.DecodedImages`).
         text_encoder, text_vocab_size, text_min_freq, text_max_length, pool_batches: the captions' tokens.
         **shared: see :class:`~datamodules.base.SuiteDataModule`.
     """
@@ -97,10 +141,14 @@ class CaptionedImagesDataModule(SuiteDataModule):
         split: dict[str, Any] | None = None,
         mode: str = "unweighted",
         relevance_file: str | None = None,
+        coefficient: str = "coef",
+        filtered: str = "text",
+        dropped_weight: float = 1.0,
         image_dir: str = "train",
         check_images: bool = True,
+        dataset_dir: str | None = None,
         transforms: ImageTransforms | None = None,
-        cache_decoded: bool = False,
+        cache_decoded: bool | float = False,
         text_encoder: str = "bilstm",
         text_vocab_size: int = 1000,
         text_min_freq: int = 1,
@@ -110,26 +158,81 @@ class CaptionedImagesDataModule(SuiteDataModule):
     ) -> None:
         if mode not in WEIGHTING_MODES:
             raise ValueError(f"mode must be one of {WEIGHTING_MODES}, got {mode!r}")
+        if filtered not in FILTERED_PARTS:
+            raise ValueError(f"filtered must be one of {FILTERED_PARTS}, got {filtered!r}")
         if mode != "unweighted" and not relevance_file:
             raise ValueError(
-                f"mode {mode!r} needs data.relevance_file (kept_captions.jsonl of experiments.score_relevance)"
+                f"mode {mode!r} needs data.relevance_file "
+                "(kept_captions.jsonl of experiments.score_relevance)"
             )
         super().__init__(root, **shared)
+        self.dataset_dir = Path(dataset_dir) if dataset_dir else self.root / "captioned_images"
         self.transforms = transforms or ImageTransforms()
         self.tokenizer = None
         self.header: dict[str, Any] = {}
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.data_train is not None:
-            return
-        hp, split = self.hparams, self.hparams.split or {}
-        descriptions = self.root / hp.descriptions_file
-        wnids = sorted(read_class_descriptions(descriptions, split.get("min_sentences", 2)))
+    # ------------------------------------------------------------------ preparation (once per node)
+    def _index_settings(self) -> dict[str, Any]:
+        hp, split = self.hparams, dict(self.hparams.split or {})
+        settings = {
+            "version": INDEX_VERSION,
+            "split": split,
+            "image_dir": hp.image_dir,
+            "check_images": hp.check_images,
+            "sources": {
+                "captions": source_stamp(self.root / hp.captions_file),
+                "descriptions": source_stamp(self.root / hp.descriptions_file),
+            },
+        }
+        if hp.check_images:
+            settings["images"] = folder_stamp(self.root / hp.image_dir)
+        return settings
+
+    def _mode_settings(self) -> dict[str, Any]:
+        hp = self.hparams
+        settings = {
+            name: hp[name]
+            for name in (
+                "mode",
+                "coefficient",
+                "filtered",
+                "dropped_weight",
+                "text_encoder",
+                "text_vocab_size",
+                "text_min_freq",
+                "text_max_length",
+            )
+        }
+        if hp.mode != "unweighted":
+            settings["relevance_file"] = source_stamp(hp.relevance_file)
+        return settings
+
+    def _mode_dir(self, index_build: str) -> Path:
+        key = json.dumps({**self._mode_settings(), "index": index_build}, sort_keys=True)
+        return self.dataset_dir / f"{self.hparams.mode}_{hashlib.sha1(key.encode()).hexdigest()[:12]}"
+
+    def prepare(self) -> None:
+        """Build what is missing or stale (returns at once when everything is current)."""
+        index_dir = self.dataset_dir / "index"
+        header_path = index_dir / "index.json"
+        settings = self._index_settings()
+        header = json.loads(header_path.read_text()) if header_path.is_file() else {}
+        if header.get("settings") != settings:
+            header = self._write_index(index_dir, settings)
+        mode_dir = self._mode_dir(header["build"])
+        if not (mode_dir / "mode.json").is_file():
+            self._write_mode(index_dir, header, mode_dir)
+
+    def _write_index(self, index_dir: Path, settings: dict[str, Any]) -> dict[str, Any]:
+        hp, split = self.hparams, settings["split"]
+        descriptions = read_class_descriptions(
+            self.root / hp.descriptions_file, split.get("min_sentences", 2)
+        )
         mapping = self.root / hp.synset_mapping if hp.synset_mapping else None
         names = read_synset_mapping(mapping) if mapping and mapping.is_file() else {}
-        self.header = {"classes": wnids, "class_names": [(names.get(w) or [w])[0] for w in wnids]}
-        captions_file = self.root / hp.captions_file
-        captions = read_imagenet_captions(captions_file, known_wnids=wnids)
+        captions = read_imagenet_captions(self.root / hp.captions_file, known_wnids=list(descriptions))
+        wnids = sorted({c.wnid for c in captions})
+        label = {w: i for i, w in enumerate(wnids)}
         is_test = split_per_class(
             [c.wnid for c in captions],
             split.get("test_fraction", 0.23),
@@ -137,73 +240,132 @@ class CaptionedImagesDataModule(SuiteDataModule):
             split.get("small_class", 100),
             split.get("min_test_share", 0.2),
         )
-        train = [c for c, t in zip(captions, is_test) if not t]
-        test = [c for c, t in zip(captions, is_test) if t]
         image_root = self.root / hp.image_dir
-        sources, dropped = [captions_file], {"train": {}, "test": {}}
-        if hp.mode != "unweighted":
-            coef = self._read_coefficients(Path(hp.relevance_file), {c.index: c for c in captions})
-            dropped["train"]["not kept by the relevance filter"] = sum(c.index not in coef for c in train)
-            train = [c for c in train if c.index in coef]
-            sources.append(Path(hp.relevance_file))
+        image_ok = np.ones(len(captions), dtype=bool)
         if hp.check_images:
-            missing = {
-                c.index: f"{c.wnid}/{c.filename}"
-                for c in train + test
-                if not (image_root / c.wnid / c.filename).is_file()
-            }
-            if missing:
+            image_ok = np.fromiter(
+                ((image_root / c.wnid / c.filename).is_file() for c in captions),
+                dtype=bool,
+                count=len(captions),
+            )
+            missing = np.flatnonzero(~image_ok)
+            if len(missing):
                 log.warning(
                     "captioned images: dropped %d caption(s) whose image is missing under %s, e.g. %s",
                     len(missing),
                     image_root,
-                    ", ".join(list(missing.values())[:5]),
+                    ", ".join(f"{captions[i].wnid}/{captions[i].filename}" for i in missing[:5]),
                 )
-            for name, part in (("train", train), ("test", test)):
-                dropped[name]["images missing on disk"] = sum(c.index in missing for c in part)
-            train = [c for c in train if c.index not in missing]
-            test = [c for c in test if c.index not in missing]
-        require_rows(train, "train", *sources, dropped=dropped["train"])
-        require_rows(test, "test", sources[0], dropped=dropped["test"])
-        weights = [coef[c.index] for c in train] if hp.mode == "weighted" else [1.0] * len(train)
+        index_dir.mkdir(parents=True, exist_ok=True)
+        (index_dir / "index.json").unlink(missing_ok=True)  # written last: marks a complete index
+        with atomic_path(index_dir / "index.npz") as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(
+                    f,
+                    entry=np.array([c.index for c in captions], dtype=np.int64),
+                    label=np.array([label[c.wnid] for c in captions], dtype=np.int32),
+                    is_test=is_test,
+                    image_ok=image_ok,
+                )
+        with atomic_path(index_dir / "filenames.npy") as tmp:
+            with open(tmp, "wb") as f:
+                np.save(f, np.array([c.filename.encode() for c in captions]))
         with_tags = split.get("with_tags", False)
-        self.tokenizer = build_tokenizer(
+        with atomic_path(index_dir / "texts.jsonl") as tmp:
+            with tmp.open("w", encoding="utf-8", newline="\n") as out:
+                for c in captions:
+                    out.write(
+                        json.dumps({"index": c.index, "text": c.text(with_tags)}, ensure_ascii=False) + "\n"
+                    )
+        header = {
+            "settings": settings,
+            "build": hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12],
+            "classes": wnids,
+            "class_names": [(names.get(w) or [w])[0] for w in wnids],
+            "counts": {
+                "captions": len(captions),
+                "train": int((~is_test).sum()),
+                "test": int(is_test.sum()),
+                "images_missing": int((~image_ok).sum()),
+            },
+        }
+        atomic_write_text(index_dir / "index.json", json.dumps(header, indent=1))
+        return header
+
+    def _write_mode(self, index_dir: Path, header: dict[str, Any], mode_dir: Path) -> None:
+        hp = self.hparams
+        index = dict(np.load(index_dir / "index.npz"))
+        filenames = np.load(index_dir / "filenames.npy", mmap_mode="r")
+        texts = [row["text"] for _, row in read_jsonl(index_dir / "texts.jsonl", "one caption text per line")]
+        captions_file = self.root / hp.captions_file
+        train = np.flatnonzero(~index["is_test"] & index["image_ok"])
+        test = np.flatnonzero(index["is_test"] & index["image_ok"])
+        dropped = {
+            "train": {"images missing on disk": int((~index["is_test"] & ~index["image_ok"]).sum())},
+            "test": {"images missing on disk": int((index["is_test"] & ~index["image_ok"]).sum())},
+        }
+        weights = np.ones(len(train), dtype=np.float32)
+        train_texts = [texts[i] for i in train]
+        sources = [captions_file]
+        if hp.mode != "unweighted":
+            coef = self._read_coefficients(Path(hp.relevance_file), index["entry"], filenames, hp.coefficient)
+            kept = np.array([int(index["entry"][i]) in coef for i in train], dtype=bool)
+            sources.append(Path(hp.relevance_file))
+            if hp.filtered == "item":
+                dropped["train"]["not kept by the relevance filter"] = int((~kept).sum())
+                train, weights, kept = train[kept], weights[kept], kept[kept]
+                train_texts = [texts[i] for i in train]
+            else:
+                train_texts = [t if k else "" for t, k in zip(train_texts, kept)]
+            if hp.mode == "weighted":
+                weights = np.array(
+                    [coef[int(index["entry"][i])] if k else hp.dropped_weight for i, k in zip(train, kept)],
+                    dtype=np.float32,
+                )
+        require_rows(train, "train", *sources, dropped=dropped["train"])
+        require_rows(test, "test", captions_file, dropped=dropped["test"])
+        tokenizer = build_tokenizer(
             hp.text_encoder,
-            [c.text(with_tags) for c in train],
+            [t for t in train_texts if t],
             vocab_size=hp.text_vocab_size,
             min_freq=hp.text_min_freq,
         )
-        label = {w: i for i, w in enumerate(wnids)}
-
-        def make(items: list[Caption], item_weights: list[float], transform) -> CaptionedImages:
-            ids = tokenize_texts(self.tokenizer, [c.text(with_tags) for c in items], hp.text_max_length)
-            tokens = TokenizedTexts(ids, [label[c.wnid] for c in items], item_weights)
-            return CaptionedImages(image_root, items, tokens, transform, hp.cache_decoded)
-
-        self.data_train = make(train, weights, self.transforms.train())
-        self.data_test = make(test, [1.0] * len(test), self.transforms.eval())
-        self.data_val = self.data_test  # as the relevance classifier: the test split every epoch
-        log.info(
-            "captioned images (%s): %d train (weight sum %.1f) / %d test",
-            hp.mode,
-            len(train),
-            sum(weights),
-            len(test),
-        )
+        mode_dir.mkdir(parents=True, exist_ok=True)
+        encode_to_arrays(tokenizer, train_texts, hp.text_max_length).save(mode_dir, "train_text")
+        encode_to_arrays(tokenizer, [texts[i] for i in test], hp.text_max_length).save(mode_dir, "test_text")
+        for name, array in (("train_rows", train), ("test_rows", test), ("train_weights", weights)):
+            with atomic_path(mode_dir / f"{name}.npy") as tmp:
+                with open(tmp, "wb") as f:
+                    np.save(f, array)
+        meta = {
+            "settings": self._mode_settings(),
+            "tokenizer": tokenizer.state(),
+            "counts": {
+                "train": len(train),
+                "test": len(test),
+                "train_without_text": int(sum(1 for t in train_texts if not t)),
+                "train_weight_sum": float(weights.sum()),
+                "dropped": dropped,
+            },
+        }
+        atomic_write_text(mode_dir / "mode.json", json.dumps(meta))
 
     @staticmethod
-    def _read_coefficients(path: Path, captions: Mapping[int, Caption]) -> dict[int, float]:
-        """``{caption index: coefficient}`` of ``kept_captions.jsonl``; every line must name a caption
-        of the release (by ``index``, and by ``filename`` where given) and carry a number ``coef``."""
+    def _read_coefficients(
+        path: Path, entries: np.ndarray, filenames: np.ndarray, column: str = "coef"
+    ) -> dict[int, float]:
+        """``{release entry index: coefficient}`` of ``kept_captions.jsonl``; every line must name a
+        caption of the release (by ``index``, and by ``filename`` where given) and carry a number in
+        ``column``."""
+        position = {int(e): k for k, e in enumerate(entries)}
         coef = {}
         for number, row in read_jsonl(
-            path,
-            "one {index, filename, coef, ...} object per kept caption (python -m experiments.score_relevance)",
+            path, "one {index, filename, coef, ...} object per kept caption (experiments.score_relevance)"
         ):
             index = json_field(row, "index", int, path, number)
-            value = json_field(row, "coef", (int, float), path, number)
-            caption = captions.get(index)
-            if caption is None or row.get("filename", caption.filename) != caption.filename:
+            value = json_field(row, column, (int, float), path, number)
+            k = position.get(index)
+            if k is None or row.get("filename", filenames[k].decode()) != filenames[k].decode():
                 raise DatasetFormatError(
                     path,
                     f"caption {index} ({row.get('filename')}) is not in the captions file; rescore it with "
@@ -213,6 +375,44 @@ class CaptionedImagesDataModule(SuiteDataModule):
                 )
             coef[index] = float(value)
         return coef
+
+    # ------------------------------------------------------------------ setup (every process)
+    def setup(self, stage: str | None = None) -> None:
+        if self.data_train is not None:
+            return
+        self.prepare()  # at once when prepare_data ran; a notebook or test may call setup alone
+        hp = self.hparams
+        index_dir = self.dataset_dir / "index"
+        self.header = json.loads((index_dir / "index.json").read_text())
+        mode_dir = self._mode_dir(self.header["build"])
+        meta = json.loads((mode_dir / "mode.json").read_text())
+        self.tokenizer = tokenizer_from_state(meta["tokenizer"])
+        labels = np.load(index_dir / "index.npz")["label"]
+        filenames = np.load(index_dir / "filenames.npy", mmap_mode="r")
+        image_root = self.root / hp.image_dir
+
+        def make(split: str, weights: np.ndarray | None, transform) -> CaptionedImages:
+            rows = np.load(mode_dir / f"{split}_rows.npy")
+            texts = TokenizedTexts(TokenArrays.load(mode_dir, f"{split}_text"), labels[rows], weights)
+            return CaptionedImages(
+                image_root, self.header["classes"], filenames[rows], texts, transform, hp.cache_decoded
+            )
+
+        weights = np.load(mode_dir / "train_weights.npy")
+        self.data_train = make("train", weights, self.transforms.train())
+        self.data_test = make(
+            "test", np.ones(meta["counts"]["test"], dtype=np.float32), self.transforms.eval()
+        )
+        self.data_val = self.data_test  # as the relevance classifier: the test split every epoch
+        counts = meta["counts"]
+        log.info(
+            "captioned images (%s): %d train (%d without text, weight sum %.1f) / %d test",
+            hp.mode,
+            counts["train"],
+            counts["train_without_text"],
+            counts["train_weight_sum"],
+            counts["test"],
+        )
 
     # ------------------------------------------------------------------ batching
     def collate_fn(self, split: str) -> ImageCaptionCollate:

@@ -26,9 +26,10 @@ from __future__ import annotations
 import logging
 import math
 import re
+from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -47,9 +48,9 @@ CAPTION_FIELDS = {"filename": str, "wnid": str, "title": str, "description": str
 WNID = re.compile(r"n\d{8}")
 
 
-@dataclass(frozen=True)
-class Caption:
-    """One entry of the release; ``index`` is its position in the JSON list."""
+class Caption(NamedTuple):
+    """One entry of the release; ``index`` is its position in the JSON list (a named tuple: the
+    release has ~464k entries)."""
 
     index: int
     filename: str
@@ -75,45 +76,90 @@ def _check_wnid(wnid: str, path: Path, where: str, field: str | None = None) -> 
 
 def read_imagenet_captions(path: str | Path, known_wnids: Sequence[str] | None = None) -> list[Caption]:
     """Parse the release's JSON list; with ``known_wnids`` an entry of another class is an error. An
-    entry repeating an earlier ``filename`` is dropped and counted (the first one is kept)."""
+    entry repeating an earlier ``filename`` is dropped and counted (the first one is kept).
+
+    A well-formed entry passes one cheap test (the release has ~464k); any other gets the detailed
+    checks, which raise naming the entry and field."""
     path = Path(path)
     data = read_json(path, "a JSON list of {filename, wnid, title, description, tags} objects")
     if not isinstance(data, list):
         raise DatasetFormatError(path, f"expected a JSON list of entries, found {type(data).__name__}")
     known = set(known_wnids) if known_wnids is not None else None
+    valid_wnids: set[str] = set()  # checked once per class, not per entry
+    filenames = Counter(f for e in data if type(e) is dict and type(f := e.get("filename")) is str)
+    repeated = {name for name, n in filenames.items() if n > 1}
     captions = []
     repeats = DuplicateRows(path, unit="entry")
     for i, entry in enumerate(data):
-        if not isinstance(entry, dict):
-            raise DatasetFormatError(path, f"entry {i}: expected an object, found {type(entry).__name__}")
-        for name, kind in CAPTION_FIELDS.items():
-            json_field(entry, name, kind, path, where=f"entry {i}: ")
-        wnid, filename = entry["wnid"], entry["filename"]
-        _check_wnid(wnid, path, f"entry {i}", "wnid")
-        if known is not None and wnid not in known:
-            raise DatasetFormatError(
-                path, f"entry {i}: unknown wnid {wnid!r} (no class description)", field="wnid"
-            )
-        if not filename.startswith(f"{wnid}_") or "/" in filename or "\\" in filename:
-            raise DatasetFormatError(
-                path,
-                f"entry {i}: {filename!r} is not an image of class {wnid} "
-                f"(expected '{wnid}_<n>.JPEG', read from <images>/{wnid}/)",
-                field="filename",
-            )
-        bad = next((j for j, tag in enumerate(entry["tags"]) if not isinstance(tag, str)), None)
-        if bad is not None:
-            raise DatasetFormatError(
-                path,
-                f"entry {i}: tag {bad} is {type(entry['tags'][bad]).__name__} "
-                f"{entry['tags'][bad]!r}, expected str",
-                field="tags",
-            )
-        caption = Caption(i, filename, wnid, entry["title"], entry["description"], tuple(entry["tags"]))
-        if repeats.is_new(filename, (wnid, caption.title, caption.description, caption.tags), i):
+        if not _well_formed(entry, valid_wnids, known):
+            _check_entry(entry, i, path, known)
+            valid_wnids.add(entry["wnid"])
+        wnid, filename, tags = entry["wnid"], entry["filename"], tuple(entry["tags"])
+        caption = Caption(i, filename, wnid, entry["title"], entry["description"], tags)
+        if filename not in repeated or repeats.is_new(
+            filename, (wnid, caption.title, caption.description, caption.tags), i
+        ):
             captions.append(caption)
     repeats.log(log)
     return captions
+
+
+def _well_formed(entry: Any, valid_wnids: set[str], known: set[str] | None) -> bool:
+    """The common case, tested at once: an object with the five fields of the right types, a
+    checked wnid (of a known class) and a filename of that class."""
+    if type(entry) is not dict:
+        return False
+    try:
+        filename, wnid, tags = entry["filename"], entry["wnid"], entry["tags"]
+        title, description = entry["title"], entry["description"]
+    except KeyError:
+        return False
+    return (
+        type(filename) is str
+        and type(wnid) is str
+        and type(title) is str
+        and type(description) is str
+        and type(tags) is list
+        and set(map(type, tags)) <= _ONLY_STR
+        and wnid in valid_wnids
+        and (known is None or wnid in known)
+        and filename.startswith(wnid)
+        and filename[len(wnid) : len(wnid) + 1] == "_"
+        and "/" not in filename
+        and "\\" not in filename
+    )
+
+
+_ONLY_STR = {str}
+
+
+def _check_entry(entry: Any, i: int, path: Path, known: set[str] | None) -> None:
+    """The detailed checks of one entry: raise naming the entry and field of the first problem."""
+    if not isinstance(entry, dict):
+        raise DatasetFormatError(path, f"entry {i}: expected an object, found {type(entry).__name__}")
+    for name, kind in CAPTION_FIELDS.items():
+        json_field(entry, name, kind, path, where=f"entry {i}: ")
+    wnid, filename = entry["wnid"], entry["filename"]
+    _check_wnid(wnid, path, f"entry {i}", "wnid")
+    if known is not None and wnid not in known:
+        raise DatasetFormatError(
+            path, f"entry {i}: unknown wnid {wnid!r} (no class description)", field="wnid"
+        )
+    if not filename.startswith(f"{wnid}_") or "/" in filename or "\\" in filename:
+        raise DatasetFormatError(
+            path,
+            f"entry {i}: {filename!r} is not an image of class {wnid} "
+            f"(expected '{wnid}_<n>.JPEG', read from <images>/{wnid}/)",
+            field="filename",
+        )
+    bad = next((j for j, tag in enumerate(entry["tags"]) if not isinstance(tag, str)), None)
+    if bad is not None:
+        raise DatasetFormatError(
+            path,
+            f"entry {i}: tag {bad} is {type(entry['tags'][bad]).__name__} "
+            f"{entry['tags'][bad]!r}, expected str",
+            field="tags",
+        )
 
 
 def read_synset_mapping(path: str | Path) -> dict[str, list[str]]:
@@ -225,11 +271,13 @@ def split_per_class(
     min_test_share: float = 0.2,
 ) -> np.ndarray:
     """A seeded random train/test split, drawn per class (:func:`num_test_captions`): bool ``is_test [n]``."""
-    labels = np.asarray(labels)
     rng = np.random.default_rng(seed)
-    is_test = np.zeros(len(labels), dtype=bool)
-    for wnid in sorted(set(labels.tolist())):
-        members = np.flatnonzero(labels == wnid)
-        n_test = num_test_captions(len(members), test_fraction, small_class, min_test_share)
+    classes, codes = np.unique(np.asarray(labels), return_inverse=True)  # classes in sorted order
+    order = np.argsort(codes, kind="stable")  # each class's members, in ascending position
+    ends = np.cumsum(np.bincount(codes, minlength=len(classes)))
+    is_test = np.zeros(len(codes), dtype=bool)
+    for end, size in zip(ends.tolist(), np.diff(ends, prepend=0).tolist()):
+        members = order[end - size : end]
+        n_test = num_test_captions(size, test_fraction, small_class, min_test_share)
         is_test[rng.permutation(members)[:n_test]] = True
     return is_test

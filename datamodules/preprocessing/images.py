@@ -15,7 +15,7 @@ same pipeline unless augmentations are configured in ``conf/augmentation``:
   random crop                 square of side ``1 - 0.1k .. 1`` of the image, resized back
   translation                 up to ``0.1k`` of the side, horizontally and vertically
   shear                       up to ``0.05k`` of the side (angle ``atan(0.05k)``), both axes
-  aspect ratio                one side stretched by ``s`` in ``[1 - 0.1k, 1 + 0.1k]`` (either side), center crop / pad back
+  aspect ratio                one side stretched by ``s`` in ``[1 - 0.1k, 1 + 0.1k]``, center crop / pad back
   horizontal flip             probability ``p``
   colour                      brightness, contrast, saturation factors in ``[max(0, 1 - 0.1k), 1 + 0.1k]``;
                               hue shifted by up to ``0.1k`` of the hue circle (torchvision caps it at 0.5)

@@ -10,8 +10,13 @@ models' predictors (which rebuild it from an export's ``state()``); the encoders
 * ``roberta_small``: a byte-level BPE trained in-process on the training texts (:class:`ByteLevelBPE`);
 * any other name: the Hugging Face ``AutoTokenizer`` of that hub name or local folder.
 
-Every tokenizer has ``encode(texts, max_length) -> (ids [n, L] long, mask [n, L] bool)`` and
-``state()`` (what an exported model needs to tokenize again).
+Every tokenizer has ``encode(texts, max_length) -> (ids [n, L] long, mask [n, L] bool)``,
+``state()`` (what an exported model needs to tokenize again), and for texts joined from parts
+(a caption + a class sentence, tokenised once each): ``pieces(texts)`` (ids without special tokens
+and without truncation) and ``frame()`` (the special ids before and after a text). A text is
+``prefix + pieces(text) + suffix`` cut to ``max_length``; a joined text ``a + " " + b`` is
+``prefix + pieces(a) + pieces(" " + b) + suffix``: word-level and byte-level BPE tokens never span the
+blank between the parts (byte-level BPE folds the blank into ``b``'s first token, hence ``" " + b``).
 """
 
 from __future__ import annotations
@@ -69,6 +74,14 @@ class WordVocabulary:
     def ids(self, tokens: Iterable[str]) -> list[int]:
         return [self.index.get(t, 1) for t in tokens]
 
+    def pieces(self, texts: Sequence[str]) -> list[list[int]]:
+        """Ids of each text, uncut (an empty text: no ids)."""
+        return [self.ids(simple_tokens(text)) for text in texts]
+
+    def frame(self) -> tuple[list[int], list[int]]:
+        """No special tokens around a text."""
+        return [], []
+
     def encode(
         self, texts: Sequence[str], max_length: int = 48, keep_end: bool = False
     ) -> tuple[Tensor, Tensor]:
@@ -119,6 +132,27 @@ class HFTokenizer:
         finally:
             self.tokenizer.truncation_side = side
         return enc["input_ids"].long(), enc["attention_mask"].bool()
+
+    def pieces(self, texts: Sequence[str]) -> list[list[int]]:
+        """Ids of each text without special tokens, uncut (by the fast tokenizer's backend when there
+        is one: what ``encode`` gives, without building attention masks and offsets)."""
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        if backend is None:
+            return self.tokenizer(list(texts), add_special_tokens=False, verbose=False)["input_ids"]
+        backend.no_truncation()  # a setting an earlier call may have left (encode sets its own)
+        backend.no_padding()
+        encode = getattr(backend, "encode_batch_fast", backend.encode_batch)
+        return [enc.ids for enc in encode(list(texts), add_special_tokens=False)]
+
+    def frame(self) -> tuple[list[int], list[int]]:
+        """The special ids ``encode`` puts before and after a text (RoBERTa: ``<s>`` / ``</s>``),
+        read off a probe text with and without them."""
+        bare = self.pieces(["a"])[0]
+        full = self.tokenizer("a")["input_ids"]
+        for start in range(len(full) - len(bare) + 1):
+            if full[start : start + len(bare)] == bare:
+                return full[:start], full[start + len(bare) :]
+        raise ValueError(f"cannot find the text's ids {bare} inside {full} ({self.name})")
 
     def state(self) -> dict[str, Any]:
         return {"kind": "hf", "name": self.name}

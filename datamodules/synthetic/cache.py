@@ -3,7 +3,10 @@
 Every synthetic writer records ``{"generator": ..., "version": ..., "params": {...}}`` (plus what
 it likes) in ``<root>/synthetic_meta.json``; that file is the completion marker. :func:`ensure_generated`
 writes into a temporary sibling folder and renames it into place under a file lock, so concurrent
-callers (DDP ranks, parallel sweeps) neither collide nor see half a dataset.
+callers (DDP ranks, parallel sweeps) neither collide nor see half a dataset. The staging folders a
+killed generation left behind are removed by the next generation of the same dataset (under the same
+lock, so never one still being written), and a generated folder gets the usual permissions (``0777``
+minus the umask), not ``mkdtemp``'s ``0700``, so a shared data folder stays readable to teammates.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from filelock import FileLock
+
+from datamodules.files import current_umask
 
 META_FILE = "synthetic_meta.json"
 
@@ -53,7 +58,9 @@ def ensure_generated(
             return root
         if root.exists() and read_meta(root, generator) is None and any(root.iterdir()):
             raise FileExistsError(f"{root} exists and was not written by {generator}; not touching it")
+        remove_stale_staging(root)
         staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
+        os.chmod(staging, 0o777 & ~current_umask())
         try:
             write(staging)
             if not is_complete(staging, generator, version, params):
@@ -62,6 +69,17 @@ def ensure_generated(
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     return root
+
+
+def remove_stale_staging(root: Path) -> list[Path]:
+    """Delete the staging (``.<name>.tmp-*``) and replaced (``.<name>.old-*``) folders of ``root`` that a
+    killed generation left next to it; call with the generation lock held. Returns what was removed."""
+    stale = [
+        p for pattern in (f".{root.name}.tmp-*", f".{root.name}.old-*") for p in root.parent.glob(pattern)
+    ]
+    for path in stale:
+        shutil.rmtree(path, ignore_errors=True)
+    return stale
 
 
 def _replace_dir(new: Path, target: Path) -> None:

@@ -1,39 +1,45 @@
-"""Synthetic twin of CrisisMMD v2.0: tweets (text + images + event) in the release's TSV layout.
+"""Synthetic twin of CrisisMMD v2.0: tweets (text + images + event) in the release's TSV layout, with
+the label structure of the real release.
 
 Written like the real release, read by :mod:`datamodules.crisismmd`::
 
-    crisismmd_datasplit_agreed_label/task_informative_text_img_agreed_lab_{train,dev,test}.tsv
-    crisismmd_datasplit_agreed_label/task_humanitarian_text_img_agreed_lab_{train,dev,test}.tsv
-    crisismmd_datasplit_all/task_damage_text_img_{train,dev,test}.tsv      (the same 9 columns)
+    crisismmd_datasplit_all/task_{informative,humanitarian,damage}_text_img_{train,dev,test}.tsv
+    crisismmd_datasplit_agreed_label/task_{informative,humanitarian}_text_img_agreed_lab_{split}.tsv
     CrisisMMD_v2.0/data_image/<event>/<D_M_YYYY>/<tweet_id>_<k>.jpg
 
 (UTF-8, TAB-separated, LF, one header line, no quoting; ``image_id = <tweet_id>_<k>``; a tweet with
-two images gives two rows.)
+several images gives one row per image.)
 
-**What the labels depend on.** Every event has a hazard (wildfire, storm, earthquake, flood; the
-events are weighted so each hazard is a quarter of the tweets). A tweet's text may name a hazard
-(the event's own, another one, or none) and has a topic (donation, injured, missing, damage, other,
-chit-chat); an image may show a hazard glyph (the event's own, another, or none), a person, a vehicle
-and 0-2 rubble glyphs. Drawn with :mod:`datamodules.synthetic.world` (glyphs on scenes).
+**The design** (version 7; every number from the real release, sources in ``docs/crisismmd.md``).
+In the release the text of a tweet and each of its images were labelled separately (``label_text``,
+``label_image``); the all-data files hold every pair with a ``label`` that is one of the two, the
+agreed-label files only the pairs where they agree. The twin draws the two *views* of every pair:
 
-* informative: the image **or** the text shows *the event's own* hazard. An equality between two
-  modalities (image x event, text x event) is not additive: a linear read-out of concatenated
-  unimodal features cannot express it, interaction-modelling fusion can.
-* humanitarian (labelled for ~80 % of the samples; the rest are masked): ``not_humanitarian`` when
-  not informative, else from the text topic, refined by the image (injured + person ->
-  ``injured_or_dead_people``, injured alone -> ``affected_individuals``; damage + vehicle ->
-  ``vehicle_damage``, damage alone -> ``infrastructure_and_utility_damage``).
-* damage (labelled only for images with rubble or a damage topic, as in the release where only
-  infrastructure images are assessed): the rubble count, lowered by one when the image's hazard is not
-  the event's (image x event interaction): 2 -> severe, 1 -> mild, 0 -> little_or_no_damage.
+* **informative** (text view, image view) from the release's joint shares: both informative 49.7 %,
+  text only 23.3 %, image only 5.6 %, neither 21.4 % (:data:`INFORMATIVE_VIEWS`): the views disagree
+  on 29 % of the pairs (release: 1 - 12,708 / 18,082 = 29.7 %);
+* **humanitarian**: a non-informative view is ``not_humanitarian``; an informative view has a category
+  from that modality's own class shares (:data:`TEXT_CATEGORIES`, :data:`IMAGE_CATEGORIES`: texts speak
+  of other information and donations, images show damage); where both views are informative the image
+  copies the text's category with probability :data:`CATEGORY_AGREEMENT` (0.435), else draws another:
+  the views disagree on 56 % of the pairs (release: 1 - 8,079 / 18,082 = 55.3 %);
+* **damage**: only images whose image view is ``infrastructure_and_utility_damage`` (as in the
+  release), severity little / mild / severe from :data:`DAMAGE_SEVERITY` (13 / 22 / 65 %);
+* a pair's ``label`` in the all-data files: the shared class where the views agree, else the text's
+  or the image's by a fair coin (the release documents no rule; in its files the text's wins in about
+  half of the disagreeing rows); ``label_text_image`` says whether they agree;
+* events with the release's image counts per event (:data:`EVENTS`, 75 % hurricanes); 1.13 images per
+  tweet (18,082 / 16,058); every text names its event (the tweets were collected by event keywords),
+  so the event modality repeats what the text says and no label depends on it.
 
-A tweet's text is 1-3 filler words, the hazard word (if any) and the topic phrase in random order,
-sometimes an ``RT @user:`` prefix, the event's hashtag in 80 % of tweets and a ``t.co`` link from a
-fixed pool of 20 (version 3; version 1 had 2-5 fillers, a fresh random link per tweet and the hashtag
-in half of the tweets, which left too little signal for small encoders trained from scratch).
+The text view is written into the tweet (a category phrase, or chit-chat for a non-informative text),
+the image view into each image (the event's hazard glyph and category glyphs, rubble by damage
+severity; no hazard for a non-informative image), among filler words and distractor glyphs. Drawn
+with :mod:`datamodules.synthetic.world`. The class counts per task and split are recorded in
+``synthetic_meta.json``.
 
-Each label is replaced by a random class with probability ``label_noise``. The classes are imbalanced
-by construction (recorded per task and split in ``synthetic_meta.json``).
+:func:`write_scale_twin` writes the same metadata at the real release's size (18,082 pairs) with
+every image a hard link to one of a few small JPEGs, for :mod:`experiments.bench` ``scale``.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -49,28 +56,59 @@ from typing import Any
 
 import numpy as np
 
-from datamodules.crisismmd import DAMAGE, DEFAULT_FILES, HUMANITARIAN, INFORMATIVE, SPLITS
+from datamodules.crisismmd import AGREED_FILES, ALL_FILES, DAMAGE, INFORMATIVE, SPLITS, TASKS
+from datamodules.files import atomic_write_text
 from datamodules.synthetic.cache import META_FILE, ensure_generated
 from datamodules.synthetic.world import Glyph, Scene, pseudo_words, render_scene, save_jpeg
 
 _GENERATOR = "crisismmd-twin"
-# 2: 1-3 filler words (was 2-5), links from a small fixed pool (were random); 3: event hashtag in 80 % of tweets
-# (was 50 %); 4: image folders are real dates (3 had impossible ones such as 38_5_2017); 5: damage files with
-# the 9 columns of the other *_text_img_* files (4 had 6). Same draws: 3-5 hold the same tweets, images and labels.
-_VERSION = 5
+# 7: the first tweet of each split an agreeing infrastructure-damage report (a row in every file of a tiny
+# twin); 6: views and label shares of the real release (text and image views, all-data and agreed files);
+# 5: damage files with the 9 columns of the other *_text_img_* files (4 had 6); 4: real date folders.
+_VERSION = 7
 _WORLD_SEED = 3
 
-HAZARDS = ("fire", "storm", "quake", "flood")
-# event -> (hazard, share of tweets, first day (d, m, yyyy))
-EVENTS: dict[str, tuple[str, float, tuple[int, int, int]]] = {
-    "california_wildfires": ("fire", 0.25, (10, 10, 2017)),
-    "hurricane_harvey": ("storm", 0.09, (26, 8, 2017)),
-    "hurricane_irma": ("storm", 0.08, (6, 9, 2017)),
-    "hurricane_maria": ("storm", 0.08, (20, 9, 2017)),
-    "iraq_iran_earthquake": ("quake", 0.125, (13, 11, 2017)),
-    "mexico_earthquake": ("quake", 0.125, (20, 9, 2017)),
-    "srilanka_floods": ("flood", 0.25, (31, 5, 2017)),
+#: event -> (hazard, images in the release (Alam et al. 2018, Table 2), first day (d, m, yyyy)).
+EVENTS: dict[str, tuple[str, int, tuple[int, int, int]]] = {
+    "hurricane_irma": ("storm", 4525, (6, 9, 2017)),
+    "hurricane_harvey": ("storm", 4443, (26, 8, 2017)),
+    "hurricane_maria": ("storm", 4562, (20, 9, 2017)),
+    "california_wildfires": ("fire", 1589, (10, 10, 2017)),
+    "mexico_earthquake": ("quake", 1382, (20, 9, 2017)),
+    "iraq_iran_earthquake": ("quake", 600, (13, 11, 2017)),
+    "srilanka_floods": ("flood", 1025, (31, 5, 2017)),
 }
+#: Images per tweet: P(1..4); mean 1.13 (the release: 18,082 images of 16,058 tweets).
+IMAGES_PER_TWEET = (0.91, 0.06, 0.02, 0.01)
+#: (text informative, image informative) -> pairs, all-data informative files (train/dev/test excerpts).
+INFORMATIVE_VIEWS = {(True, True): 446, (True, False): 209, (False, True): 50, (False, False): 192}
+#: Humanitarian categories of informative views, all-data humanitarian files (dev/test excerpts).
+TEXT_CATEGORIES = {
+    "other_relevant_information": 228,
+    "rescue_volunteering_or_donation_effort": 122,
+    "infrastructure_and_utility_damage": 33,
+    "affected_individuals": 23,
+    "injured_or_dead_people": 21,
+    "vehicle_damage": 4,
+    "missing_or_found_people": 0,
+}
+IMAGE_CATEGORIES = {
+    "infrastructure_and_utility_damage": 115,
+    "other_relevant_information": 101,
+    "rescue_volunteering_or_donation_effort": 72,
+    "affected_individuals": 16,
+    "vehicle_damage": 9,
+    "injured_or_dead_people": 2,
+    "missing_or_found_people": 1,
+}
+#: Share of pairs with two informative views whose categories agree (excerpts: 124 of 285).
+CATEGORY_AGREEMENT = 0.435
+#: Damage severity of the images assessed (damage dev/test excerpts: 77 / 132 / 389 of 598).
+DAMAGE_SEVERITY = {"little_or_no_damage": 77, "mild_damage": 132, "severe_damage": 389}
+#: The release's all-data split sizes (pairs): 13,608 / 2,237 / 2,237.
+RELEASE_SPLITS = {"train": 13608, "dev": 2237, "test": 2237}
+
+HAZARDS = ("fire", "storm", "quake", "flood")
 _HAZARD_WORDS = {
     "fire": ("wildfire", "flames", "burning"),
     "storm": ("hurricane", "winds", "storm"),
@@ -86,14 +124,16 @@ _EVENT_TAGS = {
     "mexico_earthquake": "#MexicoEarthquake",
     "srilanka_floods": "#FloodSL",
 }
-_TOPICS = {
-    "donation": (0.2, ("donate", "volunteers", "relief fund", "please give")),
-    "injured": (0.15, ("injured", "victims", "killed", "hospital")),
-    "missing": (0.06, ("missing", "found safe", "search for")),
-    "damage": (0.25, ("destroyed", "damaged", "collapsed", "wrecked")),
-    "other": (0.2, ("update", "warning", "news", "officials say")),
-    "chit": (0.14, ("fans", "game tonight", "party", "lol")),
+_CATEGORY_PHRASES = {
+    "affected_individuals": ("families displaced", "people affected", "evacuees", "homeless"),
+    "infrastructure_and_utility_damage": ("destroyed", "power outage", "bridge collapsed", "roads damaged"),
+    "injured_or_dead_people": ("injured", "killed", "death toll", "victims"),
+    "missing_or_found_people": ("missing", "found safe", "search for"),
+    "other_relevant_information": ("update", "warning", "news", "officials say"),
+    "rescue_volunteering_or_donation_effort": ("donate", "volunteers", "relief fund", "rescue teams"),
+    "vehicle_damage": ("cars flooded", "truck crushed", "vehicles wrecked"),
 }
+_CHIT_CHAT = ("fans", "game tonight", "party", "lol", "selfie", "new song")
 _HAZARD_GLYPHS = {
     "fire": Glyph("triangle", "orange"),
     "storm": Glyph("ring", "cyan"),
@@ -101,7 +141,18 @@ _HAZARD_GLYPHS = {
     "flood": Glyph("hbar", "blue"),
 }
 _PERSON, _VEHICLE, _RUBBLE = Glyph("circle", "pink"), Glyph("square", "black"), Glyph("saltire", "brown")
-_DISTRACTORS = (Glyph("star", "yellow"), Glyph("plus", "green"), Glyph("diamond", "white"))
+_BUILDING, _AID, _WOUND = Glyph("hexagon", "white"), Glyph("plus", "green"), Glyph("plus", "red")
+_QUESTION, _SIGN = Glyph("crescent", "yellow"), Glyph("vbar", "magenta")
+_CATEGORY_GLYPHS = {
+    "affected_individuals": (_PERSON,),
+    "infrastructure_and_utility_damage": (_BUILDING,),
+    "injured_or_dead_people": (_PERSON, _WOUND),
+    "missing_or_found_people": (_PERSON, _QUESTION),
+    "other_relevant_information": (_SIGN,),
+    "rescue_volunteering_or_donation_effort": (_AID,),
+    "vehicle_damage": (_VEHICLE, _RUBBLE),
+}
+_DISTRACTORS = (Glyph("star", "yellow"), Glyph("diamond", "red"), Glyph("tee", "cyan"))
 _BACKGROUNDS = (
     frozenset(),
     frozenset({"sky"}),
@@ -110,143 +161,6 @@ _BACKGROUNDS = (
     frozenset({"sand"}),
     frozenset({"sky", "snow"}),
 )
-
-
-@dataclass
-class _Tweet:
-    tweet_id: int
-    event: str
-    day: str
-    text: str
-    split: str
-    images: list[dict[str, Any]] = field(default_factory=list)
-
-
-def _params(
-    num_tweets: int,
-    image_size: int,
-    seed: int,
-    label_noise: float,
-    two_image_prob: float,
-    split_fractions: Sequence[float],
-) -> dict[str, Any]:
-    if num_tweets < 10:
-        raise ValueError(f"num_tweets must be >= 10, got {num_tweets}")
-    if image_size < 16:
-        raise ValueError(f"image_size must be >= 16, got {image_size}")
-    if not 0 <= label_noise < 1 or not 0 <= two_image_prob <= 1:
-        raise ValueError("label_noise must be in [0, 1) and two_image_prob in [0, 1]")
-    fractions = [float(x) for x in split_fractions]
-    if len(fractions) != 3 or abs(sum(fractions) - 1) > 1e-6:
-        raise ValueError(f"split_fractions must be three shares summing to 1, got {fractions}")
-    return {
-        "num_tweets": int(num_tweets),
-        "image_size": int(image_size),
-        "seed": int(seed),
-        "label_noise": float(label_noise),
-        "two_image_prob": float(two_image_prob),
-        "split_fractions": fractions,
-    }
-
-
-class _TwinModel:
-    """Draws one tweet's text, images and labels from ``rng`` (the world itself is fixed)."""
-
-    def __init__(self) -> None:
-        rng = np.random.default_rng(_WORLD_SEED)
-        reserved = {w for ws in _HAZARD_WORDS.values() for w in ws} | {
-            w for _, ps in _TOPICS.values() for p in ps for w in p.split()
-        }
-        self.fillers = pseudo_words(300, rng, exclude=reserved)
-        # a small pool of shortened links: a URL is a few frequent noise tokens, not a fresh id per tweet
-        # (random ids would fill the vocabulary with words seen once)
-        chars = list("abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789")
-        self.links = ["".join(rng.choice(chars, 10)) for _ in range(20)]
-        self.events = list(EVENTS)
-        self.event_p = np.array([EVENTS[e][1] for e in self.events])
-        self.event_p = self.event_p / self.event_p.sum()
-        self.topics = list(_TOPICS)
-        self.topic_p = np.array([_TOPICS[t][0] for t in self.topics])
-        self.topic_p = self.topic_p / self.topic_p.sum()
-
-    @staticmethod
-    def _hazard(rng: np.random.Generator, own: str, p_own: float, p_other: float) -> str | None:
-        u = rng.random()
-        if u < p_own:
-            return own
-        if u < p_own + p_other:
-            others = [h for h in HAZARDS if h != own]
-            return others[rng.integers(len(others))]
-        return None
-
-    def text(self, rng: np.random.Generator, event: str, text_hazard: str | None, topic: str) -> str:
-        words = [self.fillers[i] for i in rng.integers(0, len(self.fillers), rng.integers(1, 4))]
-        if text_hazard is not None:
-            words.append(_HAZARD_WORDS[text_hazard][rng.integers(3)])
-        phrases = _TOPICS[topic][1]
-        words.append(phrases[rng.integers(len(phrases))])
-        order = rng.permutation(len(words))
-        text = " ".join(words[i] for i in order)
-        if rng.random() < 0.3:
-            text = f"RT @{self.fillers[rng.integers(len(self.fillers))]}: {text}"
-        if rng.random() < 0.1:
-            text = "Weâ€™re " + text  # the release's double-encoded apostrophe
-        if rng.random() < 0.8:
-            text += " " + _EVENT_TAGS[event]
-        return f"{text} https://t.co/{self.links[rng.integers(len(self.links))]}"
-
-    def image(self, rng: np.random.Generator, own: str, size: int) -> tuple[np.ndarray, dict[str, Any]]:
-        hazard = self._hazard(rng, own, 0.45, 0.3)
-        person, vehicle = bool(rng.random() < 0.4), bool(rng.random() < 0.3)
-        rubble = int(rng.choice(3, p=[0.5, 0.3, 0.2]))
-        glyphs = ([_HAZARD_GLYPHS[hazard]] if hazard else []) + [_PERSON] * person + [_VEHICLE] * vehicle
-        glyphs += [_RUBBLE] * rubble
-        if rng.random() < 0.3:
-            glyphs.append(_DISTRACTORS[rng.integers(len(_DISTRACTORS))])
-        order = rng.permutation(len(glyphs))
-        scene = Scene(_BACKGROUNDS[rng.integers(len(_BACKGROUNDS))], tuple(glyphs[i] for i in order))
-        facts = {"hazard": hazard, "person": person, "vehicle": vehicle, "rubble": rubble}
-        return render_scene(scene, size, rng), facts
-
-    @staticmethod
-    def labels(
-        rng: np.random.Generator,
-        own: str,
-        text_hazard: str | None,
-        topic: str,
-        facts: dict[str, Any],
-        noise: float,
-    ) -> dict[str, str | None]:
-        informative = facts["hazard"] == own or text_hazard == own
-        if not informative:
-            human = "not_humanitarian"
-        elif topic == "donation":
-            human = "rescue_volunteering_or_donation_effort"
-        elif topic == "injured":
-            human = "injured_or_dead_people" if facts["person"] else "affected_individuals"
-        elif topic == "missing":
-            human = "missing_or_found_people"
-        elif topic == "damage":
-            human = "vehicle_damage" if facts["vehicle"] else "infrastructure_and_utility_damage"
-        else:
-            human = "other_relevant_information"
-        severity = facts["rubble"] if facts["hazard"] == own else max(0, facts["rubble"] - 1)
-        out: dict[str, str | None] = {
-            "informative": INFORMATIVE[0] if informative else INFORMATIVE[1],
-            "humanitarian": human if rng.random() < 0.8 else None,
-            "damage": DAMAGE[severity] if (facts["rubble"] > 0 or topic == "damage") else None,
-        }
-        classes = {"informative": INFORMATIVE, "humanitarian": HUMANITARIAN, "damage": DAMAGE}
-        for task, label in out.items():
-            if label is not None and rng.random() < noise:
-                out[task] = classes[task][rng.integers(len(classes[task]))]
-        return out
-
-
-def _tsv(rows: list[list[str]], header: Sequence[str]) -> bytes:
-    return "".join("\t".join(r) + "\n" for r in [list(header), *rows]).encode("utf-8")
-
-
 FULL_HEADER = (
     "event_name",
     "tweet_id",
@@ -258,6 +172,240 @@ FULL_HEADER = (
     "label_image",
     "label_text_image",
 )
+_NOT_HUMANITARIAN = "not_humanitarian"
+
+
+def _shares(counts: dict[Any, float]) -> tuple[list[Any], np.ndarray]:
+    keys = list(counts)
+    p = np.array([counts[k] for k in keys], dtype=float)
+    return keys, p / p.sum()
+
+
+@dataclass
+class PairViews:
+    """One tweet-image pair: each task's text view, image view and pair label (``None``: not listed)."""
+
+    text: dict[str, str | None]
+    image: dict[str, str | None]
+    label: dict[str, str | None] = field(default_factory=dict)
+
+
+class TwinModel:
+    """Draws tweets (views, text, image content) from an ``rng``; the world itself is fixed."""
+
+    def __init__(self) -> None:
+        rng = np.random.default_rng(_WORLD_SEED)
+        reserved = {w for ws in _HAZARD_WORDS.values() for w in ws} | {
+            w for ps in (*_CATEGORY_PHRASES.values(), _CHIT_CHAT) for p in ps for w in p.split()
+        }
+        self.fillers = pseudo_words(300, rng, exclude=reserved)
+        # a small pool of shortened links: a URL is a few frequent noise tokens, not a fresh id per tweet
+        chars = list("abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789")
+        self.links = ["".join(rng.choice(chars, 10)) for _ in range(20)]
+        self.events, self.event_p = _shares({e: v[1] for e, v in EVENTS.items()})
+        self.views, self.view_p = _shares(INFORMATIVE_VIEWS)
+        self.text_categories, self.text_category_p = _shares(TEXT_CATEGORIES)
+        self.image_categories, self.image_category_p = _shares(IMAGE_CATEGORIES)
+        self.severities, self.severity_p = _shares(DAMAGE_SEVERITY)
+
+    # ------------------------------------------------------------------ views and labels
+    def tweet(self, rng: np.random.Generator) -> tuple[str, int, bool, str | None]:
+        """``(event, images, text informative, text category)`` of a new tweet."""
+        event = self.events[rng.choice(len(self.events), p=self.event_p)]
+        images = 1 + int(rng.choice(len(IMAGES_PER_TWEET), p=IMAGES_PER_TWEET))
+        text_informative, _ = self.views[rng.choice(len(self.views), p=self.view_p)]
+        category = (
+            self.text_categories[rng.choice(len(self.text_categories), p=self.text_category_p)]
+            if text_informative
+            else None
+        )
+        return event, images, bool(text_informative), category
+
+    def pair(
+        self, rng: np.random.Generator, text_informative: bool, text_category: str | None, agree: bool = False
+    ) -> PairViews:
+        """The views and labels of one image of a tweet with the given text view (``agree``: the image
+        view is the text view)."""
+        # P(image informative | text view) from the joint shares of INFORMATIVE_VIEWS
+        joint = INFORMATIVE_VIEWS
+        given = {v: joint[(text_informative, v)] for v in (True, False)}
+        image_informative = (
+            text_informative if agree else bool(rng.random() < given[True] / (given[True] + given[False]))
+        )
+        image_category = None
+        if image_informative:
+            if text_category is not None and (agree or rng.random() < CATEGORY_AGREEMENT):
+                image_category = text_category
+            else:
+                p = self.image_category_p.copy()
+                if text_category is not None:  # both informative, disagreeing: another category
+                    p[self.image_categories.index(text_category)] = 0.0
+                image_category = self.image_categories[rng.choice(len(p), p=p / p.sum())]
+        text = {
+            "informative": INFORMATIVE[0] if text_informative else INFORMATIVE[1],
+            "humanitarian": text_category or _NOT_HUMANITARIAN,
+        }
+        image = {
+            "informative": INFORMATIVE[0] if image_informative else INFORMATIVE[1],
+            "humanitarian": image_category or _NOT_HUMANITARIAN,
+        }
+        # damage: assessed on the images whose image view is infrastructure damage, from the image alone
+        if image_category == "infrastructure_and_utility_damage":
+            image["damage"] = text["damage"] = self.severities[
+                rng.choice(len(self.severities), p=self.severity_p)
+            ]
+        else:
+            image["damage"] = text["damage"] = None
+        views = PairViews(text, image)
+        for task in TASKS:
+            a, b = text[task], image[task]
+            views.label[task] = a if a == b or rng.random() < 0.5 else b
+        return views
+
+    # ------------------------------------------------------------------ rendering
+    def text(self, rng: np.random.Generator, event: str, category: str | None) -> str:
+        words = [self.fillers[i] for i in rng.integers(0, len(self.fillers), rng.integers(1, 4))]
+        hazard = EVENTS[event][0]
+        # every tweet names its event (collected by event keywords): its hashtag or a hazard word
+        if rng.random() < 0.6:
+            words.append(_EVENT_TAGS[event])
+        else:
+            words.append(_HAZARD_WORDS[hazard][rng.integers(3)])
+        phrases = _CATEGORY_PHRASES[category] if category else _CHIT_CHAT
+        words.append(phrases[rng.integers(len(phrases))])
+        order = rng.permutation(len(words))
+        text = " ".join(words[i] for i in order)
+        if rng.random() < 0.3:
+            text = f"RT @{self.fillers[rng.integers(len(self.fillers))]}: {text}"
+        if rng.random() < 0.1:
+            text = "Weâ€™re " + text  # the release's double-encoded apostrophe
+        return f"{text} https://t.co/{self.links[rng.integers(len(self.links))]}"
+
+    def scene(self, rng: np.random.Generator, event: str, views: PairViews) -> Scene:
+        category = views.image["humanitarian"]
+        glyphs: list[Glyph] = []
+        if category != _NOT_HUMANITARIAN:
+            glyphs.append(_HAZARD_GLYPHS[EVENTS[event][0]])
+            glyphs += _CATEGORY_GLYPHS[category]
+            if views.image["damage"] is not None:
+                glyphs += [_RUBBLE] * DAMAGE.index(views.image["damage"])  # little 0, mild 1, severe 2
+        elif rng.random() < 0.4:
+            glyphs.append(_PERSON)  # people in everyday pictures
+        if rng.random() < 0.4:
+            glyphs.append(_DISTRACTORS[rng.integers(len(_DISTRACTORS))])
+        order = rng.permutation(len(glyphs))
+        return Scene(_BACKGROUNDS[rng.integers(len(_BACKGROUNDS))], tuple(glyphs[i] for i in order))
+
+
+# ---------------------------------------------------------------------------------- writing
+def _params(num_tweets: int, image_size: int, seed: int, split_fractions: Sequence[float]) -> dict[str, Any]:
+    if num_tweets < 10:
+        raise ValueError(f"num_tweets must be >= 10, got {num_tweets}")
+    if image_size < 16:
+        raise ValueError(f"image_size must be >= 16, got {image_size}")
+    fractions = [float(x) for x in split_fractions]
+    if len(fractions) != 3 or abs(sum(fractions) - 1) > 1e-6 or min(fractions) <= 0:
+        raise ValueError(f"split_fractions must be three positive shares summing to 1, got {fractions}")
+    return {
+        "num_tweets": int(num_tweets),
+        "image_size": int(image_size),
+        "seed": int(seed),
+        "split_fractions": fractions,
+    }
+
+
+def _release_fractions() -> list[float]:
+    total = sum(RELEASE_SPLITS.values())
+    return [RELEASE_SPLITS[s] / total for s in SPLITS]
+
+
+class _ReleaseWriter:
+    """Collects rows per file and class counts, then writes the release's TSVs under ``root``."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, list[list[str]]] = {}
+        self.counts: Counter[tuple[str, str, str, str]] = Counter()
+
+    def add(
+        self, event: str, tweet_id: str, image_id: str, text: str, rel: str, split: str, v: PairViews
+    ) -> None:
+        for task in TASKS:
+            label = v.label[task]
+            if label is None:
+                continue
+            a, b = v.text[task], v.image[task]
+            agree = a == b
+            if task == "damage":  # an image annotation: label_text repeats it (as in the other columns)
+                a, agree = b, True
+            row = [event, tweet_id, image_id, text, rel, label, a, b, "Positive" if agree else "Negative"]
+            self.rows.setdefault(ALL_FILES[task].format(split=split), []).append(row)
+            self.counts[("all", task, split, label)] += 1
+            if agree and AGREED_FILES[task] != ALL_FILES[task]:
+                self.rows.setdefault(AGREED_FILES[task].format(split=split), []).append(row)
+                self.counts[("agreed", task, split, label)] += 1
+
+    def write(self, root: Path) -> dict[str, Any]:
+        names = {
+            files[task].format(split=split)
+            for files in (ALL_FILES, AGREED_FILES)
+            for task in TASKS
+            for split in SPLITS
+        }
+        for name in sorted(names):
+            body = [FULL_HEADER, *self.rows.get(name, [])]
+            path = root / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes("".join("\t".join(r) + "\n" for r in body).encode("utf-8"))
+        return {
+            "rows": {name: len(rows) for name, rows in sorted(self.rows.items())},
+            "class_counts": {
+                files: {
+                    task: {
+                        split: {
+                            c: n
+                            for (f, t, s, c), n in sorted(self.counts.items())
+                            if (f, t, s) == (files, task, split)
+                        }
+                        for split in SPLITS
+                    }
+                    for task in TASKS
+                }
+                for files in ("all", "agreed")
+            },
+        }
+
+
+def _tweets(model: TwinModel, seed: int, num_tweets: int, fractions: Sequence[float]):
+    """Yield ``(tweet_id, event, day, text, split, [PairViews per image], rng)`` for every tweet."""
+    global_rng = np.random.default_rng([seed, 1])
+    ids = 870_000_000_000_000_000 + np.cumsum(global_rng.integers(10**9, 10**12, size=num_tweets))
+    cuts = np.cumsum(fractions)[:2] * num_tweets
+    split_of = np.array(SPLITS)[np.searchsorted(cuts, global_rng.permutation(num_tweets), side="right")]
+    first_of_split: set[str] = set()
+    for i in range(num_tweets):
+        rng = np.random.default_rng([seed, 2, i])
+        event, images, text_informative, text_category = model.tweet(rng)
+        # The first tweet of every split: an infrastructure-damage report whose first image agrees, so
+        # that even a tiny twin has a row in every file and split (3 of a twin's tweets).
+        anchor = str(split_of[i]) not in first_of_split
+        first_of_split.add(str(split_of[i]))
+        if anchor:
+            text_informative, text_category = True, "infrastructure_and_utility_damage"
+        d, m, y = EVENTS[event][2]
+        date = datetime.date(y, m, d) + datetime.timedelta(days=int(rng.integers(0, 8)))
+        text = model.text(rng, event, text_category)
+        pairs = [
+            model.pair(rng, text_informative, text_category, agree=anchor and k == 0) for k in range(images)
+        ]
+        yield (
+            str(int(ids[i])),
+            event,
+            f"{date.day}_{date.month}_{date.year}",
+            text,
+            str(split_of[i]),
+            pairs,
+            rng,
+        )
 
 
 def write_crisismmd(
@@ -266,70 +414,31 @@ def write_crisismmd(
     num_tweets: int = 1600,
     image_size: int = 48,
     seed: int = 0,
-    label_noise: float = 0.03,
-    two_image_prob: float = 0.15,
-    split_fractions: Sequence[float] = (0.7, 0.15, 0.15),
+    split_fractions: Sequence[float] | None = None,
 ) -> dict[str, Any]:
-    """Write a synthetic CrisisMMD release under ``root`` (new or empty) and return its summary."""
-    params = _params(num_tweets, image_size, seed, label_noise, two_image_prob, split_fractions)
+    """Write a synthetic CrisisMMD release under ``root`` (new or empty) and return its summary.
+
+    ``split_fractions``: the official train/dev/test shares of the tweets (default: the release's)."""
+    params = _params(num_tweets, image_size, seed, split_fractions or _release_fractions())
     root = Path(root)
     if root.exists() and any(root.iterdir()):
         raise FileExistsError(f"{root} is not empty; write_crisismmd needs a new or empty folder")
-    model = _TwinModel()
-    global_rng = np.random.default_rng([seed, 1])
-    ids = 870_000_000_000_000_000 + np.cumsum(global_rng.integers(10**9, 10**12, size=num_tweets))
-    cuts = np.cumsum(params["split_fractions"])[:2] * num_tweets
-    split_of = np.array(SPLITS)[np.searchsorted(cuts, global_rng.permutation(num_tweets), side="right")]
-    rows: dict[str, dict[str, list[list[str]]]] = {
-        t: {s: [] for s in SPLITS} for t in ("informative", "humanitarian", "damage")
-    }
-    counts: Counter[tuple[str, str, str]] = Counter()
-    for i in range(num_tweets):
-        rng = np.random.default_rng([seed, 2, i])
-        event = model.events[rng.choice(len(model.events), p=model.event_p)]
-        own, _, (d, m, y) = EVENTS[event]
-        text_hazard = model._hazard(rng, own, 0.35, 0.25)
-        topic = model.topics[rng.choice(len(model.topics), p=model.topic_p)]
-        text = model.text(rng, event, text_hazard, topic)
-        date = datetime.date(y, m, d) + datetime.timedelta(days=int(rng.integers(0, 8)))
-        day = f"{date.day}_{date.month}_{date.year}"
-        tweet_id = str(int(ids[i]))
-        for k in range(2 if rng.random() < params["two_image_prob"] else 1):
-            pixels, facts = model.image(rng, own, image_size)
+    model, writer, images = TwinModel(), _ReleaseWriter(), 0
+    for tweet_id, event, day, text, split, pairs, rng in _tweets(
+        model, seed, num_tweets, params["split_fractions"]
+    ):
+        for k, views in enumerate(pairs):
             image_id = f"{tweet_id}_{k}"
             rel = f"data_image/{event}/{day}/{image_id}.jpg"
             path = root / "CrisisMMD_v2.0" / rel
             path.parent.mkdir(parents=True, exist_ok=True)
-            save_jpeg(pixels, path)
-            labels = model.labels(rng, own, text_hazard, topic, facts, params["label_noise"])
-            for task, label in labels.items():
-                if label is None:
-                    continue
-                # label, label_text, label_image, label_text_image: the twin's labels are agreed
-                row = [event, tweet_id, image_id, text, rel, label, label, label, "Positive"]
-                rows[task][str(split_of[i])].append(row)
-                counts[(task, str(split_of[i]), label)] += 1
-    for task, pattern in DEFAULT_FILES.items():
-        for split in SPLITS:
-            _write(root / pattern.format(split=split), _tsv(rows[task][split], FULL_HEADER))
-    summary = {
-        "num_tweets": num_tweets,
-        "rows": {t: {s: len(rows[t][s]) for s in SPLITS} for t in rows},
-        "class_counts": {
-            t: {
-                s: {c: counts[(t, s, c)] for c in sorted({k[2] for k in counts if k[0] == t})} for s in SPLITS
-            }
-            for t in rows
-        },
-    }
+            save_jpeg(render_scene(model.scene(rng, event, views), image_size, rng), path)
+            writer.add(event, tweet_id, image_id, text, rel, split, views)
+            images += 1
+    summary = {"num_tweets": num_tweets, "images": images, **writer.write(root)}
     meta = {"generator": _GENERATOR, "version": _VERSION, "params": params, "summary": summary}
     (root / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     return summary
-
-
-def _write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
 
 
 def ensure_crisismmd(
@@ -338,12 +447,10 @@ def ensure_crisismmd(
     num_tweets: int = 1600,
     image_size: int = 48,
     seed: int = 0,
-    label_noise: float = 0.03,
-    two_image_prob: float = 0.15,
-    split_fractions: Sequence[float] = (0.7, 0.15, 0.15),
+    split_fractions: Sequence[float] | None = None,
 ) -> Path:
     """Make sure ``root`` holds the twin for these arguments (generated once, atomically, under a lock)."""
-    params = _params(num_tweets, image_size, seed, label_noise, two_image_prob, split_fractions)
+    params = _params(num_tweets, image_size, seed, split_fractions or _release_fractions())
     return ensure_generated(
         root,
         generator=_GENERATOR,
@@ -351,6 +458,67 @@ def ensure_crisismmd(
         params=params,
         write=lambda folder: write_crisismmd(folder, **params),
     )
+
+
+#: Small real-format JPEGs every image of a scale twin is a hard link to (a few, written once).
+SCALE_TEMPLATES = 16
+
+
+def write_scale_twin(root: Path, fraction: float = 1.0, seed: int = 0) -> dict[str, Any]:
+    """The release's metadata at ``fraction`` x its real size (18,082 pairs of ~16,058 tweets, the
+    all-data and agreed-label files with their real columns) under ``root``, every image a hard link
+    (``os.link``) to one of :data:`SCALE_TEMPLATES` small JPEGs written once under ``root``.
+
+    Returns ``{"items": images, "overrides": [...], "experiment": "crisismmd_real"}``: the overrides make
+    the real data config (``conf/data/crisismmd.yaml``, all-data files) read it; its text tokenizer is
+    the offline vocabulary (the real experiment's BERT tokenizer needs the Hugging Face hub).
+    """
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    root = Path(root)
+    target = max(3, round(fraction * sum(RELEASE_SPLITS.values())))
+    summary_path = root / "crisismmd_scale_twin.json"
+    if summary_path.is_file():
+        done = json.loads(summary_path.read_text())
+        if done.get("params") == {"fraction": fraction, "seed": seed, "version": _VERSION}:
+            return done["result"]
+    if root.exists() and any(root.iterdir()):
+        raise FileExistsError(f"{root} is not empty; write_scale_twin needs a new or empty folder")
+    templates = root / "templates"
+    templates.mkdir(parents=True)
+    rng = np.random.default_rng([seed, 7])
+    model = TwinModel()
+    sources = []
+    for k in range(SCALE_TEMPLATES):
+        path = templates / f"template_{k:02d}.jpg"
+        event = model.events[k % len(model.events)]
+        views = model.pair(rng, True, "infrastructure_and_utility_damage")
+        save_jpeg(render_scene(model.scene(rng, event, views), 64, rng), path)
+        sources.append(path)
+    writer, images, tweets = _ReleaseWriter(), 0, 0
+    # more tweets than the images need on average: the loop stops at the target
+    num_tweets = int(1.2 * target / (np.arange(1, 5) @ np.array(IMAGES_PER_TWEET))) + 64
+    for tweet_id, event, day, text, split, pairs, _ in _tweets(model, seed, num_tweets, _release_fractions()):
+        tweets += 1
+        for k, views in enumerate(pairs[: target - images]):
+            image_id = f"{tweet_id}_{k}"
+            rel = f"data_image/{event}/{day}/{image_id}.jpg"
+            path = root / "CrisisMMD_v2.0" / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            os.link(sources[(tweets + k) % SCALE_TEMPLATES], path)
+            writer.add(event, tweet_id, image_id, text, rel, split, views)
+            images += 1
+        if images >= target:
+            break
+    writer.write(root)
+    result = {
+        "items": images,
+        "overrides": [f"data.root={root}", "data.text_encoder=bilstm"],
+        "experiment": "crisismmd_real",
+    }
+    params = {"fraction": fraction, "seed": seed, "version": _VERSION}
+    atomic_write_text(summary_path, json.dumps({"params": params, "tweets": tweets, "result": result}) + "\n")
+    return result
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -21,12 +21,19 @@ Layout (all text files CRLF, like the Windows-made release)::
     synthetic_meta.json                         parameters, noise rates, summary (twin only)
 
 Run ``python -m datamodules.synthetic.nuswide --root R [--num-images N --seed S --image-size P]``.
+
+:func:`write_scale_twin` writes the same files at the real release's size (161,789 + 107,859 listed
+images) with every image a hard link to one of a few small JPEGs: the reader's speed and memory at
+full size, without the pixels (``python -m experiments.bench scale``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
+import tempfile
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -35,6 +42,8 @@ from typing import Any
 
 import numpy as np
 
+from datamodules.files import current_umask
+from datamodules.nuswide import INDEX_FILENAME
 from datamodules.synthetic.cache import META_FILE, ensure_generated
 from datamodules.synthetic.world import (
     ConceptRegistry,
@@ -327,6 +336,17 @@ def _write(path: Path, data: bytes) -> None:
     path.write_bytes(data)
 
 
+def _write_matrix(path: Path, matrix: np.ndarray, sep: bytes, rows: np.ndarray | None = None) -> None:
+    """Write ``matrix[rows]`` (all rows by default) as :func:`_format_rows` text, a block of rows at a
+    time (the full-size tag matrices are 0.5 GB of text)."""
+    rows = np.arange(len(matrix)) if rows is None else rows
+    path.parent.mkdir(parents=True, exist_ok=True)
+    block = max(1, (1 << 24) // max(1, matrix.shape[1] * (1 + len(sep))))
+    with open(path, "wb") as f:
+        for start in range(0, len(rows), block):
+            f.write(_format_rows(matrix[rows[start : start + block]], sep))
+
+
 def _write_text_files(
     root: Path,
     image_list: list[str],
@@ -336,21 +356,21 @@ def _write_text_files(
     taglist: list[str],
 ) -> None:
     """Write every text file of the release; rows follow ``image_list`` order."""
-    splits = {"Train": ~is_test, "Test": is_test}
+    splits = {"Train": np.flatnonzero(~is_test), "Test": np.flatnonzero(is_test)}
     _write(root / "ConceptsList" / "Concepts81.txt", _crlf(CONCEPTS))
     _write(root / "NUS_WID_Tags" / "TagList1k.txt", _crlf(taglist))
-    _write(root / "NUS_WID_Tags" / "AllTags1k.txt", _format_rows(tags, b"\t"))
+    _write_matrix(root / "NUS_WID_Tags" / "AllTags1k.txt", tags, b"\t")
     _write(root / "ImageList" / "Imagelist.txt", _crlf(image_list))
-    for split, mask in splits.items():
-        _write(root / "ImageList" / f"{split}Imagelist.txt", _crlf(np.asarray(image_list)[mask]))
-        _write(root / "NUS_WID_Tags" / f"{split}_Tags1k.dat", _format_rows(tags[mask], b"\t"))
-        _write(root / "NUS_WID_Tags" / f"{split}_Tags81.txt", _format_rows(labels[mask], b" "))
+    for split, rows in splits.items():
+        _write(root / "ImageList" / f"{split}Imagelist.txt", _crlf([image_list[i] for i in rows]))
+        _write_matrix(root / "NUS_WID_Tags" / f"{split}_Tags1k.dat", tags, b"\t", rows)
+        _write_matrix(root / "NUS_WID_Tags" / f"{split}_Tags81.txt", labels, b" ", rows)
     for j, concept in enumerate(CONCEPTS):
         column = labels[:, j : j + 1]
         _write(root / "Groundtruth" / "AllLabels" / f"Labels_{concept}.txt", _format_rows(column, b""))
-        for split, mask in splits.items():
+        for split, rows in splits.items():
             name = f"Labels_{concept}_{split}.txt"
-            _write(root / "Groundtruth" / "TrainTestLabels" / name, _format_rows(column[mask], b""))
+            _write(root / "Groundtruth" / "TrainTestLabels" / name, _format_rows(column[rows], b""))
 
 
 def _summary(samples: list[_Sample], is_test: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
@@ -451,6 +471,226 @@ def write_nuswide(
     }
     (root / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     return summary
+
+
+# --------------------------------------------------------------------------------------------
+# Scale twin: the release's metadata at the real size
+# --------------------------------------------------------------------------------------------
+
+REAL_SPLIT_SIZES = {"train": 161_789, "test": 107_859}
+"""Rows of the official image lists (the release's README: 161,789 train / 107,859 test)."""
+SCALE_IMAGES_DIR = "scale_twin_images"
+"""Folder (under the root) of the few real JPEGs every listed image of a scale twin links to."""
+_SCALE_GENERATOR = "nuswide-scale-twin"
+_SCALE_BASE_IMAGES = 15
+_SCALE_IMAGE_SIZE = 64
+
+
+@dataclass(frozen=True)
+class ScaleDropRates:
+    """Shares of the listed images of a scale twin that the reader drops, drawn independently.
+
+    The seed keeps 121,962 of 161,789 train and 81,636 of 107,859 test images (Table 4.1): ~75 %.
+    It does not say how the drops split among the reasons; these rates (kept share
+    0.96 x 0.80 x 0.99 x 0.9995 = 0.76) are an assumption that gives every filter work at its scale.
+    """
+
+    unlabeled: float = 0.20
+    """No concept label (the twin's model always draws one: these rows have their labels cleared)."""
+    untagged: float = 0.04
+    """No user tag."""
+    missing: float = 0.01
+    """Listed but absent from the image folder (photos gone from Flickr)."""
+    unreadable: float = 0.0005
+    """Present but cut short (a JPEG without its end-of-image marker)."""
+
+
+def _draw_labels_many(model: _TwinModel, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The twin's label model for ``n`` images at once: ``(main concept index [n], labels bool [n, C])``.
+
+    As :meth:`_TwinModel.labels`: 1-4 concepts without replacement by popularity (Gumbel top-k),
+    parents added through :data:`_IMPLIES` (each implication drawn once, when its child appears),
+    undrawable sets drawn again.
+    """
+    col = {c: j for j, c in enumerate(CONCEPTS)}
+    log_popularity = np.log(model.popularity)
+    most = len(_PRIMARY_COUNT_PROBS)
+    primary = np.empty(n, dtype=np.int64)
+    labels = np.zeros((n, len(CONCEPTS)), dtype=bool)
+    todo = np.arange(n)
+    while len(todo):
+        m = len(todo)
+        count = rng.choice(most, size=m, p=_PRIMARY_COUNT_PROBS) + 1
+        top = np.argsort(-(log_popularity + rng.gumbel(size=(m, len(CONCEPTS)))), axis=1)[:, :most]
+        chosen = np.zeros((m, len(CONCEPTS)), dtype=bool)
+        chosen[np.repeat(np.arange(m), count), top[np.arange(most) < count[:, None]]] = True
+        new = chosen.copy()
+        while new.any():
+            added = np.zeros_like(chosen)
+            for child, parents in _IMPLIES.items():
+                appeared = new[:, col[child]]
+                for parent, prob in parents:
+                    added[:, col[parent]] |= appeared & ~chosen[:, col[parent]] & (rng.random(m) < prob)
+            chosen |= added
+            new = added
+        grounds = chosen[:, [col[c] for c in _GROUNDS]].sum(axis=1)
+        ok = (
+            (chosen.sum(axis=1) <= MAX_LABELS)
+            & ~(chosen[:, col["sunset"]] & chosen[:, col["nighttime"]])
+            & (grounds <= 2)
+        )
+        primary[todo[ok]] = top[ok, 0]
+        labels[todo[ok]] = chosen[ok]
+        todo = todo[~ok]
+    return primary, labels
+
+
+def _draw_tags_many(model: _TwinModel, rng: np.random.Generator, labels: np.ndarray) -> np.ndarray:
+    """The twin's tag model for many images at once: bool ``[n, NUM_TAGS]`` in vocabulary build order.
+
+    As :meth:`_TwinModel.tags` (a true concept tagged with its name or one of its words, sometimes a
+    second word; now and then a wrong concept's word; Zipf filler tags), except that the fillers
+    are drawn with replacement (a repeat collapses into one tag).
+    """
+    noise = model.noise
+    n = len(labels)
+    words = np.zeros((n, NUM_TAGS), dtype=bool)
+    rows = np.arange(n)
+
+    def add_concept_words(concept: str, where: np.ndarray) -> None:
+        ids = np.asarray(model.concept_words[concept])
+        pick = np.where(
+            rng.random(len(where)) < noise.name_word_prob, 0, rng.integers(len(ids), size=len(where))
+        )
+        words[where, ids[pick]] = True
+
+    for j, concept in enumerate(CONCEPTS):
+        tagged = rows[labels[:, j] & (rng.random(n) < noise.concept_tag_prob)]
+        add_concept_words(concept, tagged)
+        add_concept_words(concept, tagged[rng.random(len(tagged)) < noise.extra_word_prob])
+    wrong = rng.choice(len(CONCEPTS), size=n, p=model.popularity)
+    slipped = (rng.random(n) < noise.wrong_concept_prob) & ~labels[rows, wrong]
+    for j in np.unique(wrong[slipped]):
+        add_concept_words(CONCEPTS[j], rows[slipped & (wrong == j)])
+    fillers = 1 + rng.poisson(noise.filler_mean - 1, size=n)
+    draws = rng.choice(len(model.filler_weights), size=(n, int(fillers.max())), p=model.filler_weights)
+    used = np.arange(draws.shape[1]) < fillers[:, None]
+    words[np.repeat(rows, fillers), model.first_filler + draws[used]] = True
+    return words
+
+
+def _write_scale_images(folder: Path, model: _TwinModel, rng: np.random.Generator) -> tuple[list[Path], Path]:
+    """A few small JPEGs of twin scenes, and one cut short (no end-of-image marker)."""
+    folder.mkdir(parents=True)
+    _, label_sets = _draw_labels_many(model, rng, _SCALE_BASE_IMAGES)
+    good = []
+    for k, row in enumerate(label_sets):
+        scene = model.registry.scene([c for c, on in zip(CONCEPTS, row) if on], rng)
+        good.append(folder / f"scene_{k:02d}.jpg")
+        save_jpeg(render_scene(scene, _SCALE_IMAGE_SIZE, rng), good[-1])
+    damaged = folder / "cut_short.jpg"
+    data = good[0].read_bytes()
+    damaged.write_bytes(data[: len(data) * 3 // 5])
+    return good, damaged
+
+
+def write_scale_twin(root: str | Path, fraction: float = 1.0, seed: int = 0) -> dict[str, Any]:
+    """Write the NUS-WIDE release's metadata at ``fraction`` x its real size under ``root`` (new).
+
+    Every file the reader reads (and the release's other list, tag and label files) is written at
+    ``fraction`` x the official 161,789 train / 107,859 test rows, with the twin's label and tag
+    model (:func:`_draw_labels_many`, :func:`_draw_tags_many`) and the drops of
+    :class:`ScaleDropRates`. Every image present is a hard link to one of a few 64 px JPEGs under
+    ``root/scale_twin_images`` (one of them cut short: the unreadable ones), so the real reader runs
+    at the real size without the pixels. Written into a sibling folder and renamed into place.
+
+    Returns ``{"items": listed images, "overrides": [...], "experiment": "tagger_nuswide"}``: the
+    overrides make ``conf/data/nuswide.yaml`` read the twin.
+    """
+    if not fraction > 0:
+        raise ValueError(f"fraction must be positive, got {fraction}")
+    root = Path(root)
+    if root.exists() and any(root.iterdir()):
+        raise FileExistsError(f"{root} is not empty; write_scale_twin needs a new or empty folder")
+    sizes = {split: max(2, round(size * fraction)) for split, size in REAL_SPLIT_SIZES.items()}
+    n = sum(sizes.values())
+    rates = ScaleDropRates()
+    model = _TwinModel(NoiseRates())
+    rng = np.random.default_rng([seed, n])
+    primary, labels = _draw_labels_many(model, rng, n)
+    labels[rng.random(n) < rates.unlabeled] = False
+    words = _draw_tags_many(model, rng, labels)
+    words[rng.random(n) < rates.untagged] = False
+    flickr_ids = _flickr_ids(rng, n)
+    is_test = rng.permutation(n) < sizes["test"]
+    fate = rng.random(n)  # < missing: no file; < missing + unreadable: the cut-short JPEG
+
+    # Release order: by folder (the main concept, alphabetical like CONCEPTS), then counter.
+    order = np.argsort(primary, kind="stable")
+    by_folder = primary[order]
+    counters = np.arange(n) - np.searchsorted(by_folder, by_folder) + 1
+    image_list = [
+        f"{CONCEPTS[c]}\\{k:04d}_{flickr_ids[i]}.jpg" for c, k, i in zip(by_folder, counters, order)
+    ]
+    word_counts = words.sum(axis=0)
+    columns = np.lexsort((np.arange(NUM_TAGS), -word_counts))  # most frequent first, like TagList1k
+    taglist = [model.vocabulary[w] for w in columns]
+
+    root.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
+    os.chmod(staging, 0o777 & ~current_umask())  # a folder like any other, not mkdtemp's 0700
+    try:
+        _write_text_files(
+            staging,
+            image_list,
+            is_test[order],
+            labels[order].view(np.uint8),
+            words[order][:, columns].view(np.uint8),
+            taglist,
+        )
+        good, damaged = _write_scale_images(staging / SCALE_IMAGES_DIR, model, rng)
+        source = rng.integers(len(good), size=n)
+        missing = fate[order] < rates.missing
+        unreadable = ~missing & (fate[order] < rates.missing + rates.unreadable)
+        for folder in {CONCEPTS[c] for c in by_folder}:
+            (staging / IMAGE_DIR / folder).mkdir(parents=True)
+        for k, entry in enumerate(image_list):
+            if not missing[k]:
+                os.link(
+                    damaged if unreadable[k] else good[source[k]],
+                    staging / IMAGE_DIR / entry.replace("\\", "/"),
+                )
+        summary = {
+            "num_images": n,
+            "num_train": sizes["train"],
+            "num_test": sizes["test"],
+            "unlabeled": int((~labels.any(axis=1)).sum()),
+            "untagged": int((~words.any(axis=1)).sum()),
+            "missing": int(missing.sum()),
+            "unreadable": int(unreadable.sum()),
+            "labels_per_labelled_image_mean": round(float(labels.sum(axis=1)[labels.any(axis=1)].mean()), 4),
+            "tags_per_tagged_image_mean": round(float(words.sum(axis=1)[words.any(axis=1)].mean()), 4),
+        }
+        meta = {
+            "generator": _SCALE_GENERATOR,
+            "version": _VERSION,
+            "params": {"fraction": fraction, "seed": seed},
+            "drop_rates": asdict(rates),
+            "noise": asdict(model.noise),
+            "summary": summary,
+        }
+        (staging / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        if root.exists():
+            root.rmdir()
+        os.rename(staging, root)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return {
+        "items": n,
+        "overrides": [f"data.root={root}", f"data.index_path={root / INDEX_FILENAME}"],
+        "experiment": "tagger_nuswide",
+    }
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,7 +1,9 @@
-"""Synthetic twin of SUN397, written in the release layout and read by :mod:`datamodules.sun397`.
+"""Synthetic twins of SUN397, written in the release layout and read by :mod:`datamodules.sun397`.
 
-A few dozen real SUN397 scene classes, spanning eleven of the seed's hashtags and ``other`` (as the
-committed mapping ``conf/hashtags/sun397_hashtags.csv`` maps them), each drawn as a procedural scene
+Two twins. :func:`write_sun397` (the learning twin): a few dozen real SUN397 scene classes, spanning
+eleven of the seed's hashtags and ``other`` (under each of the shipped class -> hashtag tables of
+``conf/hashtags``; they differ on one of these classes: ``/s/ski_slope`` is #snow in the author's
+table, #sport under the WordNet rules), each drawn as a procedural scene
 from :mod:`datamodules.synthetic.world`: a background of scene elements shared by the classes of a
 hashtag family (water, snow, grass under a sky, an indoor wall ...) plus the class's own glyph, so
 that classes, and therefore hashtags, are learnable from pixels by a small CNN at 64 px.
@@ -16,11 +18,16 @@ Known noise, recorded in ``synthetic_meta.json``: ``label_noise`` of the images 
 another class's signature but filed under their own class; distractor glyphs appear at random.
 Test knobs: ``empty_classes`` extra class-list entries without any image, ``corrupt_images``
 truncated JPEG files (listed in the partitions like any other image).
+
+:func:`write_scale_twin` (the scale twin): the release's metadata at its real size (or a fraction),
+every image a hard link to one of a few small JPEGs, so that the real reader and DataModule run at
+full size without gigabytes of pixels (``python -m experiments.bench scale``).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import string
 from pathlib import Path
 from typing import Any
@@ -209,3 +216,122 @@ def ensure_sun397(root: str | Path, **params: Any) -> Path:
         params=full,
         write=lambda folder: write_sun397(folder, **full),
     )
+
+
+# ============================================================================================
+# Scale twin: the release's metadata at its real size, images hard-linked
+# ============================================================================================
+
+#: The real release (Xiao et al., "SUN database: Large-scale scene recognition from abbey to zoo",
+#: CVPR 2010): 108,754 images of 397 classes, at least 100 per class; each of the 10 partitions
+#: lists 50 training and 50 testing images per class (19,850 lines per file).
+REAL_IMAGES = 108_754
+REAL_MIN_PER_CLASS = 100
+PARTITION_PER_CLASS = 50
+#: The small JPEGs every image path links to (a hard link shares the file: no pixels per image).
+SCALE_SOURCE_JPEGS = 8
+#: Spread of the per-class counts above the minimum (lognormal sigma). The paper gives the total, the
+#: class count and the minimum only; the shape of the tail is this twin's assumption.
+SCALE_TAIL_SIGMA = 1.0
+
+
+def real_class_list() -> list[str]:
+    """The 397 class paths of the release's ``ClassName.txt``, in its order, from the class -> hashtag
+    table shipped with the project (it has one row per class, in that order)."""
+    from datamodules.sun397 import read_hashtag_mapping
+
+    table = Path(__file__).resolve().parents[2] / "conf" / "hashtags" / "sun397_hashtags.csv"
+    return list(read_hashtag_mapping(table))
+
+
+def _largest_remainder(weights: np.ndarray, total: int) -> np.ndarray:
+    """Integers proportional to ``weights`` summing to ``total`` exactly."""
+    share = weights / weights.sum() * total
+    counts = np.floor(share).astype(np.int64)
+    counts[np.argsort(-(share - counts), kind="stable")[: total - counts.sum()]] += 1
+    return counts
+
+
+def scale_class_counts(fraction: float, seed: int = 0, num_classes: int = 397) -> np.ndarray:
+    """Images per class at ``fraction`` of the real size: ``round(fraction * 108,754)`` in all, each
+    class at least ``max(2 * per-partition count, round(fraction * 100))``, the rest spread by a
+    seeded lognormal tail (see :data:`SCALE_TAIL_SIGMA`)."""
+    total = int(round(fraction * REAL_IMAGES))
+    per_partition = max(1, int(round(fraction * PARTITION_PER_CLASS)))
+    floor = max(2 * per_partition, int(round(fraction * REAL_MIN_PER_CLASS)))
+    if total < floor * num_classes:
+        raise ValueError(f"fraction {fraction} leaves fewer than {floor} images per class")
+    tail = np.random.default_rng(seed).lognormal(0.0, SCALE_TAIL_SIGMA, num_classes)
+    return floor + _largest_remainder(tail, total - floor * num_classes)
+
+
+def _image_names(rng: np.random.Generator, count: int) -> list[str]:
+    """``count`` distinct ``sun_<16 lowercase letters>.jpg`` names."""
+    names: list[str] = []
+    taken: set[str] = set()
+    while len(names) < count:
+        letters = rng.integers(0, 26, size=(count - len(names), 16), dtype=np.uint8) + ord("a")
+        for row in letters:
+            name = "sun_" + row.tobytes().decode() + ".jpg"
+            if name not in taken:
+                taken.add(name)
+                names.append(name)
+    return names
+
+
+def write_scale_twin(root: Path, fraction: float = 1.0, seed: int = 0) -> dict[str, Any]:
+    """Write the release at ``fraction`` of its real size into ``root`` (created; must be empty).
+
+    The real layout and files: ``SUN397/<class>/sun_*.jpg`` for the 397 real classes (per-class
+    counts from :func:`scale_class_counts`), ``SUN397/ClassName.txt``, ``Partitions/ClassName.txt``
+    and the 10 ``Training_NN`` / ``Testing_NN`` lists (``round(50 * fraction)`` images per class
+    each, disjoint within a partition, grouped by class in class-list order). Every image is a hard
+    link to one of :data:`SCALE_SOURCE_JPEGS` small JPEGs written once under ``root/scale_twin_jpegs``.
+
+    Returns ``{"items": images written, "overrides": Hydra overrides that make the real data config
+    (conf/data/sun397.yaml) read it, "experiment": the real-data experiment}``.
+    """
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    if (root / "SUN397").exists() or (root / "Partitions").exists():
+        raise FileExistsError(
+            f"{root} already holds a SUN397 release; write the scale twin into an empty folder"
+        )
+    rng = np.random.default_rng(seed)
+    classes = real_class_list()
+    counts = scale_class_counts(fraction, seed, len(classes))
+    per_partition = max(1, int(round(fraction * PARTITION_PER_CLASS)))
+    sources = root / "scale_twin_jpegs"
+    sources.mkdir()
+    jpegs = []
+    for k in range(SCALE_SOURCE_JPEGS):  # 4:3 like most SUN397 photos; a gradient, a real baseline JPEG
+        h, w = 48, 64
+        pixels = np.zeros((h, w, 3), dtype=np.uint8)
+        pixels[..., 0] = np.linspace(0, 255, w, dtype=np.uint8)[None, :]
+        pixels[..., 1] = np.linspace(255, 0, h, dtype=np.uint8)[:, None]
+        pixels[..., 2] = 32 * k
+        jpegs.append(sources / f"source_{k}.jpg")
+        save_jpeg(pixels, jpegs[-1])
+    image_root = root / "SUN397"
+    files: dict[str, list[str]] = {}
+    written = 0
+    for c, count in zip(classes, counts):
+        folder = image_root / c.lstrip("/")
+        folder.mkdir(parents=True)
+        files[c] = _image_names(rng, int(count))
+        for j, name in enumerate(files[c]):
+            os.link(jpegs[(written + j) % len(jpegs)], folder / name)
+        written += int(count)
+    class_text = "".join(c + "\n" for c in classes)
+    (root / "Partitions").mkdir()
+    (root / "Partitions" / "ClassName.txt").write_text(class_text)
+    (image_root / "ClassName.txt").write_text(class_text)
+    for n in range(1, NUM_PARTITIONS + 1):
+        train, test = [], []
+        for c in classes:
+            order = rng.permutation(len(files[c]))[: 2 * per_partition]
+            train += [f"{c}/{files[c][j]}\n" for j in order[:per_partition]]
+            test += [f"{c}/{files[c][j]}\n" for j in order[per_partition:]]
+        (root / "Partitions" / f"Training_{n:02d}.txt").write_text("".join(train))
+        (root / "Partitions" / f"Testing_{n:02d}.txt").write_text("".join(test))
+    return {"items": written, "overrides": [f"data.root={root}"], "experiment": "hashtag_sun397"}

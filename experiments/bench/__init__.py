@@ -1,9 +1,9 @@
 """Benchmarks: where the time goes, measured side by side in one process.
 
     python -m experiments.bench overhead     # suite training step vs a bare PyTorch loop, per model
-    python -m experiments.bench pipeline     # DataModule image loading + augmentation vs bare PIL + torchvision
+    python -m experiments.bench pipeline     # image loading + augmentation vs bare PIL + torchvision
     python -m experiments.bench retrieval    # R@K over 5,000 x 25,000 similarities: time and peak memory
-    python -m experiments.bench relevance    # caption scoring: length-grouped dynamic padding vs pad-to-longest
+    python -m experiments.bench relevance    # caption scoring: length-grouped vs pad-to-longest
     python -m experiments.bench metrics      # metric updates as a share of the step
     python -m experiments.bench gpu          # image-CNN training throughput on a GPU, bf16 + channels_last
     python -m experiments.bench walltime     # the main job and the test suite, end to end

@@ -245,7 +245,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "the medians; overhead_cpu_pct: from the process CPU time (fastest repeats), which leaves out "
         "time stolen by other tenants; bare_spread_pct: slowest / fastest bare repeat, the machine's noise",
         "fixed_ms: the suite's per-step cost around a one-layer module (same trainer, callbacks, logger); "
-        "fixed_share_pct = fixed_ms / bare_ms, the overhead it implies (steady where the direct figures are noisy)",
+        "fixed_share_pct = fixed_ms / bare_ms, the overhead it implies "
+        "(steady where the direct figures are noisy)",
     ]
     for r in rows:
         if r.get("suite_breakdown"):

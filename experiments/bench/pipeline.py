@@ -58,7 +58,7 @@ def image_files(dataset: Any) -> tuple[list[Path], list[int]]:
 
 def images_per_second(loader: DataLoader, passes: int) -> float:
     seconds, count = 0.0, 0
-    for p in range(passes):
+    for _ in range(passes):
         start, count = time.perf_counter(), 0
         for batch in loader:
             images = batch["image"] if isinstance(batch, dict) else batch[0]
@@ -103,7 +103,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "rows": rows,
         "settings": vars(args),
         "notes": [
-            "target: suite >= 90 % of the bare loop at every worker count; throughput should grow with workers",
+            "target: suite >= 90 % of the bare loop at every worker count; "
+            "throughput should grow with workers",
             "cache_decoded keeps decoded pixels in memory (per worker process): the suite's fast path "
             "for small datasets such as the twins",
         ],

@@ -102,6 +102,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "rows": rows,
         "settings": vars(args),
         "notes": [
-            f"caption lengths: median {statistics.median(lengths)}, max {longest} tokens; target speedup >= 2x"
+            f"caption lengths: median {statistics.median(lengths)}, max {longest} tokens; "
+            "target speedup >= 2x"
         ],
     }

@@ -7,8 +7,9 @@ fresh process so that its memory is its own, as a user's first run (and every DD
 
 * ``prepare``: ``DataModule.prepare_data()`` (indexes, checks, tokenizers: once per node);
 * ``setup``: ``DataModule.setup()`` in a new process (what every rank pays);
-* ``pass``: one epoch of the training loader (``--workers`` processes) with image decoding stubbed
-  (a constant small image: the loader's own work, not JPEG decoding, is measured).
+* ``pass``: one epoch of the training loader (``--workers`` processes) with the image work stubbed
+  (a constant small image, a constant tensor from the pipeline: the loader's own work is measured,
+  not JPEG decoding and resizing, whose cost per image does not depend on the dataset's size).
 
 Recorded per step: wall and CPU seconds (the process and its loader workers), the peak resident set
 size of the main process, and after the pass each loader worker's private memory (unique set size:
@@ -76,14 +77,30 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-def stub_image_decoding() -> None:
-    """Every image read returns the same small picture: the pass measures the loader, not JPEG decoding."""
+class ConstantImage:
+    """Stands in for an image pipeline: the model-sized tensor of every picture, without the pixel work."""
+
+    def __init__(self, side: int) -> None:
+        self.side = side
+
+    def __call__(self, image: Any) -> Any:
+        import torch
+
+        return torch.zeros(3, self.side, self.side)
+
+
+def stub_image_work() -> None:
+    """Every image read returns the same small picture and every image pipeline a constant tensor of
+    the pipeline's output size: the pass measures the loader (index lookups, text, labels, batching,
+    worker memory), not JPEG decoding or resizing, which scale with the pixels, not the dataset."""
     from PIL import Image
 
     from datamodules.base import DecodedImages
+    from datamodules.preprocessing.images import ImageTransforms
 
     picture = Image.new("RGB", (64, 64), (120, 110, 100))
     DecodedImages.load = lambda self, i, path: picture.copy()
+    ImageTransforms.train = ImageTransforms.eval = lambda self: ConstantImage(self.crop)
 
 
 def measure_step(step: str, experiment: str, overrides: list[str], workers: int) -> dict[str, Any]:
@@ -95,12 +112,13 @@ def measure_step(step: str, experiment: str, overrides: list[str], workers: int)
     datamodule = build(cfg.data)
     start_wall, start_cpu = time.perf_counter(), cpu_seconds()
     out: dict[str, Any] = {}
+    if step == "pass":
+        stub_image_work()
     if step == "prepare":
         datamodule.prepare_data()
     else:
         datamodule.setup("fit")
     if step == "pass":
-        stub_image_decoding()
         start_wall, start_cpu = time.perf_counter(), cpu_seconds()
         loader = datamodule.train_dataloader()
         iterator = iter(loader)
@@ -184,7 +202,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "columns": columns,
         "rows": rows,
         "notes": [
-            f"{args.workers} loader workers; image decoding stubbed in the pass; each step in a fresh process",
+            f"{args.workers} loader workers; image decoding and resizing stubbed in the pass; "
+            "each step in a fresh process",
             "targets at fraction 1: prepare + setup <= 60 s CPU and <= 2 GB peak RSS per process; "
             "workers <= 100 MB private",
             *errors,

@@ -27,8 +27,13 @@ Choices where the seed is vague (all configurable):
 
 * ``B``'s shapes: the N stacked vectors form a one-channel ``N x D`` image; Conv 5x5 (``block_channels``
   maps, zero padding 2) -> LeakyReLU -> Conv 1x1 (to one map) -> LeakyReLU gives an ``N x D`` map
-  whose mean over ``D`` is one score per modality; ``block_activation`` turns scores into weights:
-  ``softmax`` over the modalities (default: weights sum to one) or ``sigmoid`` (independent).
+  whose mean over ``D`` is one score per modality. ``block_activation``: ``none`` (default) takes these
+  LeakyReLU scores as the weights, as the seed describes B (two conv layers and LeakyReLU, no output
+  normalisation; eq. 2's ``1/N`` averages unnormalised weights); ``softmax`` over the modalities (weights
+  sum to one) and ``sigmoid`` (independent, in (0, 1)) are options.
+* No temperature anywhere: ``S`` is the cosine of the two softmaxed vectors exactly as eq. 4 has it
+  (the seed names none); note that the cosine ignores the softmax's normaliser, so ``S`` depends on the
+  spread of the vectors' values (and zero padding pulls it towards 1).
 * ``NN`` (eq. 3): ``V_a`` and ``V_b`` are stacked as two channels of length ``D``; Conv1d
   (``pair_channels`` maps, kernel ``pair_kernel``, same padding) -> LeakyReLU -> flatten -> Linear to
   ``D`` -> LeakyReLU. One ``NN`` per level, shared by the level's nodes (``share_pair_net``).
@@ -52,19 +57,22 @@ from torch import Tensor, nn
 class DynamicAttentionBlock(nn.Module):
     """Block B (eq. 1): per-sample modality weights ``[n, N]`` from the stacked vectors ``[n, N, D]``.
 
-    See the module docstring for the shapes; ``activation`` is ``"softmax"`` or ``"sigmoid"``.
+    See the module docstring for the shapes; ``activation`` is ``"none"`` (the seed's LeakyReLU
+    scores), ``"softmax"`` or ``"sigmoid"``.
     """
+
+    ACTIVATIONS = ("none", "softmax", "sigmoid")
 
     def __init__(
         self,
         channels: int = 8,
         kernel_size: int = 5,
-        activation: str = "softmax",
+        activation: str = "none",
         negative_slope: float = 0.01,
     ) -> None:
         super().__init__()
-        if activation not in ("softmax", "sigmoid"):
-            raise ValueError(f"activation must be softmax or sigmoid, got {activation!r}")
+        if activation not in self.ACTIVATIONS:
+            raise ValueError(f"activation must be one of {self.ACTIVATIONS}, got {activation!r}")
         self.conv5 = nn.Conv2d(1, channels, kernel_size, padding=kernel_size // 2)
         self.conv1 = nn.Conv2d(channels, 1, 1)
         self.activation = activation
@@ -76,7 +84,9 @@ class DynamicAttentionBlock(nn.Module):
 
     def forward(self, stacked: Tensor) -> Tensor:
         s = self.scores(stacked)
-        return s.softmax(-1) if self.activation == "softmax" else s.sigmoid()
+        if self.activation == "softmax":
+            return s.softmax(-1)
+        return s.sigmoid() if self.activation == "sigmoid" else s
 
 
 class LinearScorer(nn.Module):
@@ -155,6 +165,19 @@ def graph_levels(num_modalities: int, max_level: int = 3) -> list[list[Node]]:
     return levels
 
 
+def node_names(levels: list[list[Node]], modalities: list[str]) -> list[list[str]]:
+    """Readable names of every node, level by level: ``image``, ``image+text``, ``(image+text)x(extra)``."""
+    names: list[list[str]] = [[modalities[next(iter(n.modalities))] for n in levels[0]]]
+    for nodes in levels[1:]:
+        level = []
+        for n in nodes:
+            (la, ia), (lb, ib) = n.parents
+            a, b = names[la - 1][ia], names[lb - 1][ib]
+            level.append(f"{a}+{b}" if la == lb == 1 else f"({a})x({b})")
+        names.append(level)
+    return names
+
+
 class GraphFusion(nn.Module):
     """Hierarchical graph fusion (seed) or Mai et al.'s graph fusion network; see the module docstring.
 
@@ -176,7 +199,7 @@ class GraphFusion(nn.Module):
         dim: int,
         max_level: int = 3,
         weighting: str = "block",
-        block_activation: str = "softmax",
+        block_activation: str = "none",
         block_channels: int = 8,
         block_kernel: int = 5,
         similarity: str = "cosine",
@@ -319,6 +342,7 @@ __all__ = [
     "TensorFusion",
     "build_fusion",
     "graph_levels",
+    "node_names",
     "pair_similarity",
     "pair_weights",
 ]

@@ -6,19 +6,29 @@ losses are combined:
 
 * ``equal``: ``sum_f L_f`` (the seed's ЛСРВ baseline);
 * ``mgda``: MGDA-UB min-norm weights from the gradients w.r.t. the fused vector ``G``
-  (:func:`~lit_modules.graph_fusion.multitask.min_norm_weights`), ``T * sum_f alpha_f L_f``;
+  (:func:`~lit_modules.graph_fusion.multitask.min_norm_weights_from_gram`), ``T * sum_f alpha_f L_f``;
 * ``dbn``: the seed's dynamic multi-task learning: focal loss per output, task weights updated every
-  step (eq. 11) and rebalanced every epoch (:class:`~lit_modules.graph_fusion.multitask.DynamicTaskWeights`).
+  step (eq. 11) and re-balanced every epoch (:class:`~lit_modules.graph_fusion.multitask.DynamicTaskWeights`).
 
-``L_f`` is the mean one-vs-rest loss over the labelled samples of task f in the batch (a sample
-without a label for task f is masked out of L_f and of task f's metrics). ``sample_loss: auto``
-means focal for ``dbn`` and binary cross-entropy for the baselines (``focal``/``bce`` force one).
-Automatic optimisation throughout: the extra gradients (per-task ``G_W^(f)``, MGDA's per-task
-gradients) are taken with ``torch.autograd.grad`` before the step's single backward.
+``L_f`` is task f's one-vs-rest loss, averaged over the labelled samples of the batch (a sample
+without a label for task f is masked out of L_f and of task f's metrics) and over the task's C outputs
+(``class_reduction: mean``; ``sum`` adds them, the old statistics). ``sample_loss: auto`` means focal for
+``dbn`` and binary cross-entropy for the baselines (``focal``/``bce`` force one, so each weighting can
+be run with either loss). Automatic optimisation throughout: the extra gradients (per-task ``G_W^(f)``,
+MGDA's per-task gradients) are taken with ``torch.autograd.grad`` before the step's single backward.
 
-Logged: ``<split>/loss`` (the unweighted sum of the task losses: the monitor of `crisismmd_real`, as in the seed),
-``<split>/<task>/loss``, ``<split>/<task>/{F1_macro,F1_weighted,HL,accuracy,MAP}``, their means
-over tasks ``<split>/{F1_macro,...}``, and ``train/weight/<task>``.
+**DDP.** Every rank runs the same collectives every step, whatever its batch holds: the labelled
+counts of each task are summed over ranks, and each rank's task loss is scaled so that DDP's gradient
+average equals the gradient of the global batch mean (a rank without labels for a task contributes a
+zero); DBN sums its head gradients over ranks before taking their norms, MGDA sums the Gram matrix of
+its task gradients, so every rank derives the same weights from the same global statistics.
+
+Logged: ``<split>/loss`` (the unweighted sum of the task losses: the monitor of `crisismmd_real`, as in
+the seed), ``<split>/<task>/loss``, ``<split>/<task>/{F1_macro,F1_weighted,HL,accuracy,MAP}``, their means
+over tasks ``<split>/{F1_macro,...}``, ``train/weight/<task>`` (with ``epoch_rebalance: factor``, the
+weights times the epoch factors) and, for the graph fusions at test time, the spread of the dynamic
+edge weights (``test/fusion/...``, :mod:`lit_modules.graph_fusion.edge_weights`, and the figure
+``figures/edge_weights_test.png``).
 """
 
 from __future__ import annotations
@@ -30,7 +40,9 @@ import torch
 from torch import Tensor, nn
 
 from lit_modules.base import SuiteModule
-from lit_modules.graph_fusion.multitask import DynamicTaskWeights, min_norm_weights
+from lit_modules.graph_fusion.edge_weights import EdgeWeightStats, log_edge_weight_figure
+from lit_modules.graph_fusion.fusion import GraphFusion, node_names
+from lit_modules.graph_fusion.multitask import EPOCH_REBALANCE, DynamicTaskWeights, min_norm_weights_from_gram
 from lit_modules.graph_fusion.networks import MultimodalMultiTaskNet
 from lit_modules.losses import one_vs_rest_loss
 from lit_modules.metrics.multitask import TASK_SCORE_NAMES, MultiTaskScores
@@ -49,10 +61,14 @@ class GraphFusionMultiTask(SuiteModule):
         multitask: ``equal``, ``mgda`` or ``dbn``.
         sample_loss: ``auto``, ``focal`` or ``bce``.
         focal_beta: beta of the focal loss (seed: 2).
+        class_reduction: ``mean`` (per-output mean of a task's C one-vs-rest terms) or ``sum``.
         dbn_alpha, dbn_lr: alpha of eq. 11 (seed: 1) and the task-weight step size.
         dbn_layer: ``head`` (each task's own head weights, seed) or ``shared`` (the shared last layer,
             GradNorm; needs ``net.shared_hidden``).
-        epoch_rebalance: the epoch-level rebalancing of DBN.
+        dbn_grad_norm: ``per_output`` (a head's gradient norm as the RMS over its outputs, independent
+            of the number of classes) or ``full`` (the plain Frobenius norm).
+        epoch_rebalance: the epoch level of DBN, ``multiply``, ``replace``, ``factor`` or ``none``
+            (``true``/``false``: ``replace``/``none``, the old switch).
         mgda_normalize: gradient normalisation before the min-norm solver: ``none``, ``l2`` or ``loss``.
         task_positives, num_train: the training samples of each task outside its negative class
             (``m_f``) and in all (``M``), for DBN's ``M / m_f`` (from the data).
@@ -68,10 +84,12 @@ class GraphFusionMultiTask(SuiteModule):
         multitask: str = "dbn",
         sample_loss: str = "auto",
         focal_beta: float = 2.0,
+        class_reduction: str = "mean",
         dbn_alpha: float = 1.0,
         dbn_lr: float = 0.025,
         dbn_layer: str = "head",
-        epoch_rebalance: bool = True,
+        dbn_grad_norm: str = "per_output",
+        epoch_rebalance: str | bool = "multiply",
         mgda_normalize: str = "none",
         scheduler_interval: str = "epoch",
         task_positives: dict[str, int] | None = None,
@@ -83,9 +101,20 @@ class GraphFusionMultiTask(SuiteModule):
             raise ValueError(f"multitask must be one of {MULTITASK_MODES}, got {multitask!r}")
         if dbn_layer not in ("head", "shared"):
             raise ValueError(f"dbn_layer must be 'head' or 'shared', got {dbn_layer!r}")
+        if dbn_grad_norm not in ("per_output", "full"):
+            raise ValueError(f"dbn_grad_norm must be 'per_output' or 'full', got {dbn_grad_norm!r}")
+        if class_reduction not in ("mean", "sum"):
+            raise ValueError(f"class_reduction must be 'mean' or 'sum', got {class_reduction!r}")
+        if isinstance(epoch_rebalance, bool):
+            epoch_rebalance = "replace" if epoch_rebalance else "none"
+        if epoch_rebalance not in EPOCH_REBALANCE:
+            raise ValueError(f"epoch_rebalance must be one of {EPOCH_REBALANCE}, got {epoch_rebalance!r}")
+        if mgda_normalize not in ("none", "l2", "loss"):
+            raise ValueError(f"mgda_normalize must be none, l2 or loss, got {mgda_normalize!r}")
         if sample_loss == "auto":
             sample_loss = "focal" if multitask == "dbn" else "bce"
         self.save_hyperparameters(logger=False, ignore=["net", "optimizer", "scheduler"])
+        self.hparams.epoch_rebalance = epoch_rebalance
         self.net = net
         self.task_names = list(net.tasks)
         self.sample_loss = sample_loss
@@ -96,24 +125,42 @@ class GraphFusionMultiTask(SuiteModule):
                 "DBN inverse positive shares M/m_f (mean 1): %s",
                 dict(zip(self.task_names, self.task_weights.inverse_positive_share.tolist())),
             )
+        # G_W^(f) as the RMS over a head's C outputs: sqrt(C) for averaged terms, 1/sqrt(C) for summed ones
+        sizes = torch.tensor([float(net.tasks[t]) for t in self.task_names])
+        scale = sizes.sqrt() if class_reduction == "mean" else sizes.rsqrt()
+        use_scale = dbn_grad_norm == "per_output" and dbn_layer == "head"
+        self.register_buffer(
+            "grad_norm_scale", scale if use_scale else torch.ones_like(sizes), persistent=False
+        )
         # One metric object per split for every task's scores (one update per step, no value checks,
         # no host-device synchronisation; see lit_modules.metrics.multitask).
         self.scores = nn.ModuleDict({s: MultiTaskScores(net.tasks) for s in ("val", "test")})
+        fusion = net.fusion
+        self.edge_weights = (
+            EdgeWeightStats(node_names(fusion.levels, net.modalities))
+            if isinstance(fusion, GraphFusion)
+            else None
+        )
 
     # ----------------------------------------------------------------------------- losses
-    def forward(self, batch: dict[str, Tensor]) -> dict[str, Any]:
-        return self.net(batch)
+    def forward(self, batch: dict[str, Tensor], fusion_info: bool = False) -> dict[str, Any]:
+        return self.net(batch, fusion_info=fusion_info)
 
     def task_losses(self, logits: dict[str, Tensor], labels: Tensor) -> tuple[Tensor, Tensor]:
-        """``(L [T], present [T] bool)``: masked one-vs-rest loss of every task (``labels [n, T]``, -1 = none)."""
-        losses, present = [], []
+        """``(L [T], counts [T])``: masked one-vs-rest loss of every task over its labelled samples of
+        the batch (``labels [n, T]``, -1 = none) and the number of those samples."""
+        losses, counts = [], []
         for f, task in enumerate(self.task_names):
             loss, count = one_vs_rest_loss(
-                logits[task], labels[:, f], kind=self.sample_loss, beta=self.hparams.focal_beta
+                logits[task],
+                labels[:, f],
+                kind=self.sample_loss,
+                beta=self.hparams.focal_beta,
+                class_reduction=self.hparams.class_reduction,
             )
             losses.append(loss)
-            present.append(count > 0)
-        return torch.stack(losses), torch.stack(present)
+            counts.append(count)
+        return torch.stack(losses), torch.stack(counts).float()
 
     def _train_log_names(self) -> list[str]:
         names = [f"train/{t}/loss" for t in self.task_names]
@@ -123,52 +170,74 @@ class GraphFusionMultiTask(SuiteModule):
             names.append("train/dbn_LD")
         return names
 
-    def _reduce_mean(self, value: Tensor) -> Tensor:
-        """Average across DDP ranks so every rank keeps the same task weights."""
+    def _world(self) -> int:
         trainer = self._trainer
-        if trainer is None or trainer.world_size == 1:
-            return value
-        return trainer.strategy.reduce(value, reduce_op="mean")
+        return 1 if trainer is None else trainer.world_size
 
-    def _dbn_loss(self, losses: Tensor, present: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """``(sum_f w_f L_f, w [T] used this step, L_D)``; the weights are then updated (eq. 11)."""
-        weights = self.task_weights.current().to(losses.device)
-        weighted = weights * losses
-        norms = torch.zeros(len(self.task_names), device=losses.device)
+    def _reduce_sum(self, value: Tensor) -> Tensor:
+        """Sum over DDP ranks (every rank calls it every step; identity in one process)."""
+        if self._world() == 1:
+            return value
+        return self._trainer.strategy.reduce(value, reduce_op="sum")
+
+    def _global_batch(self, losses: Tensor, counts: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``(scaled [T], mean [T], total_counts [T])``: this rank's task losses scaled so that DDP's mean
+        of the ranks' gradients is the gradient of the global batch's mean loss, the global mean
+        losses (detached) and the labelled samples of each task over all ranks."""
+        stats = self._reduce_sum(torch.stack([losses.detach() * counts, counts]))
+        total = stats[1]
+        mean = stats[0] / total.clamp_min(1)
+        scaled = losses * (self._world() * counts / total.clamp_min(1))
+        return scaled, mean, total
+
+    def _dbn_loss(self, scaled: Tensor, mean: Tensor, present: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``(sum_f c_f w_f L_f, c * w [T] used this step, L_D)``; the weights are then updated (eq. 11)."""
+        weights = self.task_weights.current().to(scaled.device)
+        factors = self.task_weights.epoch_factors.to(scaled.device)
+        grads = []
         for f, task in enumerate(self.task_names):
             # a task without labels in the batch has a zero loss, hence a zero norm (no branch on
             # device values: that would synchronise every step)
             layer = (
                 self.net.head_weight(task) if self.hparams.dbn_layer == "head" else self.net.shared_weight()
             )
-            (grad,) = torch.autograd.grad(weighted[f], layer, retain_graph=True)
-            norms[f] = grad.norm()
-        stats = self._reduce_mean(torch.stack([norms, losses.detach(), present.float()]))
-        norms, mean_losses, share = stats[0], stats[1], stats[2]
-        present_all = share > 0
-        mean_losses = torch.where(present_all, mean_losses / share.clamp_min(1e-12), mean_losses)
-        self.task_weights.record(mean_losses, present_all)
-        l_d = self.task_weights.step_update(norms, mean_losses, present_all)
-        return weighted.sum(), weights, l_d.to(losses.device)
+            (grad,) = torch.autograd.grad(weights[f] * scaled[f], layer, retain_graph=True)
+            grads.append(grad.reshape(-1))
+        # the ranks' gradients averaged, as DDP will average the step's: the global batch's gradient
+        flat = self._reduce_sum(torch.cat(grads)) / self._world()
+        norms = torch.stack([g.norm() for g in flat.split([g.numel() for g in grads])])
+        norms = norms * self.grad_norm_scale.to(norms.device)
+        self.task_weights.record(mean, present)
+        l_d = self.task_weights.step_update(norms, mean, present)
+        used = factors * weights
+        return (used * scaled).sum(), used, l_d.to(scaled.device)
 
-    def _mgda_loss(self, losses: Tensor, present: Tensor, features: Tensor) -> tuple[Tensor, Tensor]:
-        idx = [f for f in range(len(self.task_names)) if present[f]]
-        if len(idx) < 2:
-            return losses.sum(), present.float()
-        grads = []
-        for f in idx:
-            (g,) = torch.autograd.grad(losses[f], features, retain_graph=True)
-            norm = self.hparams.mgda_normalize
-            if norm == "l2":
-                g = g / g.norm().clamp_min(1e-12)
-            elif norm == "loss":
-                g = g / losses[f].detach().clamp_min(1e-12)
-            grads.append(g.reshape(-1))
-        alpha = min_norm_weights(grads).to(losses.device)
-        alpha = self._reduce_mean(alpha)
-        full = torch.zeros(len(self.task_names), device=losses.device)
-        full[idx] = alpha
-        return len(self.task_names) * (full * losses).sum(), full * len(self.task_names)
+    def _mgda_loss(
+        self, scaled: Tensor, mean: Tensor, present: Tensor, features: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """MGDA-UB on the global batch: the Gram matrix of the task gradients w.r.t. ``G``, summed over
+        ranks (each rank's gradients are the global mean's times the world size), the min-norm weights
+        from it on every rank alike; tasks without labels anywhere are left out of the solver."""
+        t = len(self.task_names)
+        grads = [torch.autograd.grad(scaled[f], features, retain_graph=True)[0].reshape(-1) for f in range(t)]
+        g = torch.stack(grads)
+        gram = self._reduce_sum(g @ g.T) / self._world() ** 2
+        norm = self.hparams.mgda_normalize
+        if norm == "l2":
+            d = gram.diagonal().clamp_min(1e-24).sqrt()
+            gram = gram / (d[:, None] * d[None, :])
+        elif norm == "loss":
+            d = mean.clamp_min(1e-12)
+            gram = gram / (d[:, None] * d[None, :])
+        # the solver is a few T x T operations on the host: one small copy per step
+        keep = present.cpu()
+        alpha = torch.zeros(t)
+        if int(keep.sum()) >= 2:
+            alpha[keep] = min_norm_weights_from_gram(gram.detach().cpu()[keep][:, keep])
+        else:
+            alpha = keep.float() / keep.float().sum().clamp_min(1) if keep.any() else torch.full((t,), 1 / t)
+        alpha = alpha.to(scaled.device) * t
+        return (alpha * scaled).sum(), alpha
 
     # ----------------------------------------------------------------------------- steps
     def check_feature_cache(self) -> None:
@@ -198,47 +267,55 @@ class GraphFusionMultiTask(SuiteModule):
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         out = self(batch)
         labels = batch["labels"]
-        losses, present = self.task_losses(out["logits"], labels)
+        losses, counts = self.task_losses(out["logits"], labels)
+        scaled, mean, total = self._global_batch(losses, counts)
+        present = total > 0
         mode = self.hparams.multitask
         # Per-task values go to epoch means (one tensor add per step; see EpochMeans): the task
         # losses weighted by the labelled samples of each task, the task weights, DBN's L_D.
-        values, counts = [losses], [(labels >= 0).sum(0)]
+        values = [losses]
         if mode == "dbn":
-            total, weights, l_d = self._dbn_loss(losses, present)
+            total_loss, weights, l_d = self._dbn_loss(scaled, mean, present)
             values += [weights, l_d.view(1)]
         elif mode == "mgda":
-            total, weights = self._mgda_loss(losses, present, out["features"])
+            total_loss, weights = self._mgda_loss(scaled, mean, present, out["features"])
             values.append(weights)
         else:
-            total = losses.sum()
+            total_loss = scaled.sum()
         ones = torch.ones(len(self._train_log_names()) - len(self.task_names), device=losses.device)
-        self.log_train_values(
-            self._train_log_names(), torch.cat(values), torch.cat([counts[0].float(), ones])
-        )
-        return total
+        self.log_train_values(self._train_log_names(), torch.cat(values), torch.cat([counts, ones]))
+        return total_loss
 
     def training_epoch_finished(self) -> None:
-        if self.hparams.multitask == "dbn" and self.hparams.epoch_rebalance:
-            weights = self.task_weights.epoch_rebalance()
+        mode = self.hparams.epoch_rebalance if self.hparams.multitask == "dbn" else "none"
+        weights = self.task_weights.epoch_rebalance(mode)
+        if mode != "none":
             log.info(
-                "DBN epoch rebalance -> %s",
+                "DBN epoch rebalance (%s) -> %s",
+                mode,
                 dict(zip(self.task_names, [round(w, 4) for w in weights.tolist()])),
             )
-        else:
-            self.task_weights.epoch_loss_sum.zero_()
-            self.task_weights.epoch_loss_count.zero_()
 
     def evaluation_step(self, batch: dict[str, Tensor], split: str) -> None:
-        out = self(batch)
+        with_weights = split == "test" and self.edge_weights is not None
+        out = self(batch, fusion_info=with_weights)
         labels = batch["labels"]
         losses, _ = self.task_losses(out["logits"], labels)
         self.log(f"{split}/loss", losses.sum(), on_epoch=True, sync_dist=True, batch_size=len(labels))
         self.scores[split].update(out["logits"], labels, losses)
+        if with_weights:
+            self.edge_weights.update(out["fusion"])
 
     def evaluation_epoch_end(self, split: str) -> None:
         # compute() has already synchronised the states across ranks: every rank logs the same values
         self.log_dict({f"{split}/{key}": value for key, value in self.scores[split].compute().items()})
         self.scores[split].reset()
+        if split == "test" and self.edge_weights is not None:
+            spread = self.edge_weights.compute()
+            self.log_dict({f"{split}/fusion/{key}": value for key, value in spread.items()})
+            if self.trainer.is_global_zero:
+                log_edge_weight_figure(self.trainer, self.edge_weights, split)
+            self.edge_weights.reset()
 
     def on_test_start(self) -> None:
         self.check_feature_cache()

@@ -21,7 +21,7 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lit_modules.graph_fusion.fusion import build_fusion
+from lit_modules.graph_fusion.fusion import GraphFusion, build_fusion
 
 MODALITIES = ("image", "text", "extra")
 
@@ -143,7 +143,17 @@ class MultimodalMultiTaskNet(nn.Module):
             raise ValueError("no shared last layer: set model.net.shared_hidden to use dbn layer=shared")
         return self.shared[0].weight
 
-    def forward(self, batch: Mapping[str, Tensor]) -> dict[str, Any]:
-        features = self.fusion(self.encode(batch))
+    def forward(self, batch: Mapping[str, Tensor], fusion_info: bool = False) -> dict[str, Any]:
+        """``{"features": G, "logits": {task: [n, C]}}``; with ``fusion_info`` and a graph fusion also
+        ``"fusion": {"weights", "similarities", ...}`` (the per-sample edge weights of every level)."""
+        vectors = self.encode(batch)
+        info = None
+        if fusion_info and isinstance(self.fusion, GraphFusion):
+            features, info = self.fusion(vectors, return_info=True)
+        else:
+            features = self.fusion(vectors)
         h = self.shared(features) if self.shared is not None else features
-        return {"features": features, "logits": {t: head(h) for t, head in self.heads.items()}}
+        out = {"features": features, "logits": {t: head(h) for t, head in self.heads.items()}}
+        if info is not None:
+            out["fusion"] = info
+        return out

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from lit_modules.base import SuiteModule
-from lit_modules.hashtag.networks import HashtagNet
+from lit_modules.hashtag.networks import INCEPTION_AUX_MIN_SIDE, HashtagNet
 from lit_modules.hashtag.tta import NormalizedAugment, tta_probabilities
 from lit_modules.metrics.selective import (
     SelectivePredictions,
@@ -79,6 +79,13 @@ class HashtagClassifier(SuiteModule):
                 f"{c} outputs: set model.net.num_classes={len(label_names)}"
             )
         self.label_names: list[str] = list(label_names or [str(i) for i in range(c)])
+        side = (image_pipeline or {}).get("crop")
+        if net.has_aux_logits and side is not None and side < INCEPTION_AUX_MIN_SIDE:
+            raise ValueError(
+                f"Inception v3's auxiliary classifier needs inputs of at least {INCEPTION_AUX_MIN_SIDE} px, "
+                f"the data gives {side} px: set model.net.aux_logits=false (the seed's 256 px) or "
+                f"augmentation.resize={INCEPTION_AUX_MIN_SIDE} augmentation.crop={INCEPTION_AUX_MIN_SIDE}"
+            )
         self.confusion = nn.ModuleDict(
             {name: MulticlassConfusionMatrix(c) for name in ("val", "test", "test_tta")}
         )

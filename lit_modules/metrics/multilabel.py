@@ -68,7 +68,8 @@ def _check_inputs(
     """Raise ``ValueError`` unless ``preds`` and ``target`` are ``[batch, num_labels]`` 0/1 tensors."""
     if preds.shape != target.shape:
         raise ValueError(
-            f"`preds` and `target` must have the same shape, got {tuple(preds.shape)} and {tuple(target.shape)}."
+            f"`preds` and `target` must have the same shape, "
+            f"got {tuple(preds.shape)} and {tuple(target.shape)}."
         )
     if preds.ndim != 2:
         raise ValueError(

@@ -5,9 +5,10 @@ outputs and one-hot BCE (the seed) or softmax + cross-entropy (``activation: sof
 may carry per-sample loss weights (``batch["weight"]``, e.g. relevance coefficients):
 :func:`lit_modules.losses.weighted_classification_loss`.
 
-Logged: ``train/loss_step`` and ``train/loss_epoch``, ``<split>/loss``, ``<split>/top1``, ``<split>/top5`` (torchmetrics, DDP-synced).
-The filter's thresholds (``min_prob``, ``saturate_above``, ``shift``) are not used in training; they
-travel with the export so ``experiments.score_relevance`` scores with the run's settings.
+Logged: ``train/loss_step`` and ``train/loss_epoch``, ``<split>/loss``, ``<split>/top1``,
+``<split>/top5`` (torchmetrics, DDP-synced). The filter's settings (``min_prob``, ``saturate_above``,
+``shift``, ``normalize``) are not used in training; they travel with the export so
+``experiments.score_relevance`` scores with the run's settings.
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from lit_modules.base import SuiteModule
 from lit_modules.losses import weighted_classification_loss
 from lit_modules.relevance.networks import RelevanceNet
+from lit_modules.relevance.rules import NORMALIZATIONS
 
 ACTIVATIONS = {"sigmoid": "bce", "softmax": "ce"}
 
@@ -32,6 +35,7 @@ class RelevanceClassifier(SuiteModule):
     activation: ``sigmoid`` (seed; BCE on one-hot targets) or ``softmax`` (CE).
     top_k: the k of the second accuracy (seed: top-5).
     min_prob, saturate_above, shift: the filter's thresholds (:mod:`lit_modules.relevance.rules`).
+    normalize: rule 5's normalisation, ``rank`` or ``linear`` (:mod:`lit_modules.relevance.rules`).
     """
 
     def __init__(
@@ -44,11 +48,14 @@ class RelevanceClassifier(SuiteModule):
         min_prob: float = 0.5,
         saturate_above: float = 0.9,
         shift: float = 0.1,
+        normalize: str = "rank",
         scheduler_interval: str = "epoch",
     ) -> None:
         super().__init__(optimizer, scheduler, scheduler_interval)
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+        if normalize not in NORMALIZATIONS:
+            raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got {normalize!r}")
         self.save_hyperparameters(logger=False, ignore=["net", "optimizer", "scheduler"])
         self.net = net
         self.loss_kind = ACTIVATIONS[activation]
@@ -64,6 +71,10 @@ class RelevanceClassifier(SuiteModule):
                 for split in ("val", "test")
             }
         )
+        # The evaluation loss as a sample-weighted mean whose sums torchmetrics reduces over DDP ranks:
+        # Lightning's sync_dist mean averages the ranks' sample counts in an integer tensor, which drops
+        # half a sample whenever the total is odd (a loss off by up to 1/n).
+        self.mean_loss = nn.ModuleDict({split: MeanMetric() for split in ("val", "test")})
 
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
         return self.net(batch["ids"], batch["mask"])
@@ -79,17 +90,13 @@ class RelevanceClassifier(SuiteModule):
 
     def evaluation_step(self, batch: dict[str, Tensor], split: str) -> None:
         logits = self(batch)
-        self.log(
-            f"{split}/loss",
-            self.loss(logits, batch),
-            on_epoch=True,
-            batch_size=len(batch["labels"]),
-            sync_dist=True,
-        )
+        self.mean_loss[split].update(self.loss(logits, batch), weight=len(batch["labels"]))
         for metric in self.accuracy[split].values():
             metric.update(logits, batch["labels"])
 
     def evaluation_epoch_end(self, split: str) -> None:
+        self.log(f"{split}/loss", self.mean_loss[split].compute())
+        self.mean_loss[split].reset()
         for name, metric in self.accuracy[split].items():
             self.log(f"{split}/{name}", metric.compute(), prog_bar=name == "top1")
             metric.reset()
@@ -100,4 +107,5 @@ class RelevanceClassifier(SuiteModule):
             "kind": "relevance",
             "activation": hp.activation,
             "filter": {"min_prob": hp.min_prob, "saturate_above": hp.saturate_above, "shift": hp.shift},
+            "normalize": hp.normalize,
         }

@@ -16,17 +16,20 @@ def caption_probabilities(
     *,
     activation: str = "sigmoid",
     max_length: int = 64,
+    keep_end: bool = True,
     batch_size: int = 256,
     device: str = "cpu",
 ) -> Tensor:
-    """``P [n, C]`` for ``texts`` (the captions alone). Texts are batched in length order so each
-    batch is padded only to its own longest text (dynamic padding), and returned in input order."""
+    """``P [n, C]`` for ``texts`` (the captions alone). A caption over ``max_length`` tokens loses its
+    start (``keep_end``, the rule the training items follow: ``data.truncate: start``) or its end.
+    Texts are batched in length order so each batch is padded only to its own longest text (dynamic
+    padding), and returned in input order."""
     net = net.to(device).eval()
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     probs = torch.empty(len(texts), net.num_classes)
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
-        ids, mask = tokenizer.encode([texts[i] for i in chunk], max_length)
+        ids, mask = tokenizer.encode([texts[i] for i in chunk], max_length, keep_end)
         logits = net(ids.to(device), mask.to(device)).float().cpu()
         probs[chunk] = torch.sigmoid(logits) if activation == "sigmoid" else logits.softmax(-1)
     return probs

@@ -1,4 +1,5 @@
-"""The twelve parts of the cycle-consistent image-text embedder (seed 004).
+"""The thirteen parts of the cycle-consistent image-text embedder (seed 004): two autoencoders, four
+latent maps and five critics (the seed authors' code has twelve: one latent critic instead of two).
 
 Notation: ``x`` an image, ``w`` a caption (token ids); the autoencoders give embeddings
 ``f_I = Img_enc(x)``, ``f_T = Txt_enc(w)`` and reconstruct ``x ~ Img_dec(f_I)``, ``w ~ Txt_dec(f_T)``.
@@ -6,8 +7,10 @@ The embedding encoders map both into the shared latent space, ``z_I = E_I(f_I)``
 and the embedding decoders map back, ``f_I ~ D_I(z)``, ``f_T ~ D_T(z)``; cross-modal translation is
 ``D_T(E_I(f_I))`` (image -> text embedding) and ``D_I(E_T(f_T))``. Retrieval scores are
 ``cos(z_I, z_T)``. Critics: two latent critics (one per direction: ``C^Z_I`` tells image latents
-from text latents and ``C^Z_T`` the reverse, as the seed's "latent-space discriminators") and two
-domain critics (``C_I`` real ``f_I`` vs translated ``D_I(z_T)``; ``C_T`` likewise).
+from text latents and ``C^Z_T`` the reverse, as the seed's "latent-space discriminators"), two
+domain critics (``C_I`` real ``f_I`` vs translated ``D_I(z_T)``; ``C_T`` likewise) and the prior
+critic ``C_P``, which tells samples of the prior ``N(0, I)`` from latents (the seed authors'
+``distr_dis``, JWAE's latent discriminator).
 """
 
 from __future__ import annotations
@@ -21,7 +24,13 @@ from lit_modules.backbones import build_image_classifier
 
 AUTOENCODER_PARTS = ("image_encoder", "image_decoder", "text_encoder", "text_decoder")
 EMBEDDING_PARTS = ("image_to_latent", "latent_to_image", "text_to_latent", "latent_to_text")
-CRITIC_PARTS = ("image_latent_critic", "text_latent_critic", "image_domain_critic", "text_domain_critic")
+CRITIC_PARTS = (
+    "image_latent_critic",
+    "text_latent_critic",
+    "image_domain_critic",
+    "text_domain_critic",
+    "prior_critic",
+)
 PARTS = AUTOENCODER_PARTS + EMBEDDING_PARTS + CRITIC_PARTS
 
 
@@ -101,7 +110,7 @@ class TextDecoder(nn.Module):
 
 
 class CycleRetrievalNet(nn.Module):
-    """The twelve parts (see module doc); sizes from ``conf/model/cycle_retrieval.yaml``."""
+    """The thirteen parts (see module doc); sizes from ``conf/model/cycle_retrieval.yaml``."""
 
     def __init__(
         self,
@@ -129,6 +138,7 @@ class CycleRetrievalNet(nn.Module):
         self.text_latent_critic = mlp([latent_dim, critic_hidden, critic_hidden, 1])
         self.image_domain_critic = mlp([image_dim, critic_hidden, critic_hidden, 1])
         self.text_domain_critic = mlp([text_dim, critic_hidden, critic_hidden, 1])
+        self.prior_critic = mlp([latent_dim, critic_hidden, 1])  # JWAE: one hidden layer
 
     def embed_images(self, image: Tensor) -> Tensor:
         """``z_I = E_I(Img_enc(x))``: the retrieval embedding of images."""

@@ -5,7 +5,9 @@ The seed trains its four parts separately: the image CNN and the tag MLP on the 
 (MSE on the normalised count, eq. 3.2) on top of the frozen first two. ``stage`` selects the part
 that this run trains; every other part is frozen (no gradients, eval mode). Stages are chained by
 :mod:`experiments.stages`, each starting from the previous stage's best checkpoint, so the last
-checkpoint holds the whole composite model.
+checkpoint holds the whole composite model. A fifth part, the count regressor on the image
+probabilities alone (``image_label_count``), is trained only for the seed's Table 5.1, whose rows
+are prediction rules over one trained set of parts.
 
 Evaluation scores every prediction rule whose parts are trained (the rows of the seed's Table 5.1):
 
@@ -15,8 +17,8 @@ rule                labels of an image                     needs
 ``image_topk``      top-k of the image CNN (k = 3)         image_cnn
 ``tags_topk``       top-k of the tag MLP                   tag_mlp
 ``fusion_topk``     top-k of the fusion                    image_cnn, tag_mlp, fusion
-``image_count``     top-(predicted count) of the image CNN image_cnn, label_count (count on vf)
-``composite``       top-(predicted count) of the fusion    all four (count on [vf, tf])
+``image_count``     top-(predicted count) of the image CNN image_cnn, image_label_count (count on vf)
+``composite``       top-(predicted count) of the fusion    image_cnn, tag_mlp, fusion, label_count
 ``<out>_threshold`` ``p > alpha`` on image / tags / fusion as their top-k rules (``alpha: null``: off)
 ==================  =====================================  ==========================
 
@@ -46,9 +48,9 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class PredictionRule:
     scores: str  # key of TaggerNet's output holding the label logits
-    kind: str  # "topk": fixed top_k; "count": k from the label-count regressor; "threshold": p > alpha
+    kind: str  # "topk": fixed top_k; "count": k from a label-count regressor; "threshold": p > alpha
     needs: tuple[str, ...]
-    count_inputs: str | None = None  # the count regressor's input this rule assumes
+    count: str | None = None  # key of TaggerNet's output holding the predicted count ("count" rules)
 
 
 _FUSION = ("image_cnn", "tag_mlp", "fusion")
@@ -56,8 +58,8 @@ RULES: dict[str, PredictionRule] = {
     "image_topk": PredictionRule("image_logits", "topk", ("image_cnn",)),
     "tags_topk": PredictionRule("tag_logits", "topk", ("tag_mlp",)),
     "fusion_topk": PredictionRule("fusion_logits", "topk", _FUSION),
-    "image_count": PredictionRule("image_logits", "count", ("image_cnn", "label_count"), "image"),
-    "composite": PredictionRule("fusion_logits", "count", PARTS, "both"),
+    "image_count": PredictionRule("image_logits", "count", ("image_cnn", "image_label_count"), "image_count"),
+    "composite": PredictionRule("fusion_logits", "count", (*_FUSION, "label_count"), "count"),
     "image_threshold": PredictionRule("image_logits", "threshold", ("image_cnn",)),
     "tags_threshold": PredictionRule("tag_logits", "threshold", ("tag_mlp",)),
     "fusion_threshold": PredictionRule("fusion_logits", "threshold", _FUSION),
@@ -65,16 +67,34 @@ RULES: dict[str, PredictionRule] = {
 
 
 def apply_rule(
-    out: dict[str, Tensor], rule: str, top_k: int = 3, min_k: int = 1, alpha: float = 0.5
+    out: dict[str, Tensor],
+    rule: str,
+    top_k: int = 3,
+    min_k: int = 1,
+    alpha: float = 0.5,
+    count_rounding: str = "half_even",
 ) -> Tensor:
     """0/1 labels ``[n, C]`` from :class:`TaggerNet` outputs by the prediction rule ``rule``."""
     spec = RULES[rule]
     scores = out[spec.scores]
     if spec.kind == "threshold":
         return threshold_labels(scores.sigmoid(), alpha)
-    k = counts_to_k(out["count"], min_k=min_k, max_k=scores.shape[1]) if spec.kind == "count" else top_k
-    return top_k_labels(scores, k)
+    if spec.kind == "count":
+        k = counts_to_k(out[spec.count], min_k=min_k, max_k=scores.shape[1], rounding=count_rounding)
+        return top_k_labels(scores, k)
+    return top_k_labels(scores, top_k)
 
+
+#: The rule each stage is selected and monitored by (``val/HF1`` ...).
+STAGE_RULE = {
+    "image_cnn": "image_topk",
+    "tag_mlp": "tags_topk",
+    "fusion": "fusion_topk",
+    "label_count": "composite",
+    "image_label_count": "image_count",
+}
+#: The output of each count regressor's stage (``<key>_norm`` is its normalised form).
+COUNT_OUTPUT = {"label_count": "count", "image_label_count": "image_count"}
 
 OUTPUTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "image": ("image_logits", ("image_cnn",)),
@@ -90,9 +110,11 @@ class MultiLabelTagger(SuiteModule):
         net: the composite network.
         optimizer: a ``functools.partial`` of a torch optimizer (``conf/optimizer``).
         scheduler: a ``functools.partial`` of an LR scheduler, or ``None`` (``conf/scheduler``).
-        stage: the part trained by this run: one of ``image_cnn, tag_mlp, fusion, label_count``.
+        stage: the part trained by this run: one of :data:`~lit_modules.tagger.networks.PARTS`.
         top_k: k of the fixed top-k rules (seed: 3).
-        min_k: lower bound of the composite's per-image k (seed: at least one label).
+        min_k: lower bound of the count rules' per-image k (seed: at least one label).
+        count_rounding: how a predicted count becomes k (:data:`~lit_modules.prediction_rules.ROUNDINGS`;
+            the seed does not say; ``half_even`` is ``torch.round``).
         alpha: threshold of the ``*_threshold`` rules; ``None`` leaves them out.
         num_figure_examples: test images drawn in the examples figure.
         label_names: the concepts (from the data: figures).
@@ -107,6 +129,7 @@ class MultiLabelTagger(SuiteModule):
         stage: str = "image_cnn",
         top_k: int = 3,
         min_k: int = 1,
+        count_rounding: str = "half_even",
         alpha: float | None = 0.5,
         num_figure_examples: int = 12,
         scheduler_interval: str = "epoch",
@@ -155,8 +178,6 @@ class MultiLabelTagger(SuiteModule):
     def _rule_available(self, rule: PredictionRule) -> bool:
         if rule.kind == "threshold" and self.hparams.alpha is None:
             return False
-        if rule.count_inputs is not None and rule.count_inputs != self.net.count_inputs:
-            return False
         return self._available(rule.needs)
 
     def _refresh_active(self) -> None:
@@ -164,10 +185,7 @@ class MultiLabelTagger(SuiteModule):
         self.outputs = [name for name, (_, needs) in OUTPUTS.items() if self._available(needs)]
 
     def _selection_rule(self) -> str:
-        stage = self.hparams.stage
-        if stage == "label_count":
-            return "composite" if self.net.count_inputs == "both" else "image_count"
-        return {"image_cnn": "image_topk", "tag_mlp": "tags_topk", "fusion": "fusion_topk"}[stage]
+        return STAGE_RULE[self.hparams.stage]
 
     def train(self, mode: bool = True) -> MultiLabelTagger:
         """Frozen parts stay in eval mode (batch-norm statistics and dropout fixed) in every stage."""
@@ -185,19 +203,23 @@ class MultiLabelTagger(SuiteModule):
         return self.net(image, tags)
 
     def _loss(self, out: dict[str, Tensor], labels: Tensor) -> Tensor:
+        """BCEWithLogits on the stage's logits (eq. 3.1), or MSE on its normalised count (eq. 3.2)."""
         stage = self.hparams.stage
-        if stage == "label_count":
-            return F.mse_loss(out["count_norm"], labels.sum(dim=1) / self.net.count_scale)
+        if stage in COUNT_OUTPUT:
+            target = labels.sum(dim=1) / self.net.count_scale
+            return F.mse_loss(out[f"{COUNT_OUTPUT[stage]}_norm"], target)
         key = {"image_cnn": "image_logits", "tag_mlp": "tag_logits", "fusion": "fusion_logits"}[stage]
         return F.binary_cross_entropy_with_logits(out[key], labels)
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         stage, labels = self.hparams.stage, batch["labels"]
-        # The first two stages need only their own branch: skip the other (frozen) one.
+        # Stages that need one branch only skip the other (frozen) one.
         if stage == "image_cnn":
             out = {"image_logits": self.net.image_logits(batch["image"])}
         elif stage == "tag_mlp":
             out = {"tag_logits": self.net.tag_mlp(batch["tags"])}
+        elif stage == "image_label_count":
+            out = self.net.image_counts(self.net.image_logits(batch["image"]))
         else:
             out = self(batch["image"], batch["tags"])
         return self._loss(out, labels)
@@ -210,6 +232,7 @@ class MultiLabelTagger(SuiteModule):
             top_k=self.hparams.top_k,
             min_k=self.hparams.min_k,
             alpha=self.hparams.alpha if self.hparams.alpha is not None else 0.5,
+            count_rounding=self.hparams.count_rounding,
         )
 
     def evaluation_epoch_start(self, split: str) -> None:
@@ -221,8 +244,8 @@ class MultiLabelTagger(SuiteModule):
         self.log(
             f"{split}/loss", self._loss(out, labels), on_epoch=True, sync_dist=True, batch_size=len(labels)
         )
-        if self.hparams.stage == "label_count":
-            mae = (out["count"] - labels.sum(dim=1)).abs().mean()
+        if self.hparams.stage in COUNT_OUTPUT:
+            mae = (out[COUNT_OUTPUT[self.hparams.stage]] - labels.sum(dim=1)).abs().mean()
             self.log(f"{split}/count_mae", mae, on_epoch=True, sync_dist=True, batch_size=len(labels))
         target = labels.long()
         for rule in self.rules:
@@ -288,6 +311,7 @@ class MultiLabelTagger(SuiteModule):
             "rule": self.selection_rule,
             "top_k": self.hparams.top_k,
             "min_k": self.hparams.min_k,
+            "count_rounding": self.hparams.count_rounding,
             "alpha": self.hparams.alpha,
             "trained_parts": trained,
         }

@@ -7,9 +7,12 @@ Notation of the seed (C = 81 concepts, N = 1000 tags)::
     v  = [vf, tf]                    the concatenated probability vector, 2C
     LP(v)  = W v + b                 linear fusion ("label predictor"), C logits
     LQP(v) = MLP_drop0.5(v)          label-count regressor ("label quantity predictor"), trained
-                                     with MSE on the normalised count  y / count_scale
+                                     with MSE on the normalised count  y / count_scale (eq. 3.2)
+    LQP_v(vf)                        the same regressor on the image probabilities alone: the
+                                     "VCNN + LQP, top k, image" row of the seed's Table 5.1
 
-The composite prediction takes the top ``k = max(1, round(count_scale * LQP(v)))`` labels of LP(v).
+The composite prediction takes the top ``k = max(1, round(count_scale * LQP(v)))`` labels of LP(v)
+(the rounding: :data:`lit_modules.prediction_rules.ROUNDINGS`).
 """
 
 from __future__ import annotations
@@ -19,8 +22,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-#: Trainable parts, in training order.
-PARTS: tuple[str, ...] = ("image_cnn", "tag_mlp", "fusion", "label_count")
+#: Trainable parts, in training order; ``image_label_count`` (LQP_v) serves the ablation row only.
+PARTS: tuple[str, ...] = ("image_cnn", "tag_mlp", "fusion", "label_count", "image_label_count")
 
 
 def mlp(in_features: int, hidden: Sequence[int], out_features: int, dropout: float) -> nn.Sequential:
@@ -69,16 +72,15 @@ class LabelCountRegressor(nn.Module):
 
 
 class TaggerNet(nn.Module):
-    """The composite tagger: image CNN + tag MLP + linear fusion + label-count regressor.
+    """The composite tagger: image CNN + tag MLP + linear fusion + label-count regressor, and the
+    image-only count regressor of the seed's "VCNN + LQP" row.
 
     Args:
         image_cnn: any image classifier with ``num_labels`` outputs (see :mod:`lit_modules.backbones`).
         num_labels: C.
         num_tags: N, the size of the binary tag vector.
         tag_hidden, tag_dropout: the tag MLP's hidden sizes and dropout.
-        count_hidden, count_dropout: the count regressor's hidden sizes and dropout (seed: 0.5).
-        count_inputs: ``"both"`` (``v = [vf, tf]``, the seed's composite) or ``"image"`` (``vf`` only,
-            the seed's "VCNN + LQP" ablation row).
+        count_hidden, count_dropout: both count regressors' hidden sizes and dropout (seed: 0.5).
         count_scale: the count target is ``y / count_scale``.
     """
 
@@ -91,20 +93,16 @@ class TaggerNet(nn.Module):
         tag_dropout: float = 0.5,
         count_hidden: Sequence[int] = (256,),
         count_dropout: float = 0.5,
-        count_inputs: str = "both",
         count_scale: float = 10.0,
     ) -> None:
         super().__init__()
-        if count_inputs not in ("both", "image"):
-            raise ValueError(f"count_inputs must be 'both' or 'image', got {count_inputs!r}")
         self.num_labels = num_labels
-        self.count_inputs = count_inputs
         self.count_scale = float(count_scale)
         self.image_cnn = image_cnn
         self.tag_mlp = TagMLP(num_tags, num_labels, tag_hidden, tag_dropout)
         self.fusion = LateFusion(num_labels, 2)
-        count_in = 2 * num_labels if count_inputs == "both" else num_labels
-        self.label_count = LabelCountRegressor(count_in, count_hidden, count_dropout)
+        self.label_count = LabelCountRegressor(2 * num_labels, count_hidden, count_dropout)
+        self.image_label_count = LabelCountRegressor(num_labels, count_hidden, count_dropout)
         # Which parts have been trained; saved with the weights so that evaluation and export
         # know which prediction rules are meaningful.
         self.register_buffer("trained", torch.zeros(len(PARTS), dtype=torch.bool))
@@ -120,17 +118,23 @@ class TaggerNet(nn.Module):
         # torchvision's Inception/GoogLeNet return (logits, aux logits) in training mode.
         return logits[0] if isinstance(logits, tuple) else logits
 
+    def image_counts(self, image_logits: Tensor) -> dict[str, Tensor]:
+        """LQP_v's predicted label count from the image logits: normalised and in labels."""
+        count_norm = self.image_label_count(image_logits.sigmoid())
+        return {"image_count_norm": count_norm, "image_count": count_norm * self.count_scale}
+
     def forward(self, image: Tensor, tags: Tensor) -> dict[str, Tensor]:
-        """Returns logits of every branch and the predicted label count (in labels, not normalised)."""
+        """Logits of every branch and both predicted label counts (``count``: LQP on ``v``;
+        ``image_count``: LQP_v on ``vf``), in labels and normalised (``*_norm``)."""
         image_logits = self.image_logits(image)
         tag_logits = self.tag_mlp(tags)
         v = torch.cat([image_logits.sigmoid(), tag_logits.sigmoid()], dim=1)
-        count_in = v if self.count_inputs == "both" else v[:, : self.num_labels]
-        count_norm = self.label_count(count_in)
+        count_norm = self.label_count(v)
         return {
             "image_logits": image_logits,
             "tag_logits": tag_logits,
             "fusion_logits": self.fusion(v),
             "count_norm": count_norm,
             "count": count_norm * self.count_scale,
+            **self.image_counts(image_logits),
         }

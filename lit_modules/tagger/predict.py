@@ -28,6 +28,7 @@ def predict_images(
     transform = ImageTransforms(**data["transforms"]).eval()
     rule, top_k, min_k = spec["model"]["rule"], spec["model"]["top_k"], spec["model"]["min_k"]
     alpha = spec["model"].get("alpha") or 0.5
+    rounding = spec["model"].get("count_rounding", "half_even")  # exports that predate the setting
     unknown = 0
     for start in range(0, len(images), batch_size):
         chunk = images[start : start + batch_size]
@@ -44,7 +45,7 @@ def predict_images(
             tag_vecs.append(vec)
         with torch.inference_mode():
             out = net(torch.stack(pixels), torch.stack(tag_vecs))
-            chosen = apply_rule(out, rule, top_k=top_k, min_k=min_k, alpha=alpha)
+            chosen = apply_rule(out, rule, top_k=top_k, min_k=min_k, alpha=alpha, count_rounding=rounding)
             probs = out[RULES[rule].scores].sigmoid()
         for i, path in enumerate(chunk):
             idx = chosen[i].nonzero().flatten().tolist()
