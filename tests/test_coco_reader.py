@@ -270,7 +270,8 @@ def test_restval_switch(tmp_path) -> None:
     assert [i.cocoid for i in splits["train"]] == [1, 2] and counts["restval_left_out"] == 1
 
 
-def test_twin_reads_through_the_datamodule(tmp_path) -> None:
+def twin_datamodule(tmp_path, **kwargs) -> CocoDataModule:
+    """A 120-image COCO twin (p = 0.25) read through the DataModule, set up."""
     root = tmp_path / "coco"
     dm = CocoDataModule(
         str(root),
@@ -280,9 +281,16 @@ def test_twin_reads_through_the_datamodule(tmp_path) -> None:
         max_length=12,
         transforms=ImageTransforms(32, 32),
         synthetic={"num_images": 120, "image_size": 32, "test_images": 20, "val_images": 20},
+        **kwargs,
     )
     dm.prepare_data()
     dm.setup()
+    return dm
+
+
+def test_twin_reads_through_the_datamodule(tmp_path) -> None:
+    root = tmp_path / "coco"
+    dm = twin_datamodule(tmp_path)
     # the twin's 4 odd training images: two with 4 captions (dropped), two with 6 (trimmed)
     assert dm.counts["dropped_few_captions"] == 2 and dm.counts["trimmed"] == 2
     paired, images, captions = dm.pairs
@@ -368,19 +376,7 @@ def test_without_unpaired_rows_every_batch_is_paired() -> None:
 
 
 def test_datamodule_alternates_by_default_and_counts_equal_steps(tmp_path) -> None:
-    root = tmp_path / "coco"
-    dm = CocoDataModule(
-        str(root),
-        karpathy_split=str(root / "dataset_coco.json"),
-        paired_fraction=0.25,
-        vocab_size=100,
-        max_length=12,
-        batch_size=4,
-        transforms=ImageTransforms(32, 32),
-        synthetic={"num_images": 120, "image_size": 32, "test_images": 20, "val_images": 20},
-    )
-    dm.prepare_data()
-    dm.setup()
+    dm = twin_datamodule(tmp_path, batch_size=4)
     loader = dm.train_dataloader()
     batches = list(loader.batch_sampler)
     assert len(batches) == round(78 / 4)  # equal steps: one step per batch of training images
