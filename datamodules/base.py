@@ -16,8 +16,10 @@ The contract (see CONTRIBUTING.md, "Adding a model"). A DataModule subclass:
 
 from __future__ import annotations
 
+import ctypes
 import importlib
 import logging
+import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,6 +81,29 @@ class DataInfo:
     @property
     def task_sizes(self) -> dict[str, int]:
         return {task: len(names) for task, names in self.tasks.items()}
+
+
+#: Blocks of at least this size are mmapped by glibc's malloc (its initial default, held fixed).
+MMAP_THRESHOLD = 128 * 1024
+
+
+def fix_mmap_threshold() -> bool:
+    """Hold glibc's mmap threshold at its initial 128 KiB so that freed image tensors go back to the OS.
+
+    glibc raises the threshold to the size of any mmapped block that is freed (up to 32 MiB), so after
+    the first image-sized tensor (3 MiB at 512 px) every later one comes from the heap, which keeps the
+    freed memory: a loader worker assembling 48-image batches at 512 px grew to 543 MB of private
+    memory over a full SUN397 pass, 20 MB with the threshold fixed (``python -m experiments.bench
+    scale``). Returns whether it was set (glibc only; an explicit ``MALLOC_MMAP_THRESHOLD_`` wins).
+    """
+    if os.environ.get("MALLOC_MMAP_THRESHOLD_"):
+        return False
+    try:
+        libc = ctypes.CDLL(None)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(-3, MMAP_THRESHOLD))  # M_MMAP_THRESHOLD
 
 
 class SuiteDataModule(LightningDataModule):
@@ -178,6 +203,7 @@ class SuiteDataModule(LightningDataModule):
     def _loader(
         self, dataset: Dataset, sampler: EpochFractionSampler | EvalSampler, split: str
     ) -> DataLoader:
+        fix_mmap_threshold()  # before the workers fork: they inherit it
         pin = self.hparams.pin_memory
         if pin == "auto":
             pin = self.trainer is not None and type(self.trainer.accelerator).__name__ == "CUDAAccelerator"
