@@ -17,6 +17,7 @@ The contract (see CONTRIBUTING.md, "Adding a model"). A DataModule subclass:
 from __future__ import annotations
 
 import ctypes
+import functools
 import importlib
 import logging
 import os
@@ -87,6 +88,7 @@ class DataInfo:
 MMAP_THRESHOLD = 128 * 1024
 
 
+@functools.cache
 def fix_mmap_threshold() -> bool:
     """Hold glibc's mmap threshold at its initial 128 KiB so that freed image tensors go back to the OS.
 
@@ -94,7 +96,8 @@ def fix_mmap_threshold() -> bool:
     the first image-sized tensor (3 MiB at 512 px) every later one comes from the heap, which keeps the
     freed memory: a loader worker assembling 48-image batches at 512 px grew to 543 MB of private
     memory over a full SUN397 pass, 20 MB with the threshold fixed (``python -m experiments.bench
-    scale``). Returns whether it was set (glibc only; an explicit ``MALLOC_MMAP_THRESHOLD_`` wins).
+    scale``). Returns whether it was set (glibc only; an explicit ``MALLOC_MMAP_THRESHOLD_`` wins);
+    once per process (forked workers inherit it).
     """
     if os.environ.get("MALLOC_MMAP_THRESHOLD_"):
         return False

@@ -27,9 +27,10 @@ def real_format_file(*parts: str) -> Path:
 
 
 def run_cli(
-    module: str, *args: str, timeout: int = 600, env: dict | None = None
+    module: str, *args: str, timeout: int = 600, env: dict | None = None, expect_failure: bool = False
 ) -> subprocess.CompletedProcess:
-    """Run ``python -m <module> <args>`` from the project root, as a user would; fail with its output."""
+    """Run ``python -m <module> <args>`` from the project root, as a user would; fail with its output
+    when it fails (or, with ``expect_failure``, when it succeeds)."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "1", **(env or {})}
     proc = subprocess.run(
         [sys.executable, "-m", module, *args],
@@ -39,9 +40,9 @@ def run_cli(
         timeout=timeout,
         env=full_env,
     )
-    if proc.returncode != 0:
+    if (proc.returncode != 0) != expect_failure:
         raise AssertionError(
-            f"{module} {' '.join(args)} failed ({proc.returncode}):\n"
+            f"{module} {' '.join(args)} exited {proc.returncode}:\n"
             f"--- stdout ---\n{proc.stdout[-6000:]}\n--- stderr ---\n{proc.stderr[-6000:]}"
         )
     return proc

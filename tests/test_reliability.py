@@ -379,19 +379,6 @@ def tagger_cli(synthetic_dir: Path, log_dir: Path, *extra: str) -> list[str]:
     return ["experiment=tagger", "export=false", *small_twin_overrides(synthetic_dir, log_dir), *extra]
 
 
-def run_fails(module: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    proc = subprocess.run(
-        [sys.executable, "-m", module, *args],
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    assert proc.returncode != 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc
-
-
 @pytest.mark.slow
 def test_sigterm_saves_the_stage_exits_143_and_the_sweep_says_which_jobs_did_not_run(tmp_path, synthetic_dir):
     args = tagger_cli(
@@ -433,7 +420,9 @@ def test_sigterm_saves_the_stage_exits_143_and_the_sweep_says_which_jobs_did_not
     assert list(job.glob("hpc_ckpt_*.ckpt"))  # the interrupted stage, where it stood
 
     # a new run is refused the interrupted run's dir; the resume command continues it
-    refused = run_fails("experiments.train", *tagger_cli(synthetic_dir, tmp_path), f"run_dir={job}")
+    refused = run_cli(
+        "experiments.train", *tagger_cli(synthetic_dir, tmp_path), f"run_dir={job}", expect_failure=True
+    )
     assert f"run_dir={job} already holds another run" in refused.stderr
     assert json.loads((job / "status.json").read_text())["status"] == "interrupted"
     subprocess.run(
@@ -458,7 +447,7 @@ def test_sigterm_saves_the_stage_exits_143_and_the_sweep_says_which_jobs_did_not
 @pytest.mark.slow
 def test_a_diverging_run_stops_with_stage_step_and_loss_and_exports_nothing(tmp_path, synthetic_dir):
     run_dir = tmp_path / "run"
-    proc = run_fails(
+    proc = run_cli(
         "experiments.train",
         "experiment=tagger",
         *small_twin_overrides(synthetic_dir, tmp_path),
@@ -469,6 +458,7 @@ def test_a_diverging_run_stops_with_stage_step_and_loss_and_exports_nothing(tmp_
         "trainer.limit_train_batches=3",
         "trainer.limit_val_batches=2",
         f"run_dir={run_dir}",
+        expect_failure=True,
     )
     assert "stage image_cnn: the training loss is not finite" in proc.stderr
     status = json.loads((run_dir / "status.json").read_text())
@@ -482,14 +472,22 @@ def test_a_diverging_run_stops_with_stage_step_and_loss_and_exports_nothing(tmp_
 @pytest.mark.slow
 def test_ckpt_path_last_that_finds_nothing_is_an_error(tmp_path, synthetic_dir):
     never = tmp_path / "never"  # no data is generated: the errors come first
-    missing = run_fails(
-        "experiments.train", *tagger_cli(never, tmp_path), f"run_dir={tmp_path / 'typo'}", "ckpt_path=last"
+    missing = run_cli(
+        "experiments.train",
+        *tagger_cli(never, tmp_path),
+        f"run_dir={tmp_path / 'typo'}",
+        "ckpt_path=last",
+        expect_failure=True,
     )
     assert f"run_dir={tmp_path / 'typo'}: no such folder, so nothing to resume" in missing.stderr
     empty = tmp_path / "empty"
     empty.mkdir()
-    nothing = run_fails(
-        "experiments.train", *tagger_cli(never, tmp_path), f"run_dir={empty}", "ckpt_path=last"
+    nothing = run_cli(
+        "experiments.train",
+        *tagger_cli(never, tmp_path),
+        f"run_dir={empty}",
+        "ckpt_path=last",
+        expect_failure=True,
     )
     assert "ckpt_path=last: nothing to resume" in nothing.stderr
     assert str(empty / "checkpoints" / "image_cnn" / "last.ckpt") in nothing.stderr
@@ -499,12 +497,13 @@ def test_ckpt_path_last_that_finds_nothing_is_an_error(tmp_path, synthetic_dir):
 @pytest.mark.slow
 def test_wrong_options_stop_the_command_before_any_data(tmp_path):
     never = tmp_path / "never"
-    proc = run_fails(
+    proc = run_cli(
         "experiments.train",
         *tagger_cli(never, tmp_path),
         "data.batch_size=abc",
         "optimizer.lr=abc",
         "data.val_fraction=0",
+        expect_failure=True,
     )
     for key in ("data.batch_size='abc'", "optimizer.lr='abc'", "data.val_fraction=0"):
         assert key in proc.stderr
