@@ -28,6 +28,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 from lightning import LightningDataModule
+from lightning.fabric.utilities.seed import pl_worker_init_function
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
@@ -96,8 +97,10 @@ def fix_mmap_threshold() -> bool:
     the first image-sized tensor (3 MiB at 512 px) every later one comes from the heap, which keeps the
     freed memory: a loader worker assembling 48-image batches at 512 px grew to 543 MB of private
     memory over a full SUN397 pass, 20 MB with the threshold fixed (``python -m experiments.bench
-    scale``). Returns whether it was set (glibc only; an explicit ``MALLOC_MMAP_THRESHOLD_`` wins);
-    once per process (forked workers inherit it).
+    scale``). Returns whether it was set (glibc only; an explicit ``MALLOC_MMAP_THRESHOLD_`` wins).
+
+    Loader workers only (:func:`loader_worker_init`): in the training process every activation-sized
+    tensor would become a fresh mmap, page faults included (a step of the tagger's CNN took 1.7x as long).
     """
     if os.environ.get("MALLOC_MMAP_THRESHOLD_"):
         return False
@@ -107,6 +110,14 @@ def fix_mmap_threshold() -> bool:
     except (OSError, AttributeError):
         return False
     return bool(mallopt(-3, MMAP_THRESHOLD))  # M_MMAP_THRESHOLD
+
+
+def loader_worker_init(worker_id: int, rank: int = 0) -> None:
+    """``worker_init_fn`` of every loader: the fixed mmap threshold, then Lightning's per-worker seeding
+    when ``seed_everything(workers=True)`` asked for it (Lightning adds its own only where none is set)."""
+    fix_mmap_threshold()
+    if int(os.environ.get("PL_SEED_WORKERS", 0)):
+        pl_worker_init_function(worker_id, rank=rank)
 
 
 class SuiteDataModule(LightningDataModule):
@@ -206,11 +217,11 @@ class SuiteDataModule(LightningDataModule):
     def _loader(
         self, dataset: Dataset, sampler: EpochFractionSampler | EvalSampler, split: str
     ) -> DataLoader:
-        fix_mmap_threshold()  # before the workers fork: they inherit it
         pin = self.hparams.pin_memory
         if pin == "auto":
             pin = self.trainer is not None and type(self.trainer.accelerator).__name__ == "CUDAAccelerator"
         workers = self.hparams.num_workers
+        init = functools.partial(loader_worker_init, rank=self._replicas()[1]) if workers else None
         batches = self.batch_sampler(sampler, dataset, split)
         batching = (
             {"batch_sampler": batches}
@@ -223,6 +234,7 @@ class SuiteDataModule(LightningDataModule):
             num_workers=workers,
             pin_memory=bool(pin),
             persistent_workers=workers > 0,
+            worker_init_fn=init,
             generator=sampler.loader_generator,
             **batching,
         )

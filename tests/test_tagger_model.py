@@ -137,3 +137,48 @@ def test_count_rounding_is_a_setting(rounding, sizes):
     )
     assert module.predict_labels(out, "composite").sum(1).tolist() == sizes
     assert module.export_metadata()["count_rounding"] == rounding
+
+
+def counting_cnn_calls(module: MultiLabelTagger) -> list[int]:
+    """Batch sizes the image CNN is called with, from now on."""
+    calls: list[int] = []
+    module.net.image_cnn.register_forward_hook(lambda mod, inputs, out: calls.append(len(inputs[0])))
+    return calls
+
+
+@pytest.mark.parametrize(
+    ("pipeline", "train_cached"), [({"resize": 16, "crop": 16}, True), ({"k": 1.0, "hflip": 0.5}, False)]
+)
+def test_frozen_cnn_runs_once_per_item_unless_training_images_are_augmented(pipeline, train_cached):
+    torch.manual_seed(0)
+    cached = MultiLabelTagger(
+        make_net(),
+        optimizer=functools.partial(torch.optim.AdamW, lr=1e-3),
+        stage="fusion",
+        image_pipeline=pipeline,
+    ).train()
+    plain = make_module("fusion", make_net())
+    plain.load_state_dict(cached.state_dict())
+    plain.hparams.cache_frozen_image_logits = False
+    plain.train()
+    images = torch.randn(6, 3, 16, 16)
+    calls = counting_cnn_calls(cached)
+
+    def batch(rows):
+        rows = torch.tensor(rows)
+        return {"image": images[rows], "tags": torch.zeros(len(rows), 12), "index": rows}
+
+    for split in ("train", "val"):
+        calls.clear()
+        first, again = cached._outputs(batch([4, 0, 2]), split), cached._outputs(batch([2, 5, 4]), split)
+        reference = plain(images[[2, 5, 4]], torch.zeros(3, 12))
+        for key in ("image_logits", "fusion_logits", "count"):
+            assert torch.allclose(again[key], reference[key], atol=1e-6), key
+        assert torch.equal(first["image_logits"][2], again["image_logits"][0])
+        # Cached: the second batch runs the CNN on its one unseen item (5) only.
+        assert calls == ([3, 1] if split == "val" or train_cached else [3, 3]), split
+
+    image_cnn_stage = make_module("image_cnn")  # a CNN that trains is never cached
+    calls = counting_cnn_calls(image_cnn_stage)
+    image_cnn_stage._outputs(batch([0, 1]), "val"), image_cnn_stage._outputs(batch([0, 1]), "val")
+    assert calls == [2, 2]

@@ -28,7 +28,7 @@ same pipeline unless augmentations are configured in ``conf/augmentation``:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -172,6 +172,12 @@ class ImageTransforms:
         out = {"resize": self.resize, "crop": self.crop, "mean": list(self.mean), "std": list(self.std)}
         if not self.keep_aspect:
             out["keep_aspect"] = False
-        if self.k > 0:  # what test-time augmentation needs
+        if self.k > 0 or self.hflip > 0:  # what test-time augmentation needs; see training_images_vary
             out.update(k=self.k, hflip=self.hflip)
         return out
+
+
+def training_images_vary(described: Mapping[str, Any]) -> bool:
+    """Whether the training transform that :meth:`ImageTransforms.describe` described is random: with
+    augmentation on, a frozen network's output for one training image differs from epoch to epoch."""
+    return described.get("k", 0) > 0 or described.get("hflip", 0) > 0

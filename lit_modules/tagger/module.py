@@ -34,9 +34,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from datamodules.preprocessing.images import training_images_vary
 from lit_modules.base import SuiteModule
 from lit_modules.metrics import MultilabelAnnotationMetrics, MultilabelMeanAveragePrecision
 from lit_modules.prediction_rules import counts_to_k, threshold_labels, top_k_labels
@@ -103,6 +105,40 @@ OUTPUTS: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 
 
+class ItemOutputCache:
+    """Outputs of a frozen network per dataset item, computed the first time an item is seen.
+
+    A frozen image CNN in eval mode maps one item's image to the same logits every epoch (unless
+    training-time augmentation changes the image): the stages after ``image_cnn`` would otherwise
+    run it over every image in every epoch, most of their compute (a ResNeXt-101 on the real data).
+    Rows are dataset indices; the table grows to the largest index seen (81 floats an item).
+    """
+
+    def __init__(self) -> None:
+        self.values: Tensor | None = None
+        self.known: Tensor | None = None
+
+    def __call__(self, index: Tensor, compute: Any) -> Tensor:
+        """Rows ``index``; ``compute(mask)`` gives the outputs of the batch items under ``mask``."""
+        size = int(index.max()) + 1
+        if self.known is None or size > len(self.known):
+            known = torch.zeros(size, dtype=torch.bool, device=index.device)
+            if self.known is not None:
+                known[: len(self.known)] = self.known
+            self.known = known
+        missing = ~self.known[index]
+        if missing.any():
+            computed = compute(missing)
+            if self.values is None or len(self.values) < size:
+                values = computed.new_zeros(size, *computed.shape[1:])
+                if self.values is not None:
+                    values[: len(self.values)] = self.values
+                self.values = values
+            self.values[index[missing]] = computed
+            self.known[index[missing]] = True
+        return self.values[index]
+
+
 class MultiLabelTagger(SuiteModule):
     """Staged training and rule-wise evaluation of :class:`~lit_modules.tagger.networks.TaggerNet`.
 
@@ -118,7 +154,11 @@ class MultiLabelTagger(SuiteModule):
         alpha: threshold of the ``*_threshold`` rules; ``None`` leaves them out.
         num_figure_examples: test images drawn in the examples figure.
         label_names: the concepts (from the data: figures).
-        image_pipeline: the data's image pipeline (from the data: figures undo its normalisation).
+        image_pipeline: the data's image pipeline (from the data: figures undo its normalisation;
+            whether training images are augmented).
+        cache_frozen_image_logits: in the stages after ``image_cnn``, compute the frozen CNN's
+            logits once per item (:class:`ItemOutputCache`); training items only when training
+            images are not augmented (``image_pipeline``). Off: the CNN runs on every batch.
     """
 
     def __init__(
@@ -135,6 +175,7 @@ class MultiLabelTagger(SuiteModule):
         scheduler_interval: str = "epoch",
         label_names: list[str] | None = None,
         image_pipeline: dict[str, Any] | None = None,
+        cache_frozen_image_logits: bool = True,
     ) -> None:
         super().__init__(optimizer, scheduler, scheduler_interval)
         if stage not in PARTS:
@@ -170,6 +211,7 @@ class MultiLabelTagger(SuiteModule):
         self.rules: list[str] = []
         self.outputs: list[str] = []
         self._figure_batch: dict[str, Tensor] | None = None
+        self._image_logit_caches: dict[str, ItemOutputCache] = {}
 
     # ----------------------------------------------------------------------------- what is trained
     def _available(self, needs: tuple[str, ...]) -> bool:
@@ -202,6 +244,26 @@ class MultiLabelTagger(SuiteModule):
     def forward(self, image: Tensor, tags: Tensor) -> dict[str, Tensor]:
         return self.net(image, tags)
 
+    def _image_logits(self, batch: dict[str, Tensor], split: str) -> Tensor:
+        """The image CNN's logits of a batch: from the split's cache while the CNN is frozen and the
+        split's images are the same every epoch (see ``cache_frozen_image_logits``)."""
+        pipeline = self.hparams.image_pipeline  # unknown (None): treat training images as augmented
+        same_every_epoch = split != "train" or (pipeline is not None and not training_images_vary(pipeline))
+        cached = (
+            self.hparams.cache_frozen_image_logits
+            and self.hparams.stage != "image_cnn"
+            and "index" in batch
+            and same_every_epoch
+        )
+        if not cached:
+            return self.net.image_logits(batch["image"])
+        cache = self._image_logit_caches.setdefault(split, ItemOutputCache())
+        return cache(batch["index"], lambda rows: self.net.image_logits(batch["image"][rows]))
+
+    def _outputs(self, batch: dict[str, Tensor], split: str) -> dict[str, Tensor]:
+        """:meth:`forward` on a batch, the frozen CNN's logits possibly cached."""
+        return self.net.from_image_logits(self._image_logits(batch, split), batch["tags"])
+
     def _loss(self, out: dict[str, Tensor], labels: Tensor) -> Tensor:
         """BCEWithLogits on the stage's logits (eq. 3.1), or MSE on its normalised count (eq. 3.2)."""
         stage = self.hparams.stage
@@ -219,9 +281,9 @@ class MultiLabelTagger(SuiteModule):
         elif stage == "tag_mlp":
             out = {"tag_logits": self.net.tag_mlp(batch["tags"])}
         elif stage == "image_label_count":
-            out = self.net.image_counts(self.net.image_logits(batch["image"]))
+            out = self.net.image_counts(self._image_logits(batch, "train"))
         else:
-            out = self(batch["image"], batch["tags"])
+            out = self._outputs(batch, "train")
         return self._loss(out, labels)
 
     def predict_labels(self, out: dict[str, Tensor], rule: str) -> Tensor:
@@ -239,7 +301,7 @@ class MultiLabelTagger(SuiteModule):
         self._refresh_active()
 
     def evaluation_step(self, batch: dict[str, Tensor], split: str) -> None:
-        out = self(batch["image"], batch["tags"])
+        out = self._outputs(batch, split)
         labels = batch["labels"]
         self.log(
             f"{split}/loss", self._loss(out, labels), on_epoch=True, sync_dist=True, batch_size=len(labels)

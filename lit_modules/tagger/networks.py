@@ -126,7 +126,10 @@ class TaggerNet(nn.Module):
     def forward(self, image: Tensor, tags: Tensor) -> dict[str, Tensor]:
         """Logits of every branch and both predicted label counts (``count``: LQP on ``v``;
         ``image_count``: LQP_v on ``vf``), in labels and normalised (``*_norm``)."""
-        image_logits = self.image_logits(image)
+        return self.from_image_logits(self.image_logits(image), tags)
+
+    def from_image_logits(self, image_logits: Tensor, tags: Tensor) -> dict[str, Tensor]:
+        """:meth:`forward` given the image CNN's logits (a frozen CNN's may come from a cache)."""
         tag_logits = self.tag_mlp(tags)
         v = torch.cat([image_logits.sigmoid(), tag_logits.sigmoid()], dim=1)
         count_norm = self.label_count(v)
