@@ -1,4 +1,4 @@
-"""Compare the runs of a sweep: ``python -m experiments.report <multirun dir> [--metrics ...]``.
+"""Compare the runs of a sweep: ``python -m experiments.report <multirun dir>... [--metrics ...]``.
 
 One row per configuration (labelled by its command-line overrides, those shared by all runs left
 out), the chosen metrics as columns, written as ``report.md``, plus ``report.csv`` (one line per
@@ -17,6 +17,10 @@ training budget (epochs and steps per stage, and the epochs of the best checkpoi
 to the tables. Jobs of the sweep that are not in the tables (not run, killed, failed, diverged or
 interrupted: ``sweep.json`` lists the planned jobs, each job's ``status.json`` its outcome) are
 listed under them.
+
+Several multirun folders make one report, as one sweep would (rows or seeds added later, or a sweep
+re-launched for the jobs a first launch did not finish): a job that did not finish in one folder but
+finished in another is not listed; two finished runs with the same overrides are an error.
 """
 
 from __future__ import annotations
@@ -426,15 +430,40 @@ def plot_against(runs: list[dict[str, Any]], spec: dict[str, str], path: Path) -
     return _save_axes(fig, ax, spec["x"], spec["y"], path)
 
 
+def collect(sweep_dirs: list[Path]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The finished runs of one or more multirun folders and the jobs without a finished run."""
+    runs: list[dict[str, Any]] = []
+    problems: list[dict[str, Any]] = []
+    seen: dict[tuple[str, ...], Path] = {}
+    for sweep_dir in sweep_dirs:
+        for run in map(read_run, find_runs(sweep_dir)):
+            key = tuple(sorted(run["overrides"]))
+            if key in seen and len(sweep_dirs) > 1:
+                raise SystemExit(f"{seen[key]} and {run['dir']} are runs of the same job: {' '.join(key)}")
+            seen[key] = run["dir"]
+            runs.append(run)
+        # a single run's folder has no jobs; a sweep's lists those not in the table
+        if not (sweep_dir / "metrics.json").exists():
+            for job in problem_jobs(sweep_dir):
+                if len(sweep_dirs) > 1:
+                    job["job"] = f"{sweep_dir.name}/{job['job']}"
+                problems.append(job)
+    return runs, [job for job in problems if tuple(sorted(job["overrides"])) not in seen]
+
+
 def make_report(
-    sweep_dir: Path, metrics: list[str] | None = None, curve: str | None = None, out_dir: Path | None = None
+    sweep_dir: Path | list[Path],
+    metrics: list[str] | None = None,
+    curve: str | None = None,
+    out_dir: Path | None = None,
 ) -> dict[str, Path]:
-    runs = [read_run(r) for r in find_runs(sweep_dir)]
-    # a single run's folder has no jobs; a sweep's lists those not in the table
-    problems = [] if (sweep_dir / "metrics.json").exists() else problem_jobs(sweep_dir)
+    sweep_dirs = [sweep_dir] if isinstance(sweep_dir, Path) else list(sweep_dir)
+    sweep_dir = sweep_dirs[0]
+    runs, problems = collect(sweep_dirs)
     if not runs:
         listed = render_problems(problems)
-        raise SystemExit(f"no runs with a metrics.json under {sweep_dir}" + (f"\n{listed}" if listed else ""))
+        names = ", ".join(map(str, sweep_dirs))
+        raise SystemExit(f"no runs with a metrics.json under {names}" + (f"\n{listed}" if listed else ""))
     out_dir = out_dir or sweep_dir / "report"
     out_dir.mkdir(parents=True, exist_ok=True)
     report_cfg = runs[0]["config"].get("report") or {}
@@ -477,12 +506,14 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("sweep_dir", type=Path, help="a multirun folder (logs/train/multiruns/<name>/<time>)")
+    parser.add_argument(
+        "sweep_dir", type=Path, nargs="+", help="multirun folders (logs/train/multiruns/<name>/<time>), one report"
+    )
     parser.add_argument("--metrics", nargs="+", default=None, help="metric names or glob patterns (columns)")
     parser.add_argument(
         "--curve", default=None, help="validation metric to plot per epoch (default: the monitor)"
     )
-    parser.add_argument("--out", type=Path, default=None, help="output folder (default: <sweep_dir>/report)")
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default: <first sweep_dir>/report)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     written = make_report(args.sweep_dir, args.metrics, args.curve, args.out)

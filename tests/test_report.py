@@ -147,3 +147,29 @@ def test_a_run_whose_metrics_are_not_finite_is_listed_as_diverged_not_tabled(tmp
     md = make_report(tmp_path, metrics=["test/F1"])["markdown"].read_text()
     assert "nan" not in md.split("**Not in the table")[0].lower()
     assert "- job 1 `ablation=graph seed=1`: diverged (metrics.json holds non-finite test metrics)" in md
+
+
+def test_several_sweep_folders_make_one_report(tmp_path):
+    import pytest
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    plan = [{"num": i, "overrides": ["ablation=concat", f"seed={s}"]} for i, s in enumerate((1, 2, 3))]
+    first.mkdir()
+    (first / "sweep.json").write_text(json.dumps({"jobs": plan}))
+    _seeded_job(first, 0, "concat", 1, 0.50)
+    _seeded_job(first, 1, "concat", 2, 0.60)
+    (first / "2").mkdir()  # killed: re-launched in the second folder, where it finished
+    _seeded_job(second, 0, "concat", 3, 0.55)
+    _seeded_job(second, 1, "graph", 1, 0.70)
+    md = make_report([first, second], metrics=["test/F1"], out_dir=tmp_path / "out")["markdown"].read_text()
+    assert "| ablation=concat | 55.00 ± 5.00 | 3 |" in md
+    assert "| ablation=graph | **70.00** | 1 |" in md
+    assert "Not in the table" not in md
+    (second / "2").mkdir()  # a job that finished nowhere is listed with its folder
+    (second / "2" / ".hydra").mkdir()
+    (second / "2" / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(["ablation=graph", "seed=2"]))
+    md = make_report([first, second], metrics=["test/F1"], out_dir=tmp_path / "out")["markdown"].read_text()
+    assert "- job second/2 `ablation=graph seed=2`: incomplete" in md
+    _seeded_job(tmp_path / "third", 0, "graph", 1, 0.71)  # the same job finished twice: which one counts?
+    with pytest.raises(SystemExit, match="runs of the same job: ablation=graph seed=1"):
+        make_report([first, second, tmp_path / "third"], metrics=["test/F1"], out_dir=tmp_path / "out")

@@ -35,14 +35,27 @@ METRIC_KEYS = (
 )
 
 
+#: Image rows per similarity block: 1,000-row products run at the speed of the full 5K product
+#: (500-row ones took 1.4x the full product's time in ``python -m experiments.bench retrieval``).
+DEFAULT_CHUNK = 1000
+#: Longest span summed into int16 counts (no overflow).
+_INT16_SPAN = torch.iinfo(torch.int16).max
+
+
 def _count_above(scores: Tensor, threshold: Tensor, dim: int, out: Tensor) -> None:
-    """``out += #{scores > threshold}`` along ``dim``. Counting a bool mask through its uint8 view
-    into int32 is several times faster on the CPU than ``bool.sum()`` (which widens every element to
-    int64 first)."""
-    out += (scores > threshold).view(torch.uint8).sum(dim=dim, dtype=torch.int32)
+    """``out += #{scores > threshold}`` along ``dim``. The bool mask is counted through its uint8 view
+    into int16, spans of at most 32,767 at a time: on the CPU, 6x faster along columns and 2.5x along
+    rows than into int32, and 5x than ``bool.sum()`` (int64)."""
+    mask = (scores > threshold).view(torch.uint8)
+    for start in range(0, mask.shape[dim], _INT16_SPAN):
+        out += mask.narrow(dim, start, min(_INT16_SPAN, mask.shape[dim] - start)).sum(
+            dim=dim, dtype=torch.int16
+        )
 
 
-def retrieval_ranks(image_emb: Tensor, caption_emb: Tensor, chunk_size: int = 500) -> tuple[Tensor, Tensor]:
+def retrieval_ranks(
+    image_emb: Tensor, caption_emb: Tensor, chunk_size: int = DEFAULT_CHUNK
+) -> tuple[Tensor, Tensor]:
     """1-based ranks ``(i2t [N], t2i [5N])`` of the ground truth (see module doc).
 
     Two passes over blocks of ``chunk_size`` images. The first scores each block against its own
@@ -51,7 +64,7 @@ def retrieval_ranks(image_emb: Tensor, caption_emb: Tensor, chunk_size: int = 50
     ground-truth score and the scores it is ranked against). The second scores each block against
     every other caption, as two products (the captions before and after its own) written into one
     reused buffer: wide products run at the speed of the full ``N x 5N`` product, which square tiles
-    do not. Memory: the buffer, ``chunk_size x 5N`` floats (50 MB for the 5K test), never the full
+    do not. Memory: the buffer, ``chunk_size x 5N`` floats (100 MB for the 5K test), never the full
     matrix."""
     n = image_emb.shape[0]
     k = CAPTIONS_PER_IMAGE
@@ -100,7 +113,9 @@ def _median(ranks: Tensor) -> float:
     return float((ordered[n // 2 - 1] + ordered[n // 2]) // 2)
 
 
-def coco_retrieval_metrics(image_emb: Tensor, caption_emb: Tensor, chunk_size: int = 500) -> dict[str, float]:
+def coco_retrieval_metrics(
+    image_emb: Tensor, caption_emb: Tensor, chunk_size: int = DEFAULT_CHUNK
+) -> dict[str, float]:
     """R@1/5/10 both ways (percent), ``rsum`` and median ranks for one fold.
 
     Args:
@@ -148,7 +163,7 @@ class CocoRetrievalMetrics(Metric):
 
     full_state_update = False
 
-    def __init__(self, chunk_size: int = 500, five_fold: bool = True, **kwargs) -> None:
+    def __init__(self, chunk_size: int = DEFAULT_CHUNK, five_fold: bool = True, **kwargs) -> None:
         super().__init__(**kwargs)
         self.chunk_size, self.five_fold = chunk_size, five_fold
         self.add_state("image_emb", default=[], dist_reduce_fx="cat")
