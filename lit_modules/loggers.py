@@ -13,8 +13,23 @@ from lightning.pytorch.utilities import rank_zero_only
 from datamodules.files import atomic_write_text
 
 
+def _write_csv_atomically(path: str, fields: list[str], rows: list[dict]) -> None:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, out.getvalue())
+
+
 class _ContinuingWriter(ExperimentWriter):
-    """Keeps an existing ``metrics.csv`` (Lightning's writer deletes it) and appends to it."""
+    """Keeps an existing ``metrics.csv`` (Lightning's writer deletes it) and appends to it; rewrites it
+    (a new column, dropped rows) through a temporary file renamed over it, never in place: Lightning
+    truncates the file and writes it again, and a kill in between lost every row logged so far."""
+
+    def _rewrite_with_new_header(self, fieldnames: list[str]) -> None:
+        with self._fs.open(self.metrics_file_path, "r", newline="") as f:
+            rows = list(csv.DictReader(f))
+        _write_csv_atomically(self.metrics_file_path, fieldnames, rows)
 
     def _check_log_dir_exists(self) -> None:
         if self._fs.isfile(self.metrics_file_path):
@@ -31,11 +46,7 @@ class _ContinuingWriter(ExperimentWriter):
             fields, rows = reader.fieldnames or [], list(reader)
         kept = [row for row in rows if not row.get("step") or int(float(row["step"])) < step]
         if len(kept) < len(rows):
-            out = io.StringIO()
-            writer = csv.DictWriter(out, fieldnames=fields)
-            writer.writeheader()
-            writer.writerows(kept)
-            atomic_write_text(self.metrics_file_path, out.getvalue())
+            _write_csv_atomically(self.metrics_file_path, fields, kept)
         return len(rows) - len(kept)
 
 

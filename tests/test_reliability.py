@@ -277,6 +277,26 @@ def test_a_resumed_run_replaces_the_csv_rows_logged_after_its_checkpoint(tmp_pat
     assert epoch_rows == ["0", "1", "2"]
 
 
+def test_a_kill_while_the_csv_log_gains_a_column_loses_no_rows(tmp_path, monkeypatch):
+    """A new column makes the writer rewrite metrics.csv; a kill during that rewrite (simulated: the
+    row writer dies) must leave the rows logged before it on disk."""
+    logger = ResumableCSVLogger(save_dir=tmp_path, name="csv", version="main")
+    for step in range(3):
+        logger.log_metrics({"train/loss": 1.0 / (step + 1)}, step=step)
+    logger.save()
+    path = tmp_path / "csv" / "main" / "metrics.csv"
+    before = path.read_text()
+
+    def killed(self, rows):
+        raise KeyboardInterrupt("killed")
+
+    logger.log_metrics({"val/loss": 0.5}, step=3)  # a new column: the file is rewritten
+    monkeypatch.setattr(csv.DictWriter, "writerows", killed)
+    with pytest.raises(KeyboardInterrupt):
+        logger.save()
+    assert path.read_text() == before
+
+
 # ----------------------------------------------------------------------------- 10. options checked early
 def test_wrong_run_options_are_named_before_anything_is_built():
     cfg = compose_train("experiment=tagger", "data.batch_size=abc", "optimizer.lr=abc", "data.val_fraction=0")
