@@ -20,8 +20,11 @@ $(STAMP): pyproject.toml
 job: $(STAMP)
 	$(PY) -m experiments.train
 
+# Test files run in $(WORKERS) processes (pytest-xdist; a file's tests stay in one process, so its
+# module fixtures run once); WORKERS=0 runs them in this one.
+WORKERS ?= 2
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(WORKERS) --dist loadfile
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"

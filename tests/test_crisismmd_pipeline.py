@@ -15,7 +15,7 @@ SMALL = [
     "data.synthetic.image_size=32",
     "augmentation.resize=32",
     "augmentation.crop=32",
-    "trainer.max_epochs=20",
+    "trainer.max_epochs=10",
     "callbacks.rich_progress_bar=null",
 ]
 
@@ -40,7 +40,7 @@ def small_run(tmp_path_factory, synthetic_dir) -> Path:
         f"paths.log_dir={logs}",
         f"paths.synthetic_dir={synthetic_dir}",
         *SMALL,
-        timeout=1800,  # ~2 minutes on 2 idle cores; a shared machine can be many times slower
+        timeout=1800,  # ~1 minute on 2 idle cores; a shared machine can be many times slower
     )
     return only_run(logs)
 

@@ -96,7 +96,15 @@ def test_cycle_model_learns_from_a_quarter_of_the_pairs_without_collapse(synthet
     stage ends with the latents spread out (not collapsed onto one point; with hardest negatives the
     monitor's collapse flag is 0). Whether the unpaired rows help is a comparison over seeds: the
     ``retrieval_sweep`` experiment and its report, not this test."""
-    cycle = train(synthetic_dir, tmp_path, "cycle", "data.paired_fraction=0.25")
+    short = ("stages.autoencoders.trainer.max_epochs=5", "stages.latent.trainer.max_epochs=8")
+    cycle = train(
+        synthetic_dir,
+        tmp_path,
+        "cycle",
+        "data.paired_fraction=0.25",
+        *short,
+        "stages.joint.trainer.max_epochs=15",
+    )
     assert list(cycle["stages"]) == ["autoencoders", "latent", "joint"]
     assert cycle["test"]["test/rsum"] > 3 * chance_rsum(TEST_IMAGES)
     with open(tmp_path / "cycle" / "csv" / "joint" / "metrics.csv") as f:

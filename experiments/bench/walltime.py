@@ -1,7 +1,7 @@
 """``walltime``: the main job and the test suite end to end, as a user runs them.
 
 Runs ``python -m experiments.train experiment=<main>`` (README: ``make job``) and, with ``--tests``,
-``python -m pytest -q <pytest args>`` (README: ``make test``) in subprocesses from the project root,
+``python -m pytest -q <pytest args>`` (default: as ``make test``, two worker processes) in subprocesses from the project root,
 and records their wall time and exit status. Targets: main job <= 3 minutes, suite <= 15 minutes on
 the 2-core CPU machines.
 """
@@ -22,7 +22,11 @@ from experiments.common import PROJECT_ROOT
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--experiment", default="tagger", help="the main job's experiment")
     parser.add_argument("--tests", action="store_true", help="also time the test suite")
-    parser.add_argument("--pytest-args", default="", help="one string, e.g. \"-m 'not slow'\" or a test file")
+    parser.add_argument(
+        "--pytest-args",
+        default="-n 2 --dist loadfile",
+        help="one string (default: as make test), e.g. \"-m 'not slow'\" or a test file",
+    )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of the main job (e.g. debug=fdr)")
 
 
