@@ -448,7 +448,9 @@ def collect(sweep_dirs: list[Path]) -> tuple[list[dict[str, Any]], list[dict[str
                 if len(sweep_dirs) > 1:
                     job["job"] = f"{sweep_dir.name}/{job['job']}"
                 problems.append(job)
-    return runs, [job for job in problems if tuple(sorted(job["overrides"])) not in seen]
+    # a job planned by several launches and finished by none is listed once, from the last launch
+    unfinished = {tuple(sorted(job["overrides"])): job for job in problems}
+    return runs, [job for key, job in unfinished.items() if key not in seen]
 
 
 def make_report(
