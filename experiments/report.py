@@ -509,13 +509,18 @@ def main(argv: list[str] | None = None) -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "sweep_dir", type=Path, nargs="+", help="multirun folders (logs/train/multiruns/<name>/<time>), one report"
+        "sweep_dir",
+        type=Path,
+        nargs="+",
+        help="multirun folders (logs/train/multiruns/<name>/<time>): one report",
     )
     parser.add_argument("--metrics", nargs="+", default=None, help="metric names or glob patterns (columns)")
     parser.add_argument(
         "--curve", default=None, help="validation metric to plot per epoch (default: the monitor)"
     )
-    parser.add_argument("--out", type=Path, default=None, help="output folder (default: <first sweep_dir>/report)")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="output folder (default: <first sweep_dir>/report)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     written = make_report(args.sweep_dir, args.metrics, args.curve, args.out)

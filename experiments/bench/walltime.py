@@ -1,9 +1,9 @@
 """``walltime``: the main job and the test suite end to end, as a user runs them.
 
 Runs ``python -m experiments.train experiment=<main>`` (README: ``make job``) and, with ``--tests``,
-``python -m pytest -q <pytest args>`` (default: as ``make test``, two worker processes) in subprocesses from the project root,
-and records their wall time and exit status. Targets: main job <= 3 minutes, suite <= 15 minutes on
-the 2-core CPU machines.
+``python -m pytest -q <pytest args>`` (default: as ``make test``, two worker processes) in
+subprocesses from the project root, and records their wall time and exit status. Targets: main job
+<= 3 minutes, suite <= 15 minutes on the 2-core CPU machines.
 """
 
 from __future__ import annotations
