@@ -127,7 +127,8 @@ def test_ddp_two_cpu_processes_give_the_same_test_metrics(small_run, tmp_path, s
     for key, value in results["cpu"].items():
         if key.endswith("loss"):  # a mean of per-batch means: the batches differ
             continue
-        assert results["ddp_cpu"][key] == pytest.approx(value, abs=1e-6), key
+        # float32 statistics gathered in another order: equal to a few units in the last place
+        assert results["ddp_cpu"][key] == pytest.approx(value, rel=1e-6, abs=1e-6), key
 
 
 def test_real_data_config_fails_only_for_the_missing_release(tmp_path):
