@@ -58,7 +58,7 @@ def test_training_learns_and_reports_tta_and_abstaining(run):
     ):
         assert key in test and test[key] == test[key], key
     if test["test/val_coverage"] > 0:  # the threshold met the target on the validation data it was chosen on
-        assert test["test/val_precision"] >= 0.9
+        assert test["test/val_precision"] >= 0.9 - 1e-6  # the calibration target, stored as float32
     assert summary["stages"]["main"]["monitor"] == "val/balanced_acc"
     for name in ("confusion_matrix.png", "confusion_matrix_tta.png", "risk_coverage.png"):
         assert (run / "figures" / name).is_file(), name
