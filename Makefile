@@ -21,13 +21,13 @@ job: $(STAMP)
 	$(PY) -m experiments.train
 
 # Test files run in $(WORKERS) processes (pytest-xdist; a file's tests stay in one process, so its
-# module fixtures run once); WORKERS=0 runs them in this one.
+# module fixtures run once), the longest first (tests/durations.json); WORKERS=0 runs them in this one.
 WORKERS ?= 2
 test: $(STAMP)
-	$(PY) -m pytest -q -n $(WORKERS) --dist loadfile
+	$(PY) -m pytest -q -n $(WORKERS) --dist loadfile --no-loadscope-reorder
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -n $(WORKERS) --dist loadfile -m "not slow"
+	$(PY) -m pytest -q -n $(WORKERS) --dist loadfile --no-loadscope-reorder -m "not slow"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

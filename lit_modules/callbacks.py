@@ -221,7 +221,25 @@ class SigtermCheckpoint(Callback):
     """On SIGTERM during ``fit`` (preemption, ``scancel``, ``kill``), save a resumable checkpoint of the
     stage where it stands (mid-epoch, with loop and optimizer state) as ``hpc_ckpt_<n>.ckpt`` in the run
     dir, the file a SLURM requeue writes on SIGUSR1; ``ckpt_path=last`` (or the requeued job) resumes
-    the interrupted stage from it. Every rank takes part in the save (it is collective under DDP)."""
+    the interrupted stage from it. Every rank takes part in the save (it is collective under DDP).
+
+    A SIGTERM during a validation inside ``fit`` lets that validation finish first (it is bounded by
+    ``limit_val_batches``); the stage stops after it. Lightning stops at the next validation batch
+    instead, and a run resumed from there does not run that validation again: the epoch would have
+    no validation metrics, no checkpoint selection and no early-stopping check."""
+
+    def __init__(self) -> None:
+        self._deferred = False
+
+    def on_validation_batch_end(self, trainer: Trainer, *args: Any, **kwargs: Any) -> None:
+        if trainer.state.fn == TrainerFn.FITTING and trainer.received_sigterm:
+            trainer._signal_connector.received_sigterm = False
+            self._deferred = True
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self._deferred:
+            self._deferred = False
+            trainer._signal_connector.received_sigterm = True
 
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
         if not isinstance(exception, SIGTERMException) or trainer.state.fn != TrainerFn.FITTING:

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from collections import defaultdict
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,41 @@ if os.environ.get("PYTEST_XDIST_WORKER_COUNT") and "OMP_NUM_THREADS" not in os.e
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 REAL_FORMATS = PROJECT_ROOT.parent / "shared" / "real-formats"
+
+# Longest files first. pytest-xdist hands whole files to its processes in collection order
+# (`--dist loadfile --no-loadscope-reorder`); a long file taken last leaves the other process idle
+# for its whole length. tests/durations.json holds each file's measured seconds (setup + call +
+# teardown, one process); `pytest --store-durations` measures them again. Unknown files go last.
+DURATIONS_FILE = Path(__file__).with_name("durations.json")
+_file_seconds: dict[str, float] = defaultdict(float)
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--store-durations",
+        action="store_true",
+        help=f"write the seconds of each test file that ran into {DURATIONS_FILE.name}",
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    known = json.loads(DURATIONS_FILE.read_text()) if DURATIONS_FILE.is_file() else {}
+    items.sort(key=lambda item: -known.get(item.nodeid.partition("::")[0], 0.0))  # stable within a file
+
+
+def pytest_runtest_logreport(report):
+    _file_seconds[report.nodeid.partition("::")[0]] += report.duration
+
+
+def pytest_sessionfinish(session):
+    # the controller sees every worker's reports; the workers write nothing
+    if not session.config.getoption("store_durations") or hasattr(session.config, "workerinput"):
+        return
+    known = json.loads(DURATIONS_FILE.read_text()) if DURATIONS_FILE.is_file() else {}
+    known.update({path: round(seconds, 1) for path, seconds in _file_seconds.items()})
+    ordered = dict(sorted(known.items(), key=lambda kv: -kv[1]))
+    DURATIONS_FILE.write_text(json.dumps(ordered, indent=1) + "\n")
+
 
 # A small twin for pipeline tests: 32 px keeps the CNN fast; 900 images keep every split non-trivial.
 SMALL_TWIN = {"num_images": 900, "image_size": 32, "seed": 0}

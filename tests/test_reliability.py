@@ -25,7 +25,8 @@ import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from PIL import Image
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -35,7 +36,13 @@ from datamodules.synthetic import cache
 from experiments.common import RunDirInUse, build, claim_dir
 from experiments.run_checks import RunOptionError, check_run_options
 from experiments.stages import stage_configs
-from lit_modules.callbacks import AtomicCheckpointIO, NonFiniteLossError, NonFiniteLossGuard, TrimResumedLogs
+from lit_modules.callbacks import (
+    AtomicCheckpointIO,
+    NonFiniteLossError,
+    NonFiniteLossGuard,
+    SigtermCheckpoint,
+    TrimResumedLogs,
+)
 from lit_modules.loggers import ResumableCSVLogger
 from tests.conftest import PROJECT_ROOT, read_metrics, run_cli, small_twin_overrides
 
@@ -275,6 +282,37 @@ def test_a_resumed_run_replaces_the_csv_rows_logged_after_its_checkpoint(tmp_pat
     assert len(steps) == len(set(steps)) == 12  # 3 epochs x 4 batches, each once
     epoch_rows = [r["epoch"] for r in rows if r["train/loss_epoch"]]
     assert epoch_rows == ["0", "1", "2"]
+
+
+def test_a_sigterm_during_validation_lets_it_finish_and_the_resumed_run_validates_every_epoch(tmp_path):
+    class Validated(_Tiny):
+        def validation_step(self, batch, batch_idx):
+            x, y = batch
+            self.log("val/loss", torch.nn.functional.mse_loss(self.layer(x), y))
+
+    class TermInSecondValidation(Callback):
+        def on_validation_batch_start(self, trainer, *args):
+            if trainer.current_epoch == 1 and not trainer.sanity_checking and not trainer.received_sigterm:
+                os.kill(os.getpid(), signal.SIGTERM)  # what scancel sends, mid-validation
+
+    def trainer(*callbacks):
+        logger = ResumableCSVLogger(save_dir=tmp_path, name="csv", version="main")
+        return _suite_trainer(
+            tmp_path,
+            [SigtermCheckpoint(), TrimResumedLogs(), *callbacks],
+            3,
+            logger=logger,
+            log_every_n_steps=1,
+            num_sanity_val_steps=0,
+        )
+
+    with pytest.raises(SIGTERMException):
+        trainer(TermInSecondValidation()).fit(Validated(), _loader(), _loader())
+    (saved,) = tmp_path.glob("hpc_ckpt_*.ckpt")
+    trainer().fit(Validated(), _loader(), _loader(), ckpt_path=str(saved))
+    with open(tmp_path / "csv" / "main" / "metrics.csv", newline="") as f:
+        validated = [(r["epoch"], r["step"]) for r in csv.DictReader(f) if r["val/loss"]]
+    assert validated == [("0", "3"), ("1", "7"), ("2", "11")]  # each epoch's validation, once
 
 
 def test_a_kill_while_the_csv_log_gains_a_column_loses_no_rows(tmp_path, monkeypatch):

@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tests", action="store_true", help="also time the test suite")
     parser.add_argument(
         "--pytest-args",
-        default="-n 2 --dist loadfile",
+        default="-n 2 --dist loadfile --no-loadscope-reorder",
         help="one string (default: as make test), e.g. \"-m 'not slow'\" or a test file",
     )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of the main job (e.g. debug=fdr)")
