@@ -168,12 +168,16 @@ def row_labels(runs: list[dict[str, Any]]) -> list[str]:
 
 def group_by_seed(runs: list[dict[str, Any]]) -> list[tuple[str, list[dict[str, Any]]]]:
     """Runs that differ only by ``seed``, as ``(label, runs)`` in first-seen order; the label is the
-    varying overrides without the seed."""
+    varying overrides without the seed ("seeds" when the seed is all that varies, as in a sweep of one
+    configuration over seeds; a run's folder name when nothing varies)."""
     common = set.intersection(*(set(r["overrides"]) for r in runs)) if runs else set()
     groups: dict[str, list[dict[str, Any]]] = {}
     for r in runs:
-        own = [o for o in r["overrides"] if o not in common and not _is_seed(o)]
-        groups.setdefault(" ".join(own) or (r["dir"].name if len(runs) > 1 else "run"), []).append(r)
+        own = [o for o in r["overrides"] if o not in common]
+        label = " ".join(o for o in own if not _is_seed(o))
+        if not label:
+            label = "seeds" if own else (r["dir"].name if len(runs) > 1 else "run")
+        groups.setdefault(label, []).append(r)
     if len(groups) == 1 and len(runs) == 1:
         return [(row_labels(runs)[0], runs)]
     return list(groups.items())

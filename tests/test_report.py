@@ -105,6 +105,17 @@ def test_seeds_are_aggregated_into_mean_sd_and_n_and_small_differences_are_marke
     assert "Best checkpoint of main: epoch 10-10 (1-based) of 12" in md
 
 
+def test_a_sweep_over_seeds_alone_is_one_row(tmp_path):
+    import statistics
+
+    values = [0.66, 0.69, 0.70]
+    for n, (seed, value) in enumerate(zip((1, 2, 3), values)):
+        _seeded_job(tmp_path, n, "composite", seed, value)
+    md = make_report(tmp_path, metrics=["test/F1"])["markdown"].read_text()
+    mean, sd = 100 * statistics.fmean(values), 100 * statistics.stdev(values)
+    assert f"| seeds | {mean:.2f} ± {sd:.2f} | 3 |" in md
+
+
 def test_best_checkpoints_at_the_end_of_the_budget_are_flagged(tmp_path):
     _seeded_job(tmp_path, 0, "concat", 1, 0.5, max_epochs=12, best_epoch=12)
     _seeded_job(tmp_path, 1, "graph", 1, 0.6, max_epochs=12, best_epoch=11)
