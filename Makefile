@@ -23,11 +23,12 @@ job: $(STAMP)
 # Test files run in $(WORKERS) processes (pytest-xdist; a file's tests stay in one process, so its
 # module fixtures run once), the longest first (tests/durations.json); WORKERS=0 runs them in this one.
 WORKERS ?= 2
+XDIST   := -n $(WORKERS) --dist loadfile --no-loadscope-reorder
 test: $(STAMP)
-	$(PY) -m pytest -q -n $(WORKERS) --dist loadfile --no-loadscope-reorder
+	$(PY) -m pytest -q $(XDIST)
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -n $(WORKERS) --dist loadfile --no-loadscope-reorder -m "not slow"
+	$(PY) -m pytest -q $(XDIST) -m "not slow"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

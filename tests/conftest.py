@@ -40,8 +40,12 @@ def pytest_addoption(parser):
     )
 
 
+def _known_durations() -> dict[str, float]:
+    return json.loads(DURATIONS_FILE.read_text()) if DURATIONS_FILE.is_file() else {}
+
+
 def pytest_collection_modifyitems(config, items):
-    known = json.loads(DURATIONS_FILE.read_text()) if DURATIONS_FILE.is_file() else {}
+    known = _known_durations()
     items.sort(key=lambda item: -known.get(item.nodeid.partition("::")[0], 0.0))  # stable within a file
 
 
@@ -53,7 +57,7 @@ def pytest_sessionfinish(session):
     # the controller sees every worker's reports; the workers write nothing
     if not session.config.getoption("store_durations") or hasattr(session.config, "workerinput"):
         return
-    known = json.loads(DURATIONS_FILE.read_text()) if DURATIONS_FILE.is_file() else {}
+    known = _known_durations()
     known.update({path: round(seconds, 1) for path, seconds in _file_seconds.items()})
     ordered = dict(sorted(known.items(), key=lambda kv: -kv[1]))
     DURATIONS_FILE.write_text(json.dumps(ordered, indent=1) + "\n")
@@ -96,6 +100,13 @@ def run_cli(
 
 def read_metrics(run_dir: Path) -> dict:
     return json.loads((run_dir / "metrics.json").read_text())
+
+
+def only_run(parent: Path) -> Path:
+    """The one run dir (``metrics.json`` next to ``config.yaml``) under ``parent``."""
+    runs = [p.parent for p in parent.rglob("metrics.json") if (p.parent / "config.yaml").exists()]
+    assert len(runs) == 1, f"expected one run under {parent}, found {runs}"
+    return runs[0]
 
 
 @pytest.fixture(scope="session")

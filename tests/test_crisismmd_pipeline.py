@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import evaluate_on_one_and_two_processes, read_metrics, run_cli
+from tests.conftest import evaluate_on_one_and_two_processes, only_run, read_metrics, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -18,12 +18,6 @@ SMALL = [
     "trainer.max_epochs=10",
     "callbacks.rich_progress_bar=null",
 ]
-
-
-def only_run(parent: Path) -> Path:
-    runs = [p.parent for p in parent.rglob("metrics.json") if (p.parent / "config.yaml").exists()]
-    assert len(runs) == 1, runs
-    return runs[0]
 
 
 def majority_f1_macro(num_classes: int) -> float:

@@ -8,7 +8,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from experiments import build_relevance_dataset
-from tests.conftest import read_metrics, run_cli
+from tests.conftest import only_run, read_metrics, run_cli
 
 SMALL = [
     "data.synthetic.num_captions=900",
@@ -16,12 +16,6 @@ SMALL = [
     "trainer.max_epochs=8",
     "callbacks.rich_progress_bar=null",
 ]
-
-
-def only_run(parent: Path) -> Path:
-    runs = [p.parent for p in parent.rglob("metrics.json") if (p.parent / "config.yaml").exists()]
-    assert len(runs) == 1, runs
-    return runs[0]
 
 
 @pytest.fixture(scope="module")

@@ -14,15 +14,9 @@ import yaml
 from datamodules.nuswide import load_index
 from lit_modules.metrics import multilabel_annotation_scores
 from lit_modules.prediction_rules import top_k_labels
-from tests.conftest import evaluate_on_one_and_two_processes, read_metrics, run_cli
+from tests.conftest import evaluate_on_one_and_two_processes, only_run, read_metrics, run_cli
 
 pytestmark = pytest.mark.slow
-
-
-def only_run(parent: Path) -> Path:
-    runs = [p.parent for p in parent.rglob("metrics.json") if (p.parent / "config.yaml").exists()]
-    assert len(runs) == 1, f"expected one run under {parent}, found {runs}"
-    return runs[0]
 
 
 # ------------------------------------------------------------------------------------------- main job

@@ -9,8 +9,7 @@ import pytest
 import torch
 import yaml
 
-from tests.conftest import read_metrics, run_cli, small_twin_overrides
-from tests.test_tagger_pipeline import only_run
+from tests.conftest import only_run, read_metrics, run_cli, small_twin_overrides
 
 pytestmark = pytest.mark.slow
 
