@@ -47,7 +47,6 @@ pairs.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -66,8 +65,9 @@ from torch import Tensor
 from torch.utils.data import Dataset, Sampler, default_collate
 
 from datamodules.base import DataInfo, DecodedImages, SuiteDataModule
-from datamodules.errors import DatasetFormatError, DuplicateRows, json_field, read_text, require_rows
+from datamodules.errors import DatasetFormatError, DuplicateRows, json_field, read_json, require_rows
 from datamodules.files import atomic_write_text, current_umask
+from datamodules.index_state import file_stamp, records_match, settings_digest
 from datamodules.preprocessing.images import ImageTransforms
 from datamodules.preprocessing.text import WordVocabulary
 
@@ -100,21 +100,6 @@ def _refuse_conflicts(repeats: DuplicateRows, array: str, key: str, what: str) -
     repeats.log(log)
 
 
-def _read_slim_json(path: Path, contents: str, slim: Any) -> Any:
-    """The JSON value of ``path`` with every object passed through ``slim`` as it is parsed (so the
-    fields a reader does not use never pile up in memory); errors as
-    :func:`datamodules.errors.read_json` raises them."""
-    text = read_text(path, contents)
-    if not text.strip():
-        raise DatasetFormatError(path, f"empty file; it should contain {contents}")
-    try:
-        return json.loads(text, object_hook=slim)
-    except json.JSONDecodeError as err:
-        raise DatasetFormatError(
-            path, f"invalid JSON ({err.msg}, column {err.colno})", line=err.lineno
-        ) from None
-
-
 def _slim_coco_entry(obj: dict[str, Any]) -> dict[str, Any]:
     """Keep what the reader uses of a COCO captions entry (annotations: image id and caption;
     images: id and file name); other objects unchanged."""
@@ -144,7 +129,7 @@ def read_coco_captions(
     in ``counts``); one id with two file names raises (its captions could belong to either)."""
     path = Path(path)
     counts = Counter() if counts is None else counts
-    data = _read_slim_json(path, "COCO captions (info, images, licenses, annotations)", _slim_coco_entry)
+    data = read_json(path, "COCO captions (info, images, licenses, annotations)", _slim_coco_entry)
     for key in ("images", "annotations"):
         if not isinstance(data, dict) or not isinstance(data.get(key), list):
             raise DatasetFormatError(path, "expected a top-level list", field=key)
@@ -176,7 +161,7 @@ def read_karpathy_split(path: str | Path, counts: Counter | None = None) -> dict
     with two different entries (another split or file) raises naming both."""
     path = Path(path)
     counts = Counter() if counts is None else counts
-    data = _read_slim_json(
+    data = read_json(
         path, "the Karpathy split (images[].split, filepath, filename, cocoid)", _slim_karpathy_entry
     )
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
@@ -329,16 +314,13 @@ def _fingerprint(root: Path, karpathy_split: str | Path | None) -> dict[str, lis
     folders (a file added or removed changes it): what makes an index stale."""
     out = {}
     for path in _source_files(root, karpathy_split):
-        try:
-            stat = path.stat()
-        except FileNotFoundError:
-            continue  # the reader names the missing file
-        out[str(path)] = [stat.st_size, stat.st_mtime_ns]
+        stamp = file_stamp(path)
+        if stamp is not None:  # a missing file: the reader names it
+            out[str(path)] = stamp
     for folder in ("train2014", "val2014"):
-        try:
-            out[str(root / folder)] = [0, (root / folder).stat().st_mtime_ns]
-        except FileNotFoundError:
-            pass
+        stamp = file_stamp(root / folder)
+        if stamp is not None:
+            out[str(root / folder)] = [0, stamp[1]]
     return out
 
 
@@ -363,8 +345,7 @@ def index_settings(
 
 def index_folder(index_dir: str | Path, settings: dict[str, Any]) -> Path:
     """``<index_dir>/<digest of the settings>``: indexes of other settings live side by side."""
-    digest = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
-    return Path(index_dir) / digest
+    return Path(index_dir) / settings_digest(settings)
 
 
 def index_is_current(folder: Path, settings: dict[str, Any]) -> bool:
@@ -372,10 +353,8 @@ def index_is_current(folder: Path, settings: dict[str, Any]) -> bool:
         manifest = json.loads((folder / MANIFEST).read_text())
     except (OSError, ValueError):
         return False
-    root = Path(settings["root"])
-    return manifest.get("settings") == settings and manifest.get("sources") == _fingerprint(
-        root, settings["karpathy_split"]
-    )
+    sources = _fingerprint(Path(settings["root"]), settings["karpathy_split"])
+    return records_match(manifest, settings=settings, sources=sources)
 
 
 def build_index(folder: Path, settings: dict[str, Any]) -> dict[str, Any]:

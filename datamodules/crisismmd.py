@@ -56,7 +56,6 @@ training split; ``null``: none).
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -70,7 +69,7 @@ from torch.utils.data import Dataset
 from datamodules.base import DataInfo, DecodedImages, SuiteDataModule
 from datamodules.errors import DatasetFormatError, DuplicateRows, decode_utf8, read_lines, require_rows
 from datamodules.feature_cache import FeatureCache, load_feature_cache
-from datamodules.files import atomic_path
+from datamodules.index_state import file_stamp, load_npz, npz_meta, records_match, save_npz, settings_digest
 from datamodules.preprocessing.images import ImageTransforms
 
 log = logging.getLogger(__name__)
@@ -388,13 +387,9 @@ class CrisisMMDTable:
 _ARRAYS = ("tweet_id", "image_id", "event", "image", "split", "labels", "text_bytes", "text_offsets")
 
 
-def _source_stamps(paths: Sequence[Path]) -> dict[str, list[int]]:
-    """``{path: [size, mtime_ns]}`` of every source file (what makes an index stale)."""
-    out = {}
-    for path in paths:
-        st = path.stat()
-        out[str(path)] = [st.st_size, st.st_mtime_ns]
-    return out
+def _source_stamps(paths: Sequence[Path]) -> dict[str, list[int] | None]:
+    """``{path: [size, mtime_ns]}`` of every source file (what makes an index stale; ``None``: missing)."""
+    return {str(path): file_stamp(path) for path in paths}
 
 
 def build_index(
@@ -410,9 +405,7 @@ def build_index(
         "sources": _source_stamps(sources),
     }
     table = CrisisMMDTable.from_index(index, meta)
-    with atomic_path(out_path) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, meta=np.array(json.dumps(table.meta)), **{k: getattr(table, k) for k in _ARRAYS})
+    save_npz(out_path, table.meta, {k: getattr(table, k) for k in _ARRAYS})
     return table
 
 
@@ -420,9 +413,7 @@ def load_index(path: str | Path) -> CrisisMMDTable:
     """An index written by :func:`build_index`; a damaged one raises a :class:`DatasetFormatError`."""
     path = Path(path)
     try:
-        with np.load(path, allow_pickle=False) as data:
-            meta = json.loads(str(data["meta"]))
-            arrays = {k: data[k] for k in _ARRAYS}
+        meta, arrays = load_npz(path, _ARRAYS)
     except FileNotFoundError:
         raise DatasetFormatError(path, "no CrisisMMD index here (prepare_data builds it)") from None
     except (OSError, ValueError, KeyError) as err:
@@ -430,14 +421,6 @@ def load_index(path: str | Path) -> CrisisMMDTable:
     if meta.get("format") != INDEX_FORMAT:
         raise DatasetFormatError(path, f"not a CrisisMMD index (format {meta.get('format')!r})", field="meta")
     return CrisisMMDTable(**arrays, meta=meta)
-
-
-def _index_meta(path: Path) -> dict[str, Any] | None:
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            return json.loads(str(data["meta"]))
-    except (OSError, ValueError, KeyError):
-        return None
 
 
 # ----------------------------------------------------------------------------------- dataset
@@ -580,17 +563,16 @@ class CrisisMMDDataModule(SuiteDataModule):
     def index_path(self) -> Path:
         if self.hparams.index_path:
             return Path(self.hparams.index_path)
-        digest = hashlib.sha256(json.dumps(self._settings(), sort_keys=True).encode()).hexdigest()[:10]
+        digest = settings_digest(self._settings(), length=10, algorithm="sha256")
         return self.root / f"crisismmd_index-{digest}.npz"
 
     def _index_is_current(self) -> bool:
-        meta = _index_meta(self.index_path) if self.index_path.is_file() else None
-        if not meta or meta.get("version") != INDEX_VERSION or meta.get("settings") != self._settings():
-            return False
-        try:
-            return meta.get("sources") == _source_stamps(self._sources())
-        except OSError:  # a source file went away: rebuilding names it
-            return False
+        return records_match(
+            npz_meta(self.index_path),
+            version=INDEX_VERSION,
+            settings=self._settings(),
+            sources=_source_stamps(self._sources()),  # a missing file: rebuilding names it
+        )
 
     def prepare(self) -> None:
         if self._index_is_current():

@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from collections.abc import Hashable, Mapping, Sized
+from collections.abc import Callable, Hashable, Mapping, Sized
 from pathlib import Path
 from typing import Any
 
@@ -91,20 +91,22 @@ def read_text(path: str | Path, contents: str) -> str:
     return decode_utf8(_read_bytes(path, contents), path)
 
 
-def _loads(text: str, path: str | Path, line: int | None) -> Any:
+def _loads(text: str, path: str | Path, line: int | None, object_hook: Callable | None = None) -> Any:
     try:
-        return json.loads(text)
+        return json.loads(text, object_hook=object_hook)
     except json.JSONDecodeError as err:
         at = line if line is not None else err.lineno
         raise DatasetFormatError(path, f"invalid JSON ({err.msg}, column {err.colno})", line=at) from None
 
 
-def read_json(path: str | Path, contents: str) -> Any:
-    """The JSON value of a UTF-8 file; missing, empty, non-UTF-8 or invalid files raise with the line."""
+def read_json(path: str | Path, contents: str, object_hook: Callable | None = None) -> Any:
+    """The JSON value of a UTF-8 file; missing, empty, non-UTF-8 or invalid files raise with the line.
+    ``object_hook`` receives every object as it is parsed (so the fields a reader does not use never
+    pile up in memory)."""
     text = read_text(path, contents)
     if not text.strip():
         raise DatasetFormatError(path, f"empty file; it should contain {contents}")
-    return _loads(text, path, None)
+    return _loads(text, path, None, object_hook)
 
 
 def parse_json_object(text: str, path: str | Path, line: int) -> dict[str, Any]:

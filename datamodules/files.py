@@ -10,11 +10,15 @@ run and data folders stay readable to teammates. A failure names the destination
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 
 def current_umask() -> int:
@@ -82,3 +86,27 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
 def atomic_write_text(path: str | Path, text: str) -> Path:
     """Write ``text`` (UTF-8, ``\\n`` line ends) atomically; returns ``path``."""
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_jsonl(path: str | Path, rows: Iterable[Any], ensure_ascii: bool = True) -> Path:
+    """Write one JSON value per line (UTF-8, ``\n`` line ends) atomically; returns ``path``."""
+    with atomic_path(path) as tmp, tmp.open("w", encoding="utf-8", newline="\n") as out:
+        for row in rows:
+            # json.dumps with no options uses its cached encoder: the fast path for large files
+            text = json.dumps(row) if ensure_ascii else json.dumps(row, ensure_ascii=False)
+            out.write(text + "\n")
+    return Path(path)
+
+
+def atomic_save_npy(path: str | Path, array: np.ndarray) -> Path:
+    """``np.save`` of ``array`` to ``path``, atomically; returns ``path``."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, array)
+    return Path(path)
+
+
+def atomic_savez(path: str | Path, **arrays: np.ndarray) -> Path:
+    """``np.savez`` (uncompressed) of ``arrays`` to ``path``, atomically; returns ``path``."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+    return Path(path)

@@ -63,6 +63,7 @@ from datamodules.errors import (
     require_rows,
 )
 from datamodules.files import atomic_path
+from datamodules.index_state import file_stamp, subfolder_times
 from datamodules.preprocessing.images import ImageTransforms
 
 log = logging.getLogger(__name__)
@@ -586,17 +587,9 @@ def source_fingerprint(
 ) -> dict[str, list[int]]:
     """``{file: [size, mtime_ns]}`` of the release files (``[-1, -1]``: missing) and, with
     ``image_root``, of its sub-folders (an image added or removed changes its folder's time)."""
-    stamps: dict[str, list[int]] = {}
-    for rel in source_files(root, concepts):
-        try:
-            st = os.stat(root / rel)
-            stamps[rel.as_posix()] = [st.st_size, st.st_mtime_ns]
-        except OSError:
-            stamps[rel.as_posix()] = [-1, -1]
+    stamps = {rel.as_posix(): file_stamp(root / rel) or [-1, -1] for rel in source_files(root, concepts)}
     if image_root is not None and image_root.is_dir():
-        with os.scandir(image_root) as entries:
-            folders = sorted((e.name, e.stat().st_mtime_ns) for e in entries if e.is_dir())
-        stamps.update({f"<images>/{name}/": [0, mtime] for name, mtime in folders})
+        stamps.update({f"<images>/{name}/": [0, mtime] for name, mtime in subfolder_times(image_root)})
     return stamps
 
 

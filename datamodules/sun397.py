@@ -42,7 +42,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import json
 import logging
 import os
 import re
@@ -59,7 +58,7 @@ from torch.utils.data import Dataset
 
 from datamodules.base import DataInfo, DecodedImages, SuiteDataModule, image_is_readable
 from datamodules.errors import DatasetFormatError, read_text, require_rows
-from datamodules.files import atomic_path
+from datamodules.index_state import file_stamp, load_npz, npz_meta, save_npz
 from datamodules.preprocessing.images import ImageTransforms
 
 log = logging.getLogger(__name__)
@@ -71,6 +70,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg")
 INDEX_FORMAT = "sun397-index"
 INDEX_VERSION = 1
 INDEX_FILE = "sun397_index.npz"
+_ARRAYS = ("paths", "labels", "readable", "training", "testing")
 _MAX_EXAMPLES = 5
 
 
@@ -205,32 +205,24 @@ class ReleaseIndex:
     settings: dict[str, Any]
 
 
-def _file_state(path: Path) -> list[int] | None:
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return [st.st_size, st.st_mtime_ns]
-
-
 def index_settings(
     root: Path, image_dir: str, class_list: str, partitions_dir: str, check: bool
 ) -> dict[str, Any]:
     """What an index is valid for: the options, the class list and partition files (size, mtime) and a
     digest of the class folders' modification times. A few hundred ``stat`` calls, no image opened."""
     root = Path(root)
-    files = {class_list: _file_state(root / class_list)}
+    files = {class_list: file_stamp(root / class_list)}
     for n in range(1, NUM_PARTITIONS + 1):
         for word in ("Training", "Testing"):
             name = f"{partitions_dir}/{word}_{n:02d}.txt"
-            files[name] = _file_state(root / name)
+            files[name] = file_stamp(root / name)
     digest = hashlib.blake2b(digest_size=16)
     try:
         classes = read_class_names(root / class_list)
     except DatasetFormatError:
         classes = []  # the build reports the problem
     for name in classes:
-        digest.update(f"{name}:{_file_state(root / image_dir / name.lstrip('/'))}\n".encode())
+        digest.update(f"{name}:{file_stamp(root / image_dir / name.lstrip('/'))}\n".encode())
     return {
         "format": INDEX_FORMAT,
         "version": INDEX_VERSION,
@@ -322,26 +314,14 @@ def save_index(index: ReleaseIndex, path: str | Path) -> Path:
         "partitions": index.partitions,
         "stats": index.stats,
     }
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.savez(
-            f,
-            meta=np.array(json.dumps(meta)),
-            paths=index.paths,
-            labels=index.labels,
-            readable=index.readable,
-            training=index.training,
-            testing=index.testing,
-        )
-    return Path(path)
+    return save_npz(path, meta, {name: getattr(index, name) for name in _ARRAYS})
 
 
 def load_index(path: str | Path) -> ReleaseIndex:
     """Read an index written by :func:`save_index` (no pickle)."""
     path = Path(path)
     try:
-        with np.load(path) as npz:
-            meta = json.loads(str(npz["meta"]))
-            arrays = {k: npz[k] for k in ("paths", "labels", "readable", "training", "testing")}
+        meta, arrays = load_npz(path, _ARRAYS)
     except (OSError, ValueError, KeyError) as err:
         raise DatasetFormatError(path, f"cannot read the SUN397 index ({err}); delete it to rebuild") from err
     if meta.get("settings", {}).get("format") != INDEX_FORMAT:
@@ -359,10 +339,8 @@ def load_index(path: str | Path) -> ReleaseIndex:
 def index_is_current(path: Path, settings: Mapping[str, Any]) -> bool:
     """True when the index at ``path`` was built from these settings (an index with image checks also
     serves a request without them)."""
-    try:
-        with np.load(path) as npz:
-            built = json.loads(str(npz["meta"]))["settings"]
-    except (OSError, ValueError, KeyError):
+    built = (npz_meta(path) or {}).get("settings")
+    if not isinstance(built, dict):
         return False
     wanted = dict(settings)
     if built.get("check_images") and not wanted["check_images"]:

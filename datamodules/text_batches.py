@@ -15,11 +15,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
+
+from datamodules.files import atomic_save_npy
+from datamodules.samplers import LengthGroupedBatchSampler
 
 
 class TokenArrays:
@@ -59,12 +62,8 @@ class TokenArrays:
         return np.diff(self.offsets)
 
     def save(self, folder: Path, name: str) -> None:
-        from datamodules.files import atomic_path
-
         for part, array in (("ids", self.ids), ("offsets", self.offsets)):
-            with atomic_path(Path(folder) / f"{name}.{part}.npy") as tmp:
-                with open(tmp, "wb") as f:
-                    np.save(f, np.ascontiguousarray(array))
+            atomic_save_npy(Path(folder) / f"{name}.{part}.npy", np.ascontiguousarray(array))
 
     @classmethod
     def load(cls, folder: Path, name: str) -> TokenArrays:
@@ -256,3 +255,24 @@ class ImageCaptionCollate(PadCollate):
 
     def __call__(self, items: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
         return {**super().__call__(items), "image": torch.stack([it["image"] for it in items])}
+
+
+class LengthGroupedBatches:
+    """The batching of a text DataModule (mixed into a :class:`~datamodules.base.SuiteDataModule` that
+    has a ``tokenizer`` after ``setup`` and a ``pool_batches`` argument): batches of texts of similar
+    length (:class:`~datamodules.samplers.LengthGroupedBatchSampler`, ``pool_batches`` batches per
+    length-sorted pool, shuffled for training), each padded by ``collate`` to its own longest text."""
+
+    collate: ClassVar[type[PadCollate]] = PadCollate
+
+    def collate_fn(self, split: str) -> PadCollate:
+        return self.collate(self.tokenizer.pad_id)
+
+    def batch_sampler(self, sampler: Sampler[int], dataset: Dataset, split: str) -> LengthGroupedBatchSampler:
+        return LengthGroupedBatchSampler(
+            sampler,
+            dataset.lengths,
+            self.hparams.batch_size,
+            self.hparams.pool_batches,
+            shuffle=split == "train",
+        )

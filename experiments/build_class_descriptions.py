@@ -30,6 +30,7 @@ from datamodules.imagenet_captions.class_texts import (
     wordnet_descriptions,
 )
 from datamodules.imagenet_captions.reader import WNID, read_imagenet_captions, read_synset_mapping
+from experiments.common import print_counts
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -98,13 +99,7 @@ def build(args: argparse.Namespace) -> dict:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        summary = build(args)
-    except (DatasetFormatError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(json.dumps(summary, indent=2))
-    return 0
+    return print_counts(lambda: build(args), errors=(DatasetFormatError, ValueError))
 
 
 if __name__ == "__main__":

@@ -20,17 +20,15 @@ A malformed input is reported as ``<file>: [field]: <problem>`` with exit status
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
 
-from datamodules.errors import DatasetFormatError
 from datamodules.imagenet_captions.relevance_dataset import write_relevance_dataset
-from experiments.common import PROJECT_ROOT
+from experiments.common import PROJECT_ROOT, print_counts
 
 DATA_CONFIG = PROJECT_ROOT / "conf" / "data" / "imagenet_captions.yaml"
 
@@ -86,18 +84,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             **settings,
         )
     )
-
-
-def print_counts(work: Callable[[], dict]) -> int:
-    """Run ``work``, print its counts (without the per-class table) and return the exit status: 2 with
-    the file and entry at fault when the input is malformed."""
-    try:
-        counts = work()
-    except DatasetFormatError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(json.dumps({k: v for k, v in counts.items() if k != "per_class"}, indent=2))
-    return 0
 
 
 if __name__ == "__main__":

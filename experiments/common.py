@@ -19,6 +19,7 @@ from typing import Any
 from hydra.experimental.callback import Callback as HydraCallback
 from omegaconf import DictConfig, OmegaConf
 
+from datamodules.errors import DatasetFormatError
 from datamodules.files import atomic_write_text
 
 __all__ = ["atomic_write_text"]  # re-exported: the entry points' one writer (datamodules/files.py)
@@ -103,6 +104,20 @@ def to_float_dict(metrics: dict[str, Any], prefix: str | None = None) -> dict[st
             value = metrics[key]
             out[key] = float(value.item() if hasattr(value, "item") else value)
     return out
+
+
+def print_counts(
+    work: Callable[[], dict], errors: tuple[type[Exception], ...] = (DatasetFormatError,)
+) -> int:
+    """Run ``work`` (a command's whole job), print its counts (without a per-class table) and return
+    the exit status: 2 with the file and entry at fault when the input is malformed (``errors``)."""
+    try:
+        counts = work()
+    except errors as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps({k: v for k, v in counts.items() if k != "per_class"}, indent=2))
+    return 0
 
 
 def build(node: DictConfig, **kwargs: Any) -> Any:

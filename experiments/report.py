@@ -70,10 +70,8 @@ _NOT_SETTINGS = ("run_dir", "ckpt_path")
 
 def read_run(run: Path) -> dict[str, Any]:
     metrics = json.loads((run / "metrics.json").read_text())
-    overrides_file = run / ".hydra" / "overrides.yaml"
-    overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.exists() else []
     # where a run was written or resumed from is not part of its configuration
-    overrides = [o for o in overrides or [] if o.split("=", 1)[0].lstrip("+~") not in _NOT_SETTINGS]
+    overrides = [o for o in _overrides(run) if o.split("=", 1)[0].lstrip("+~") not in _NOT_SETTINGS]
     config_file = run / "config.yaml"
     config = yaml.safe_load(config_file.read_text()) if config_file.exists() else {}
     flat = dict(metrics.get("test", {}))
@@ -84,7 +82,7 @@ def read_run(run: Path) -> dict[str, Any]:
         flat["optimized_metric"] = value
     return {
         "dir": run,
-        "overrides": overrides or [],
+        "overrides": overrides,
         "metrics": flat,
         "config": config or {},
         "summary": metrics,
@@ -156,24 +154,23 @@ def _is_seed(override: str) -> bool:
     return override.split("=", 1)[0].lstrip("+~") == "seed"
 
 
-def row_labels(runs: list[dict[str, Any]]) -> list[str]:
+def _varying(runs: list[dict[str, Any]]) -> list[list[str]]:
     """Each run's overrides minus those every run shares (the sweep's varying parameters)."""
     common = set.intersection(*(set(r["overrides"]) for r in runs)) if runs else set()
-    labels = []
-    for r in runs:
-        own = [o for o in r["overrides"] if o not in common]
-        labels.append(" ".join(own) or r["dir"].name)
-    return labels
+    return [[o for o in r["overrides"] if o not in common] for r in runs]
+
+
+def row_labels(runs: list[dict[str, Any]]) -> list[str]:
+    """Each run's varying overrides (its folder name when none vary)."""
+    return [" ".join(own) or r["dir"].name for r, own in zip(runs, _varying(runs))]
 
 
 def group_by_seed(runs: list[dict[str, Any]]) -> list[tuple[str, list[dict[str, Any]]]]:
     """Runs that differ only by ``seed``, as ``(label, runs)`` in first-seen order; the label is the
     varying overrides without the seed ("seeds" when the seed is all that varies, as in a sweep of one
     configuration over seeds; a run's folder name when nothing varies)."""
-    common = set.intersection(*(set(r["overrides"]) for r in runs)) if runs else set()
     groups: dict[str, list[dict[str, Any]]] = {}
-    for r in runs:
-        own = [o for o in r["overrides"] if o not in common]
+    for r, own in zip(runs, _varying(runs)):
         label = " ".join(o for o in own if not _is_seed(o))
         if not label:
             label = "seeds" if own else (r["dir"].name if len(runs) > 1 else "run")
@@ -208,15 +205,17 @@ def _fmt(name: str, value: float | None, percent: bool) -> str:
     return f"{100 * value:.2f}" if percent else f"{value:.4g}"
 
 
+#: Words of metric names that are not scores in [0, 1] and whose lower values are better.
+_LOWER_IS_BETTER = ("loss", "mae", "medr", "seconds", "minutes")
+
+
 def _is_score(name: str) -> bool:
-    return not any(
-        word in name.lower() for word in ("loss", "mae", "medr", "seconds", "minutes", "optimized")
-    )
+    return not any(word in name.lower() for word in (*_LOWER_IS_BETTER, "optimized"))
 
 
 def _lower_is_better(name: str) -> bool:
     lowered = name.lower()
-    return any(w in lowered for w in ("loss", "mae", "medr", "seconds", "minutes")) or lowered.endswith("/hl")
+    return any(w in lowered for w in _LOWER_IS_BETTER) or lowered.endswith("/hl")
 
 
 def render_markdown(runs: list[dict[str, Any]], metrics: list[str], title: str, level: int = 1) -> str:

@@ -44,8 +44,7 @@ from omegaconf import OmegaConf
 
 from datamodules.imagenet_captions.reader import read_imagenet_captions
 from datamodules.preprocessing.text import tokenizer_from_state
-from experiments.build_relevance_dataset import print_counts
-from experiments.common import atomic_write_text, write_json
+from experiments.common import atomic_write_text, print_counts, write_json
 from experiments.export import load_exported
 from lit_modules.relevance import NORMALIZATIONS, caption_probabilities, relevance_coefficients, rule_masks
 
@@ -98,10 +97,7 @@ def filter_quality(dropped: torch.Tensor, planted: set[int]) -> dict[str, float]
 
 
 def plot_histogram(coef: torch.Tensor, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from lit_modules.figures import plt
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.hist(coef.numpy(), bins=20, range=(0.0, 1.0), color="tab:blue", edgecolor="white")
@@ -139,18 +135,8 @@ def score(args: argparse.Namespace) -> dict[str, Any]:
     net, spec = load_exported(args.run / "export")
     scored_with = load_weights(net, args.run, args.weights)
     data_spec, model_spec = spec["data"], spec["model"]
-    thresholds = {
-        **model_spec["filter"],
-        **{
-            k: v
-            for k, v in (
-                ("min_prob", args.min_prob),
-                ("saturate_above", args.saturate_above),
-                ("shift", args.shift),
-            )
-            if v is not None
-        },
-    }
+    given = {"min_prob": args.min_prob, "saturate_above": args.saturate_above, "shift": args.shift}
+    thresholds = {**model_spec["filter"], **{k: v for k, v in given.items() if v is not None}}
     captions_file = args.captions
     if captions_file is None:
         data_cfg = OmegaConf.load(args.run / "config.yaml").data

@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from lightning import LightningModule
 from lightning.pytorch.utilities.data import extract_batch_size
+from torch import nn
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 
@@ -47,6 +48,22 @@ OWNED_HOOKS = (
     "on_train_epoch_end",
     "on_train_start",
 )
+
+
+def per_split(
+    make: Callable[[], nn.Module], keys: Iterable[str] | None = None, splits: Sequence[str] = ("val", "test")
+) -> nn.ModuleDict:
+    """``{split: make()}`` for every evaluation split, or ``{split: {key: make()}}`` with ``keys``
+    (e.g. one metric per prediction rule), as ``ModuleDict``s."""
+    if keys is None:
+        return nn.ModuleDict({split: make() for split in splits})
+    return nn.ModuleDict({split: nn.ModuleDict({key: make() for key in keys}) for split in splits})
+
+
+def check_choice(name: str, value: Any, choices: Iterable[Any]) -> None:
+    """Refuse an option value that is not one of ``choices`` (``ValueError`` naming the option)."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
 
 
 class SuiteModule(LightningModule):
@@ -80,8 +97,7 @@ class SuiteModule(LightningModule):
         scheduler_interval: str = "epoch",
     ) -> None:
         super().__init__()
-        if scheduler_interval not in ("epoch", "step"):
-            raise ValueError(f"scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
+        check_choice("scheduler_interval", scheduler_interval, ("epoch", "step"))
         factories = dict(optimizer) if isinstance(optimizer, Mapping) else {"main": optimizer}
         self.optimizer_factories = {k: v for k, v in factories.items() if v is not None}
         self.scheduler_factory = scheduler
@@ -182,6 +198,13 @@ class SuiteModule(LightningModule):
     def on_test_epoch_end(self) -> None:
         self.evaluation_epoch_end("test")
 
+    def reduce_sum(self, value: torch.Tensor) -> torch.Tensor:
+        """Sum over DDP ranks (every rank calls it at the same point; identity in one process)."""
+        trainer = self._trainer
+        if trainer is None or trainer.world_size == 1:
+            return value
+        return trainer.strategy.reduce(value, reduce_op="sum")
+
     def _step_schedulers(self) -> None:
         """Manual optimisation: Lightning leaves the schedulers to the module."""
         schedulers = self.lr_schedulers()
@@ -215,16 +238,12 @@ class EpochMeans:
         self.sums += values * counts
         self.counts += counts
 
-    def log(self, module: LightningModule) -> None:
+    def log(self, module: SuiteModule) -> None:
         """Log the means (sums and counts reduced over DDP ranks first, so every rank logs the same
         names) and start the next epoch."""
         if self.sums is None:
             return
-        sums, counts = self.sums, self.counts
-        trainer = module._trainer
-        if trainer is not None and trainer.world_size > 1:
-            sums = trainer.strategy.reduce(sums, reduce_op="sum")
-            counts = trainer.strategy.reduce(counts, reduce_op="sum")
+        sums, counts = module.reduce_sum(self.sums), module.reduce_sum(self.counts)
         means = sums / counts.clamp_min(1e-12)
         for name, mean, seen in zip(self.names, means, (counts > 0).tolist()):
             if seen:

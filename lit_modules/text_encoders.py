@@ -17,6 +17,7 @@ embeddings.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
@@ -176,15 +177,11 @@ def build_text_encoder(name: str = "bilstm", vocab_size: int = 5000, **kwargs: A
     if name == "roberta_small":
         kwargs.pop("freeze", None)
         return SmallRobertaEncoder(vocab_size=vocab_size, **kwargs)
-    for key in (
-        "embed_dim",
-        "hidden",
-        "num_layers",
-        "dropout",
-        "layers",
-        "heads",
-        "intermediate",
-        "max_length",
-    ):
+    small_models = _parameters(BiLSTMTextEncoder) | _parameters(SmallRobertaEncoder)
+    for key in small_models - _parameters(HFTextEncoder):
         kwargs.pop(key, None)
     return HFTextEncoder(name, **kwargs)
+
+
+def _parameters(cls: type) -> set[str]:
+    return set(inspect.signature(cls).parameters)

@@ -18,27 +18,32 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset
 
 from datamodules.base import DataInfo, DecodedImages, SuiteDataModule
 from datamodules.errors import DatasetFormatError, json_field, read_jsonl, require_rows
-from datamodules.files import atomic_path, atomic_write_text
+from datamodules.files import atomic_save_npy, atomic_savez, atomic_write_jsonl, atomic_write_text
 from datamodules.imagenet_captions.reader import (
     read_class_descriptions,
     read_imagenet_captions,
     read_synset_mapping,
     split_per_class,
 )
-from datamodules.imagenet_captions.relevance_dataset import source_stamp
+from datamodules.imagenet_captions.relevance_dataset import release_stamps
+from datamodules.index_state import settings_digest, source_stamp, subfolder_times
 from datamodules.preprocessing.images import ImageTransforms
 from datamodules.preprocessing.text import build_tokenizer, tokenizer_from_state
-from datamodules.samplers import LengthGroupedBatchSampler
-from datamodules.text_batches import ImageCaptionCollate, TokenArrays, TokenizedTexts, encode_to_arrays
+from datamodules.text_batches import (
+    ImageCaptionCollate,
+    LengthGroupedBatches,
+    TokenArrays,
+    TokenizedTexts,
+    encode_to_arrays,
+)
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +59,7 @@ def folder_stamp(image_root: Path) -> str:
     ImageNet, not 464k)."""
     if not image_root.is_dir():
         return "missing"
-    with os.scandir(image_root) as entries:
-        stamps = sorted((e.name, e.stat().st_mtime_ns) for e in entries if e.is_dir())
-    return hashlib.sha1(json.dumps(stamps).encode()).hexdigest()
+    return hashlib.sha1(json.dumps(subfolder_times(image_root)).encode()).hexdigest()
 
 
 class CaptionedImages(Dataset):
@@ -99,7 +102,7 @@ class CaptionedImages(Dataset):
         return self.texts.lengths
 
 
-class CaptionedImagesDataModule(SuiteDataModule):
+class CaptionedImagesDataModule(LengthGroupedBatches, SuiteDataModule):
     """ImageNet-Captions images + captions for a classifier trained with relevance weights.
 
     The captions are split per class as the relevance dataset (the same ``split`` settings and seed,
@@ -131,6 +134,7 @@ class CaptionedImagesDataModule(SuiteDataModule):
     """
 
     synthetic_writer = "datamodules.synthetic.imagenet_captions.ensure_imagenet_captions"
+    collate = ImageCaptionCollate
 
     def __init__(
         self,
@@ -179,10 +183,7 @@ class CaptionedImagesDataModule(SuiteDataModule):
             "split": split,
             "image_dir": hp.image_dir,
             "check_images": hp.check_images,
-            "sources": {
-                "captions": source_stamp(self.root / hp.captions_file),
-                "descriptions": source_stamp(self.root / hp.descriptions_file),
-            },
+            "sources": release_stamps(self.root / hp.captions_file, self.root / hp.descriptions_file),
         }
         if hp.check_images:
             settings["images"] = folder_stamp(self.root / hp.image_dir)
@@ -208,8 +209,8 @@ class CaptionedImagesDataModule(SuiteDataModule):
         return settings
 
     def _mode_dir(self, index_build: str) -> Path:
-        key = json.dumps({**self._mode_settings(), "index": index_build}, sort_keys=True)
-        return self.dataset_dir / f"{self.hparams.mode}_{hashlib.sha1(key.encode()).hexdigest()[:12]}"
+        digest = settings_digest({**self._mode_settings(), "index": index_build})
+        return self.dataset_dir / f"{self.hparams.mode}_{digest}"
 
     def prepare(self) -> None:
         """Build what is missing or stale (returns at once when everything is current)."""
@@ -258,28 +259,23 @@ class CaptionedImagesDataModule(SuiteDataModule):
                 )
         index_dir.mkdir(parents=True, exist_ok=True)
         (index_dir / "index.json").unlink(missing_ok=True)  # written last: marks a complete index
-        with atomic_path(index_dir / "index.npz") as tmp:
-            with open(tmp, "wb") as f:
-                np.savez(
-                    f,
-                    entry=np.array([c.index for c in captions], dtype=np.int64),
-                    label=np.array([label[c.wnid] for c in captions], dtype=np.int32),
-                    is_test=is_test,
-                    image_ok=image_ok,
-                )
-        with atomic_path(index_dir / "filenames.npy") as tmp:
-            with open(tmp, "wb") as f:
-                np.save(f, np.array([c.filename.encode() for c in captions]))
+        atomic_savez(
+            index_dir / "index.npz",
+            entry=np.array([c.index for c in captions], dtype=np.int64),
+            label=np.array([label[c.wnid] for c in captions], dtype=np.int32),
+            is_test=is_test,
+            image_ok=image_ok,
+        )
+        atomic_save_npy(index_dir / "filenames.npy", np.array([c.filename.encode() for c in captions]))
         with_tags = split.get("with_tags", False)
-        with atomic_path(index_dir / "texts.jsonl") as tmp:
-            with tmp.open("w", encoding="utf-8", newline="\n") as out:
-                for c in captions:
-                    out.write(
-                        json.dumps({"index": c.index, "text": c.text(with_tags)}, ensure_ascii=False) + "\n"
-                    )
+        atomic_write_jsonl(
+            index_dir / "texts.jsonl",
+            ({"index": c.index, "text": c.text(with_tags)} for c in captions),
+            ensure_ascii=False,
+        )
         header = {
             "settings": settings,
-            "build": hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12],
+            "build": settings_digest(settings),
             "classes": wnids,
             "class_names": [(names.get(w) or [w])[0] for w in wnids],
             "counts": {
@@ -334,9 +330,7 @@ class CaptionedImagesDataModule(SuiteDataModule):
         encode_to_arrays(tokenizer, train_texts, hp.text_max_length).save(mode_dir, "train_text")
         encode_to_arrays(tokenizer, [texts[i] for i in test], hp.text_max_length).save(mode_dir, "test_text")
         for name, array in (("train_rows", train), ("test_rows", test), ("train_weights", weights)):
-            with atomic_path(mode_dir / f"{name}.npy") as tmp:
-                with open(tmp, "wb") as f:
-                    np.save(f, array)
+            atomic_save_npy(mode_dir / f"{name}.npy", array)
         meta = {
             "settings": self._mode_settings(),
             "tokenizer": tokenizer.state(),
@@ -412,19 +406,6 @@ class CaptionedImagesDataModule(SuiteDataModule):
             counts["train_without_text"],
             counts["train_weight_sum"],
             counts["test"],
-        )
-
-    # ------------------------------------------------------------------ batching
-    def collate_fn(self, split: str) -> ImageCaptionCollate:
-        return ImageCaptionCollate(self.tokenizer.pad_id)
-
-    def batch_sampler(self, sampler: Sampler[int], dataset: Dataset, split: str) -> LengthGroupedBatchSampler:
-        return LengthGroupedBatchSampler(
-            sampler,
-            dataset.lengths,
-            self.hparams.batch_size,
-            self.hparams.pool_batches,
-            shuffle=split == "train",
         )
 
     # ------------------------------------------------------------------ what the model and export need

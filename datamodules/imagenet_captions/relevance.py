@@ -8,8 +8,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from torch.utils.data import Dataset, Sampler
-
 from datamodules.base import DataInfo, SuiteDataModule
 from datamodules.imagenet_captions.relevance_dataset import (
     dataset_is_current,
@@ -19,13 +17,12 @@ from datamodules.imagenet_captions.relevance_dataset import (
     write_relevance_dataset,
     write_relevance_tokens,
 )
-from datamodules.samplers import LengthGroupedBatchSampler
-from datamodules.text_batches import PadCollate
+from datamodules.text_batches import LengthGroupedBatches
 
 log = logging.getLogger(__name__)
 
 
-class RelevanceDataModule(SuiteDataModule):
+class RelevanceDataModule(LengthGroupedBatches, SuiteDataModule):
     """Caption + class-sentence items for the relevance classifier (seed 000).
 
     ``prepare`` (once per node) builds the relevance dataset (:func:`write_relevance_dataset`) into
@@ -49,7 +46,8 @@ class RelevanceDataModule(SuiteDataModule):
         text_encoder, text_vocab_size, text_min_freq, text_max_length: the tokenizer.
         truncate: ``start`` (a caption over the budget loses its start) or ``end``; the exported
             model scores captions with the same rule.
-        pool_batches: batches per length-sorted pool (:class:`LengthGroupedBatchSampler`).
+        pool_batches: batches per length-sorted pool
+            (:class:`~datamodules.samplers.LengthGroupedBatchSampler`).
         **shared: see :class:`~datamodules.base.SuiteDataModule` (``synthetic``: the arguments of
             :func:`datamodules.synthetic.imagenet_captions.ensure_imagenet_captions`).
     """
@@ -114,19 +112,6 @@ class RelevanceDataModule(SuiteDataModule):
             len(self.data_test),
             len(self.header["classes"]),
             len(self.tokenizer),
-        )
-
-    # ------------------------------------------------------------------ batching
-    def collate_fn(self, split: str) -> PadCollate:
-        return PadCollate(self.tokenizer.pad_id)
-
-    def batch_sampler(self, sampler: Sampler[int], dataset: Dataset, split: str) -> LengthGroupedBatchSampler:
-        return LengthGroupedBatchSampler(
-            sampler,
-            dataset.lengths,
-            self.hparams.batch_size,
-            self.hparams.pool_batches,
-            shuffle=split == "train",
         )
 
     # ------------------------------------------------------------------ what the model and export need

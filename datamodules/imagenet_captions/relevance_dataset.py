@@ -42,7 +42,7 @@ from datamodules.errors import (
     read_jsonl,
     require_rows,
 )
-from datamodules.files import atomic_path, atomic_write_text
+from datamodules.files import atomic_save_npy, atomic_write_jsonl, atomic_write_text
 from datamodules.imagenet_captions.reader import (
     read_class_descriptions,
     read_imagenet_captions,
@@ -50,6 +50,7 @@ from datamodules.imagenet_captions.reader import (
     select_sentences,
     split_per_class,
 )
+from datamodules.index_state import records_match, settings_digest, source_stamp
 from datamodules.preprocessing.text import build_tokenizer, tokenizer_from_state
 from datamodules.text_batches import TRUNCATE_SIDES, JoinedTexts, TokenArrays, encode_pieces_to_arrays
 
@@ -65,11 +66,9 @@ COUNTS_FILE = "relevance_counts.json"
 TOKENS_FILE = "tokens.json"
 
 
-def source_stamp(path: str | Path) -> dict[str, Any]:
-    """What identifies an input file's version: its resolved path, size and modification time."""
-    path = Path(path)
-    stat = path.stat()
-    return {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+def release_stamps(captions_file: str | Path, descriptions_file: str | Path) -> dict[str, Any]:
+    """The :func:`~datamodules.index_state.source_stamp` of the two release files a build reads."""
+    return {"captions": source_stamp(captions_file), "descriptions": source_stamp(descriptions_file)}
 
 
 def chunk_sentences(sentences: Sequence[str], per_chunk: int = 1) -> list[str]:
@@ -158,27 +157,24 @@ def write_relevance_dataset(
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / HEADER_FILE).unlink(missing_ok=True)  # the header marks a complete build: written last
-    _write_jsonl(
+    atomic_write_jsonl(
         out_dir / ITEMS_FILE,
         (
             {"index": c.index, "wnid": c.wnid, "split": "test" if t else "train", "text": c.text(with_tags)}
             for c, t in zip(kept, is_test)
         ),
     )
-    _write_jsonl(out_dir / SENTENCES_FILE, ({"wnid": w, "text": text} for w in wnids for text in chunks[w]))
-    with atomic_path(out_dir / TRIPLES_FILE) as tmp:
-        with open(tmp, "wb") as f:
-            np.save(f, items.astype(np.int32))
+    atomic_write_jsonl(
+        out_dir / SENTENCES_FILE, ({"wnid": w, "text": text} for w in wnids for text in chunks[w])
+    )
+    atomic_save_npy(out_dir / TRIPLES_FILE, items.astype(np.int32))
     atomic_write_text(out_dir / COUNTS_FILE, json.dumps(counts, indent=2))
     header = {
         "format": DATASET_FORMAT,
         "version": DATASET_VERSION,
         "build": hashlib.sha1(os.urandom(16)).hexdigest()[:12],
         "settings": settings,
-        "sources": {
-            "captions": source_stamp(captions_file),
-            "descriptions": source_stamp(descriptions_file),
-        },
+        "sources": release_stamps(captions_file, descriptions_file),
         "classes": wnids,
         "class_names": [(names.get(w) or [w])[0] for w in wnids],
         "with_tags": with_tags,
@@ -196,13 +192,6 @@ def write_relevance_dataset(
         counts["items_test"],
     )
     return counts
-
-
-def _write_jsonl(path: Path, rows) -> None:
-    with atomic_path(path) as tmp:
-        with tmp.open("w", encoding="utf-8", newline="\n") as out:
-            for row in rows:
-                out.write(json.dumps(row) + "\n")  # the default encoder: its fast path
 
 
 def read_header(out_dir: str | Path) -> dict[str, Any]:
@@ -228,10 +217,7 @@ def dataset_is_current(
     read_json_header(Path(out_dir) / ITEMS_FILE)
     if not (captions_file.is_file() and descriptions_file.is_file()):
         return False  # rebuilding reports the missing file
-    same_sources = header.get("sources") == {
-        "captions": source_stamp(captions_file),
-        "descriptions": source_stamp(descriptions_file),
-    }
+    same_sources = header.get("sources") == release_stamps(captions_file, descriptions_file)
     return same_sources and all(header["settings"].get(k) == v for k, v in settings.items())
 
 
@@ -291,8 +277,7 @@ def read_kept_captions(out_dir: str | Path) -> list[dict[str, Any]]:
 # ------------------------------------------------------------------------------ tokens
 def tokens_dir(out_dir: str | Path, settings: dict[str, Any]) -> Path:
     """The folder of the token arrays for these tokenizer settings."""
-    digest = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
-    return Path(out_dir) / f"tokens_{digest}"
+    return Path(out_dir) / f"tokens_{settings_digest(settings)}"
 
 
 def token_settings(
@@ -314,7 +299,7 @@ def tokens_are_current(out_dir: str | Path, settings: dict[str, Any]) -> bool:
     if not path.is_file():
         return False
     meta = json.loads(path.read_text())
-    return meta.get("build") == read_header(out_dir)["build"] and meta.get("settings") == settings
+    return records_match(meta, build=read_header(out_dir)["build"], settings=settings)
 
 
 def write_relevance_tokens(out_dir: str | Path, settings: dict[str, Any]) -> Path:

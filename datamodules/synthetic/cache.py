@@ -11,6 +11,7 @@ minus the umask), not ``mkdtemp``'s ``0700``, so a shared data folder stays read
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import shutil
@@ -69,6 +70,31 @@ def ensure_generated(
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     return root
+
+
+def ensure_written(
+    root: str | Path,
+    write: Callable[..., Any],
+    params: dict[str, Any],
+    *,
+    generator: str,
+    version: int,
+    what: str,
+) -> Path:
+    """:func:`ensure_generated` for a writer ``write(folder, **params)`` whose keyword-only arguments are
+    the twin's parameters. ``params`` is completed with their defaults, so the meta file names every
+    parameter (a default left out and the same value given are one twin); a name ``write`` does not
+    take raises a ``TypeError`` naming the twin (``what``)."""
+    defaults = {
+        name: p.default for name, p in inspect.signature(write).parameters.items() if p.kind is p.KEYWORD_ONLY
+    }
+    unknown = set(params) - set(defaults)
+    if unknown:
+        raise TypeError(f"unknown {what} parameters {sorted(unknown)}")
+    full = {**defaults, **params}
+    return ensure_generated(
+        root, generator=generator, version=version, params=full, write=lambda folder: write(folder, **full)
+    )
 
 
 def remove_stale_staging(root: Path) -> list[Path]:

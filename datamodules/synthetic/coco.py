@@ -56,6 +56,7 @@ from datamodules.synthetic.world import (
     glyph_palette,
     render_scene,
     save_jpeg,
+    zipf_weights,
 )
 
 GENERATOR = "datamodules.synthetic.coco"
@@ -131,12 +132,6 @@ _SYLLABLES = (
     "bo",
     "ter",
 )
-
-
-def zipf_weights(n: int, exponent: float) -> np.ndarray:
-    """Probabilities proportional to ``1 / rank^exponent`` over ``n`` ranks."""
-    w = 1.0 / np.arange(1, n + 1, dtype=np.float64) ** exponent
-    return w / w.sum()
 
 
 def made_up_words(n: int, seed: int) -> list[str]:

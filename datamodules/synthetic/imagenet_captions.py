@@ -36,7 +36,6 @@ What the twin carries, and where the numbers come from (fixed before any compari
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 from pathlib import Path
@@ -45,7 +44,7 @@ from typing import Any
 import numpy as np
 
 from datamodules.files import atomic_write_text
-from datamodules.synthetic.cache import META_FILE, ensure_generated
+from datamodules.synthetic.cache import META_FILE, ensure_written
 from datamodules.synthetic.world import Scene, glyph_palette, render_scene, save_jpeg
 
 GENERATOR = "imagenet_captions"
@@ -278,20 +277,8 @@ def write_imagenet_captions(
 
 def ensure_imagenet_captions(root: str | Path, **params: Any) -> Path:
     """Generate the twin into ``root`` once (atomic, locked; regenerated when ``params`` change)."""
-    defaults = {
-        name: p.default
-        for name, p in inspect.signature(write_imagenet_captions).parameters.items()
-        if p.kind is p.KEYWORD_ONLY
-    }
-    full = {**defaults, **params}
-    if set(full) != set(defaults):
-        raise TypeError(f"unknown twin parameters {sorted(set(full) - set(defaults))}")
-    return ensure_generated(
-        root,
-        generator=GENERATOR,
-        version=VERSION,
-        params=full,
-        write=lambda folder: write_imagenet_captions(folder, **full),
+    return ensure_written(
+        root, write_imagenet_captions, params, generator=GENERATOR, version=VERSION, what="twin"
     )
 
 

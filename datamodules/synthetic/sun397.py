@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from datamodules.synthetic.cache import META_FILE, ensure_generated
+from datamodules.synthetic.cache import META_FILE, ensure_written
 from datamodules.synthetic.world import Scene, glyph_palette, render_scene, save_jpeg
 
 GENERATOR = "sun397"
@@ -195,26 +195,8 @@ def write_sun397(
 
 def ensure_sun397(root: str | Path, **params: Any) -> Path:
     """Generate the twin into ``root`` unless it is already there with the same parameters."""
-    defaults = {
-        "images_per_class": 60,
-        "image_size": 64,
-        "seed": 0,
-        "num_classes": None,
-        "label_noise": 0.02,
-        "distractor_prob": 0.3,
-        "empty_classes": 0,
-        "corrupt_images": 0,
-    }
-    unknown = set(params) - set(defaults)
-    if unknown:
-        raise TypeError(f"unknown synthetic SUN397 parameters {sorted(unknown)}")
-    full = {**defaults, **params}
-    return ensure_generated(
-        root,
-        generator=GENERATOR,
-        version=VERSION,
-        params=full,
-        write=lambda folder: write_sun397(folder, **full),
+    return ensure_written(
+        root, write_sun397, params, generator=GENERATOR, version=VERSION, what="synthetic SUN397"
     )
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import copy
 import statistics
-import time
 from typing import Any
 
 import lightning as L
@@ -28,8 +27,8 @@ from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 
 from datamodules.base import DataInfo
-from experiments.bench.common import compose_experiment, synchronize
-from experiments.bench.overhead import _no_log, _StepTimer
+from experiments.bench.common import compose_experiment
+from experiments.bench.overhead import _StepTimer, bare_loop
 from experiments.stages import build_model, link_data
 from lit_modules.callbacks import ChannelsLast, compile_children
 
@@ -98,21 +97,8 @@ def flops_per_image(module: L.LightningModule, batch: dict[str, torch.Tensor], d
 def bare_throughput(
     module: L.LightningModule, batch: dict[str, torch.Tensor], args: argparse.Namespace, dtype: torch.dtype
 ) -> float:
-    module.train()
-    module.log = module.log_dict = _no_log
-    optimizer = module.configure_optimizers()[0]["optimizer"]
-    device_type = batch["image"].device.type
-    for i in range(args.warmup + args.steps):
-        if i == args.warmup:
-            synchronize()
-            start = time.perf_counter()
-        optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device_type, dtype=dtype):
-            loss = module.training_step(batch, i)
-        loss.backward()
-        optimizer.step()
-    synchronize()
-    return args.steps * len(batch["image"]) / (time.perf_counter() - start)
+    wall, _ = bare_loop(module, [batch] * (args.warmup + args.steps), args.warmup, autocast=dtype)
+    return args.steps * len(batch["image"]) / wall
 
 
 def suite_throughput(

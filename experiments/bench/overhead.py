@@ -27,6 +27,7 @@ import argparse
 import copy
 import statistics
 import time
+from contextlib import nullcontext
 from typing import Any
 
 import lightning as L
@@ -105,18 +106,23 @@ def fixed_cost_ms(cfg: Any, repeats: int, steps: int = 200, warmup: int = 5) -> 
     return 1e3 * (min(suite) - min(bare)) / steps
 
 
-def bare_loop(module: L.LightningModule, batches: list[Any], warmup: int) -> tuple[float, float]:
-    """``(wall, process CPU)`` seconds for the steps after ``warmup`` of a plain PyTorch training loop."""
+def bare_loop(
+    module: L.LightningModule, batches: list[Any], warmup: int, autocast: torch.dtype | None = None
+) -> tuple[float, float]:
+    """``(wall, process CPU)`` seconds for the steps after ``warmup`` of a plain PyTorch training loop
+    (``training_step`` under ``torch.autocast(autocast)`` when given)."""
     module.train()
     module.log = module.log_dict = _no_log
     optimizer = module.configure_optimizers()[0]["optimizer"]
+    device_type = next(module.parameters()).device.type
     start = cpu_start = 0.0
     for i, batch in enumerate(batches):
         if i == warmup:
             synchronize()
             start, cpu_start = time.perf_counter(), time.process_time()
         optimizer.zero_grad(set_to_none=True)
-        loss = module.training_step(batch, i)
+        with torch.autocast(device_type, dtype=autocast) if autocast else nullcontext():
+            loss = module.training_step(batch, i)
         loss.backward()
         optimizer.step()
     synchronize()

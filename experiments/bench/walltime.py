@@ -45,40 +45,13 @@ def timed(command: list[str]) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    rows = []
+    python = [sys.executable, "-m"]
     with tempfile.TemporaryDirectory() as logs:  # the job's run dir does not pile up in logs/
-        rows.append(
-            {
-                "what": "main job",
-                **timed(
-                    [
-                        sys.executable,
-                        "-m",
-                        "experiments.train",
-                        f"experiment={args.experiment}",
-                        f"paths.log_dir={logs}",
-                        *args.overrides,
-                    ]
-                ),
-            }
-        )
+        job = [*python, "experiments.train", f"experiment={args.experiment}", f"paths.log_dir={logs}"]
+        rows = [{"what": "main job", **timed([*job, *args.overrides])}]
     if args.tests:
-        rows.append(
-            {
-                "what": "test suite",
-                **timed(
-                    [
-                        sys.executable,
-                        "-m",
-                        "pytest",
-                        "-q",
-                        "-p",
-                        "no:cacheprovider",
-                        *shlex.split(args.pytest_args),
-                    ]
-                ),
-            }
-        )
+        pytest = [*python, "pytest", "-q", "-p", "no:cacheprovider", *shlex.split(args.pytest_args)]
+        rows.append({"what": "test suite", **timed(pytest)})
     return {
         "title": "end-to-end wall time",
         "columns": ["what", "command", "minutes", "exit_code", "last_line"],

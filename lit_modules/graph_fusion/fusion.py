@@ -47,6 +47,7 @@ scorer, no block B), ``similarity="dot"`` (dot product of the softmaxed vectors)
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 
 import torch
@@ -307,7 +308,7 @@ def build_fusion(kind: str, num_modalities: int, dim: int, **kwargs) -> nn.Modul
         return ConcatFusion(num_modalities, dim)
     if kind == "tensor":
         return TensorFusion(num_modalities, dim, rank=kwargs.get("rank", 8))
-    graph_args = {k: v for k, v in kwargs.items() if k in _GRAPH_ARGS}
+    graph_args = {k: v for k, v in kwargs.items() if k in inspect.signature(GraphFusion).parameters}
     if kind == "graph":
         graph_args.update(weighting="linear", similarity="dot")
         return GraphFusion(num_modalities, dim, **graph_args)
@@ -316,33 +317,3 @@ def build_fusion(kind: str, num_modalities: int, dim: int, **kwargs) -> nn.Modul
         graph_args.setdefault("similarity", "cosine")
         return GraphFusion(num_modalities, dim, **graph_args)
     raise ValueError(f"unknown fusion {kind!r}; use one of {FUSIONS}")
-
-
-_GRAPH_ARGS = {
-    "max_level",
-    "weighting",
-    "block_activation",
-    "block_channels",
-    "block_kernel",
-    "similarity",
-    "delta",
-    "pair_channels",
-    "pair_kernel",
-    "share_pair_net",
-}
-
-__all__ = [
-    "FUSIONS",
-    "ConcatFusion",
-    "DynamicAttentionBlock",
-    "GraphFusion",
-    "LinearScorer",
-    "Node",
-    "PairNet",
-    "TensorFusion",
-    "build_fusion",
-    "graph_levels",
-    "node_names",
-    "pair_similarity",
-    "pair_weights",
-]

@@ -37,9 +37,9 @@ import logging
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from lit_modules.base import SuiteModule
+from lit_modules.base import SuiteModule, check_choice, per_split
 from lit_modules.graph_fusion.edge_weights import EdgeWeightStats, log_edge_weight_figure
 from lit_modules.graph_fusion.fusion import GraphFusion, node_names
 from lit_modules.graph_fusion.multitask import EPOCH_REBALANCE, DynamicTaskWeights, min_norm_weights_from_gram
@@ -97,20 +97,14 @@ class GraphFusionMultiTask(SuiteModule):
         feature_fingerprints: dict[str, str] | None = None,
     ) -> None:
         super().__init__(optimizer, scheduler, scheduler_interval)
-        if multitask not in MULTITASK_MODES:
-            raise ValueError(f"multitask must be one of {MULTITASK_MODES}, got {multitask!r}")
-        if dbn_layer not in ("head", "shared"):
-            raise ValueError(f"dbn_layer must be 'head' or 'shared', got {dbn_layer!r}")
-        if dbn_grad_norm not in ("per_output", "full"):
-            raise ValueError(f"dbn_grad_norm must be 'per_output' or 'full', got {dbn_grad_norm!r}")
-        if class_reduction not in ("mean", "sum"):
-            raise ValueError(f"class_reduction must be 'mean' or 'sum', got {class_reduction!r}")
         if isinstance(epoch_rebalance, bool):
             epoch_rebalance = "replace" if epoch_rebalance else "none"
-        if epoch_rebalance not in EPOCH_REBALANCE:
-            raise ValueError(f"epoch_rebalance must be one of {EPOCH_REBALANCE}, got {epoch_rebalance!r}")
-        if mgda_normalize not in ("none", "l2", "loss"):
-            raise ValueError(f"mgda_normalize must be none, l2 or loss, got {mgda_normalize!r}")
+        check_choice("multitask", multitask, MULTITASK_MODES)
+        check_choice("dbn_layer", dbn_layer, ("head", "shared"))
+        check_choice("dbn_grad_norm", dbn_grad_norm, ("per_output", "full"))
+        check_choice("class_reduction", class_reduction, ("mean", "sum"))
+        check_choice("epoch_rebalance", epoch_rebalance, EPOCH_REBALANCE)
+        check_choice("mgda_normalize", mgda_normalize, ("none", "l2", "loss"))
         if sample_loss == "auto":
             sample_loss = "focal" if multitask == "dbn" else "bce"
         self.save_hyperparameters(logger=False, ignore=["net", "optimizer", "scheduler"])
@@ -134,7 +128,7 @@ class GraphFusionMultiTask(SuiteModule):
         )
         # One metric object per split for every task's scores (one update per step, no value checks,
         # no host-device synchronisation; see lit_modules.metrics.multitask).
-        self.scores = nn.ModuleDict({s: MultiTaskScores(net.tasks) for s in ("val", "test")})
+        self.scores = per_split(lambda: MultiTaskScores(net.tasks))
         fusion = net.fusion
         self.edge_weights = (
             EdgeWeightStats(node_names(fusion.levels, net.modalities))
@@ -174,17 +168,11 @@ class GraphFusionMultiTask(SuiteModule):
         trainer = self._trainer
         return 1 if trainer is None else trainer.world_size
 
-    def _reduce_sum(self, value: Tensor) -> Tensor:
-        """Sum over DDP ranks (every rank calls it every step; identity in one process)."""
-        if self._world() == 1:
-            return value
-        return self._trainer.strategy.reduce(value, reduce_op="sum")
-
     def _global_batch(self, losses: Tensor, counts: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """``(scaled [T], mean [T], total_counts [T])``: this rank's task losses scaled so that DDP's mean
         of the ranks' gradients is the gradient of the global batch's mean loss, the global mean
         losses (detached) and the labelled samples of each task over all ranks."""
-        stats = self._reduce_sum(torch.stack([losses.detach() * counts, counts]))
+        stats = self.reduce_sum(torch.stack([losses.detach() * counts, counts]))
         total = stats[1]
         mean = stats[0] / total.clamp_min(1)
         scaled = losses * (self._world() * counts / total.clamp_min(1))
@@ -204,7 +192,7 @@ class GraphFusionMultiTask(SuiteModule):
             (grad,) = torch.autograd.grad(weights[f] * scaled[f], layer, retain_graph=True)
             grads.append(grad.reshape(-1))
         # the ranks' gradients averaged, as DDP will average the step's: the global batch's gradient
-        flat = self._reduce_sum(torch.cat(grads)) / self._world()
+        flat = self.reduce_sum(torch.cat(grads)) / self._world()
         norms = torch.stack([g.norm() for g in flat.split([g.numel() for g in grads])])
         norms = norms * self.grad_norm_scale.to(norms.device)
         self.task_weights.record(mean, present)
@@ -221,7 +209,7 @@ class GraphFusionMultiTask(SuiteModule):
         t = len(self.task_names)
         grads = [torch.autograd.grad(scaled[f], features, retain_graph=True)[0].reshape(-1) for f in range(t)]
         g = torch.stack(grads)
-        gram = self._reduce_sum(g @ g.T) / self._world() ** 2
+        gram = self.reduce_sum(g @ g.T) / self._world() ** 2
         norm = self.hparams.mgda_normalize
         if norm == "l2":
             d = gram.diagonal().clamp_min(1e-24).sqrt()

@@ -64,10 +64,9 @@ class MultimodalMultiTaskNet(nn.Module):
         if missing:
             raise ValueError(f"no encoder for modalities {missing}")
         self.encoders = nn.ModuleDict({m: given[m] for m in self.modalities})
-        for m in freeze:
-            if m in self.encoders:
-                self.encoders[m].requires_grad_(False)
         self.frozen = [m for m in freeze if m in self.encoders]
+        for m in self.frozen:
+            self.encoders[m].requires_grad_(False)
         widths = [int(self.encoders[m].num_features) for m in self.modalities]
         if align == "pad":
             self.dim = int(dim or max(widths))

@@ -23,11 +23,11 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from lit_modules.base import SuiteModule
-from lit_modules.hashtag.networks import INCEPTION_AUX_MIN_SIDE, HashtagNet
+from lit_modules.base import SuiteModule, per_split
+from lit_modules.hashtag.networks import INCEPTION_AUX_MIN_SIDE, HashtagNet, main_logits
 from lit_modules.hashtag.tta import NormalizedAugment, tta_probabilities
 from lit_modules.metrics.selective import (
     SelectivePredictions,
@@ -86,10 +86,9 @@ class HashtagClassifier(SuiteModule):
                 f"the data gives {side} px: set model.net.aux_logits=false (the seed's 256 px) or "
                 f"augmentation.resize={INCEPTION_AUX_MIN_SIDE} augmentation.crop={INCEPTION_AUX_MIN_SIDE}"
             )
-        self.confusion = nn.ModuleDict(
-            {name: MulticlassConfusionMatrix(c) for name in ("val", "test", "test_tta")}
-        )
-        self.selective = nn.ModuleDict({name: SelectivePredictions() for name in ("val", "test", "test_tta")})
+        evaluated = ("val", "test", "test_tta")
+        self.confusion = per_split(lambda: MulticlassConfusionMatrix(c), splits=evaluated)
+        self.selective = per_split(SelectivePredictions, splits=evaluated)
         self.register_buffer("threshold", torch.tensor(math.inf))
         self.register_buffer("threshold_tta", torch.tensor(math.inf))
         self.val_choice: dict[str, dict[str, float]] = {}
@@ -115,8 +114,7 @@ class HashtagClassifier(SuiteModule):
 
     # ----------------------------------------------------------------------------- steps
     def forward(self, images: Tensor) -> Tensor:
-        out = self.net(images)
-        return out[0] if isinstance(out, tuple) else out
+        return main_logits(self.net(images))
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         out = self.net(batch["image"])

@@ -57,5 +57,9 @@ class HashtagNet(nn.Module):
 
     @torch.no_grad()
     def probabilities(self, x: Tensor) -> Tensor:
-        out = self(x)
-        return (out[0] if isinstance(out, tuple) else out).softmax(dim=1)
+        return main_logits(self(x)).softmax(dim=1)
+
+
+def main_logits(out: Tensor | tuple[Tensor, Tensor]) -> Tensor:
+    """The logits of a :class:`HashtagNet` output, without the auxiliary ones of Inception v3."""
+    return out[0] if isinstance(out, tuple) else out

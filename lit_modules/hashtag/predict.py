@@ -46,10 +46,11 @@ def predict_images(
                 pil.append(img.convert("RGB"))
         with torch.inference_mode():
             if augment is None:
-                probs = _softmax(net(torch.stack([eval_tf(p) for p in pil])))
+                probs = net.probabilities(torch.stack([eval_tf(p) for p in pil]))
             else:
                 probs = (
-                    sum(_softmax(net(torch.stack([augment(p) for p in pil]))) for _ in range(copies)) / copies
+                    sum(net.probabilities(torch.stack([augment(p) for p in pil])) for _ in range(copies))
+                    / copies
                 )
         for i, path in enumerate(chunk):
             rel = str(path.relative_to(folder))
@@ -70,7 +71,3 @@ def predict_images(
                 row["implausible"] = [c["tag"] for c in checked if not c["plausible"]]
                 row["unknown_tags"] = unknown
             yield row
-
-
-def _softmax(out) -> torch.Tensor:
-    return (out[0] if isinstance(out, tuple) else out).softmax(dim=1)

@@ -13,6 +13,7 @@ from torch import Tensor
 from torchvision.transforms import v2
 
 from datamodules.preprocessing.images import strength_augmentations
+from lit_modules.hashtag.networks import main_logits
 
 
 def tta_probabilities(
@@ -28,16 +29,12 @@ def tta_probabilities(
     ``copies x n``, which keeps CPU evaluation fast); ``None`` or ``copies <= 1``: the plain softmax.
     """
     if augment is None or copies <= 1:
-        return _softmax(net(images))
+        return main_logits(net(images)).softmax(dim=1)
     total = None
     for _ in range(copies):
-        probs = _softmax(net(augment(images)))
+        probs = main_logits(net(augment(images))).softmax(dim=1)
         total = probs if total is None else total + probs
     return total / copies
-
-
-def _softmax(out) -> Tensor:
-    return (out[0] if isinstance(out, tuple) else out).softmax(dim=1)
 
 
 class NormalizedAugment:

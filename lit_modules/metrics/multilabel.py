@@ -38,14 +38,6 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-__all__ = [
-    "SCORE_NAMES",
-    "MultilabelAnnotationMetrics",
-    "annotation_counts",
-    "annotation_scores_from_counts",
-    "multilabel_annotation_scores",
-]
-
 #: Keys of the dictionaries returned by the functions and the metric of this module.
 SCORE_NAMES: tuple[str, ...] = ("CP", "CR", "CF1", "OP", "OR", "OF1", "HF1")
 

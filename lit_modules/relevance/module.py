@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from lit_modules.base import SuiteModule
+from lit_modules.base import SuiteModule, check_choice, per_split
 from lit_modules.losses import weighted_classification_loss
 from lit_modules.relevance.networks import RelevanceNet
 from lit_modules.relevance.rules import NORMALIZATIONS
@@ -52,10 +52,8 @@ class RelevanceClassifier(SuiteModule):
         scheduler_interval: str = "epoch",
     ) -> None:
         super().__init__(optimizer, scheduler, scheduler_interval)
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
-        if normalize not in NORMALIZATIONS:
-            raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got {normalize!r}")
+        check_choice("activation", activation, sorted(ACTIVATIONS))
+        check_choice("normalize", normalize, NORMALIZATIONS)
         self.save_hyperparameters(logger=False, ignore=["net", "optimizer", "scheduler"])
         self.net = net
         self.loss_kind = ACTIVATIONS[activation]
@@ -65,16 +63,11 @@ class RelevanceClassifier(SuiteModule):
         def accuracy(k: int) -> MulticlassAccuracy:
             return MulticlassAccuracy(net.num_classes, top_k=k, average="micro", validate_args=False)
 
-        self.accuracy = nn.ModuleDict(
-            {
-                split: nn.ModuleDict({"top1": accuracy(1), f"top{top_k}": accuracy(k)})
-                for split in ("val", "test")
-            }
-        )
+        self.accuracy = per_split(lambda: nn.ModuleDict({"top1": accuracy(1), f"top{top_k}": accuracy(k)}))
         # The evaluation loss as a sample-weighted mean whose sums torchmetrics reduces over DDP ranks:
         # Lightning's sync_dist mean averages the ranks' sample counts in an integer tensor, which drops
         # half a sample whenever the total is odd (a loss off by up to 1/n).
-        self.mean_loss = nn.ModuleDict({split: MeanMetric() for split in ("val", "test")})
+        self.mean_loss = per_split(MeanMetric)
 
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
         return self.net(batch["ids"], batch["mask"])

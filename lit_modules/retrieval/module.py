@@ -68,7 +68,7 @@ from torch import Tensor
 from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 from torchmetrics import MeanMetric
 
-from lit_modules.base import SuiteModule
+from lit_modules.base import SuiteModule, per_split
 from lit_modules.metrics import CocoRetrievalMetrics
 from lit_modules.retrieval import losses
 from lit_modules.retrieval.networks import CRITIC_PARTS, EMBEDDING_PARTS, PARTS, CycleRetrievalNet
@@ -181,10 +181,8 @@ class CycleRetrieval(SuiteModule):
             log.info("parts no active loss term uses stay frozen: %s", ", ".join(idle))
         for part in PARTS:
             getattr(net, part).requires_grad_(part in self.trainable)
-        self.retrieval = torch.nn.ModuleDict({s: CocoRetrievalMetrics() for s in ("val", "test")})
-        self.reconstruction = torch.nn.ModuleDict(
-            {s: torch.nn.ModuleDict({t: MeanMetric() for t in EVALUATION_TERMS}) for s in ("val", "test")}
-        )
+        self.retrieval = per_split(CocoRetrievalMetrics)
+        self.reconstruction = per_split(MeanMetric, EVALUATION_TERMS)
         # paired rows x (hardest-negative loss, latent spread), paired rows: this epoch's sums
         self.register_buffer("_retrieval_epoch", torch.zeros(3), persistent=False)
 
@@ -339,7 +337,7 @@ class CycleRetrieval(SuiteModule):
         opt_generator, opt_critic = self.optimizers()
         hp = self.hparams
         out = self._encode(batch)
-        names, values, counts = [], [], []
+        logged = []  # (name, value, the rows it is a mean over)
         if self.adversarial_on and hp.n_critic > 0:
             critic = out["z_i"].new_zeros(())
             stepped = batch_idx % hp.critic_every == 0
@@ -348,21 +346,16 @@ class CycleRetrieval(SuiteModule):
                 for _ in range(hp.n_critic):
                     critic = self.critic_terms(batch, detached)
                     self._backward_and_step(opt_critic, critic)
-            names.append("train/critic")
-            values.append(critic.detach())
-            counts.append(float(stepped))
+            logged.append(("train/critic", critic.detach(), float(stepped)))
         terms = self.generator_terms(batch, out)
         loss = sum(self.weights[t] * v for t, v in terms.items())
         self._backward_and_step(opt_generator, loss)
         rows = self._row_weights(batch)
         for term, value in terms.items():
-            names.append(f"train/{term}")
-            values.append(value.detach())
-            counts.append(rows[TERM_ROWS.get(term, "every")].sum())
+            logged.append((f"train/{term}", value.detach(), rows[TERM_ROWS.get(term, "every")].sum()))
         every = rows["every"]
-        names.append("train/latent_spread")
-        values.append(((self._spread(out["z_i"], every) + self._spread(out["z_t"], every)) / 2).detach())
-        counts.append(every.sum())
+        latent_spread = (self._spread(out["z_i"], every) + self._spread(out["z_t"], every)) / 2
+        logged.append(("train/latent_spread", latent_spread.detach(), every.sum()))
         if "paired_retrieval" in terms:
             paired = rows["paired"]
             spread = (self._spread(out["z_i"], paired) + self._spread(out["z_t"], paired)).detach() / 2
@@ -370,11 +363,9 @@ class CycleRetrieval(SuiteModule):
                 torch.stack([terms["paired_retrieval"].detach(), spread, torch.ones_like(spread)])
                 * paired.sum()
             )
-        self.log_train_values(
-            names,
-            torch.stack(values),
-            torch.stack([torch.as_tensor(c, device=loss.device).float() for c in counts]),
-        )
+        names, values, counts = zip(*logged)
+        counts = torch.stack([torch.as_tensor(c, device=loss.device).float() for c in counts])
+        self.log_train_values(names, torch.stack(values), counts)
         return loss.detach()
 
     @property
@@ -388,16 +379,14 @@ class CycleRetrieval(SuiteModule):
         sums, self._retrieval_epoch = self._retrieval_epoch, torch.zeros_like(self._retrieval_epoch)
         if not (self.uses_hardest_negative and "paired_retrieval" in self.active):
             return
-        trainer = self._trainer
-        if trainer is not None and trainer.world_size > 1:
-            sums = trainer.strategy.reduce(sums, reduce_op="sum")
+        sums = self.reduce_sum(sums)
         if float(sums[2]) == 0:
             return
         mean, spread = float(sums[0] / sums[2]), float(sums[1] / sums[2])
         ceiling = 2 * self.hparams.margin
         collapsed = abs(mean - ceiling) <= COLLAPSE_TOLERANCE * ceiling and spread < COLLAPSED_SPREAD
         self.log("train/retrieval_collapsed", float(collapsed))
-        if collapsed and (trainer is None or trainer.is_global_zero):
+        if collapsed and (self._trainer is None or self._trainer.is_global_zero):
             log.warning(
                 "epoch %d: the hardest-negative loss collapsed: %.4f, at 2m = %.2f, with the paired latents' "
                 "spread at %.4f (every embedding nearly the same, so every similarity is equal)",

@@ -36,10 +36,10 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from datamodules.preprocessing.images import training_images_vary
-from lit_modules.base import SuiteModule
+from lit_modules.base import SuiteModule, check_choice, per_split
 from lit_modules.metrics import MultilabelAnnotationMetrics, MultilabelMeanAveragePrecision
 from lit_modules.prediction_rules import counts_to_k, threshold_labels, top_k_labels
 from lit_modules.tagger.networks import PARTS, TaggerNet
@@ -178,8 +178,7 @@ class MultiLabelTagger(SuiteModule):
         cache_frozen_image_logits: bool = True,
     ) -> None:
         super().__init__(optimizer, scheduler, scheduler_interval)
-        if stage not in PARTS:
-            raise ValueError(f"stage must be one of {PARTS}, got {stage!r}")
+        check_choice("stage", stage, PARTS)
         self.save_hyperparameters(logger=False, ignore=["net", "optimizer", "scheduler"])
         self.net = net
         for part in PARTS:
@@ -188,24 +187,11 @@ class MultiLabelTagger(SuiteModule):
         # trained (net.trained), known only once weights are loaded: see _refresh_active().
         # validate_args=False: the inputs are built here (thresholded outputs, 0/1 labels), and the
         # value checks would cost a host-device synchronisation per update on a GPU.
-        self.metrics = nn.ModuleDict(
-            {
-                split: nn.ModuleDict(
-                    {rule: MultilabelAnnotationMetrics(net.num_labels, validate_args=False) for rule in RULES}
-                )
-                for split in ("val", "test")
-            }
+        self.metrics = per_split(
+            lambda: MultilabelAnnotationMetrics(net.num_labels, validate_args=False), RULES
         )
-        self.average_precision = nn.ModuleDict(
-            {
-                split: nn.ModuleDict(
-                    {
-                        out: MultilabelMeanAveragePrecision(net.num_labels, validate_args=False)
-                        for out in OUTPUTS
-                    }
-                )
-                for split in ("val", "test")
-            }
+        self.average_precision = per_split(
+            lambda: MultilabelMeanAveragePrecision(net.num_labels, validate_args=False), OUTPUTS
         )
         self.selection_rule = self._selection_rule()
         self.rules: list[str] = []
@@ -325,9 +311,8 @@ class MultiLabelTagger(SuiteModule):
         for rule in self.rules:
             scores = self.metrics[split][rule].compute()
             self.log_dict({f"{split}/{rule}/{k}": v for k, v in scores.items()})
-            if (
-                rule == self.selection_rule
-            ):  # the stage's own rule, without prefix: monitor and report columns
+            # the stage's own rule, without prefix: monitor and report columns
+            if rule == self.selection_rule:
                 self.log_dict({f"{split}/{k}": v for k, v in scores.items()})
             self.metrics[split][rule].reset()
         for name in self.outputs:
