@@ -206,7 +206,7 @@ def _fmt(name: str, value: float | None, percent: bool) -> str:
 
 
 #: Words of metric names that are not scores in [0, 1] and whose lower values are better.
-_LOWER_IS_BETTER = ("loss", "mae", "medr", "seconds", "minutes")
+_LOWER_IS_BETTER = ("loss", "mae", "medr", "reconstruction", "error", "seconds", "minutes")
 
 
 def _is_score(name: str) -> bool:

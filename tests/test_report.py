@@ -52,6 +52,21 @@ def test_training_time_is_a_column_in_minutes_not_a_percentage(tmp_path):
     assert csv_rows[0] == "run,dir,test/damage/F1_macro,fit_minutes"
 
 
+def test_a_reconstruction_error_is_not_a_percentage_and_its_lowest_value_is_best(tmp_path):
+    runs = [("cycle", 1, 0.46), ("cycle", 2, 0.48), ("vsepp", 1, 0.28), ("vsepp", 2, 0.30)]
+    for n, (fusion, seed, error) in enumerate(runs):
+        _job(tmp_path, n, fusion, 0.5, 1.0)
+        job = tmp_path / str(n)
+        (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"ablation={fusion}", f"seed={seed}"]))
+        metrics = json.loads((job / "metrics.json").read_text())
+        metrics["test"]["test/paired_reconstruction"] = error
+        (job / "metrics.json").write_text(json.dumps(metrics))
+    md = make_report(tmp_path, metrics=["test/paired_reconstruction"])["markdown"].read_text()
+    assert "(%)" not in md
+    assert "| ablation=cycle | 0.47 ± 0.01414 |" in md
+    assert "| ablation=vsepp | **0.29 ± 0.01414** |" in md
+
+
 def _seeded_job(root, n, fusion, seed, f1, max_epochs=12, best_epoch=10):
     job = root / str(n)
     (job / ".hydra").mkdir(parents=True)
