@@ -89,7 +89,7 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 
 
 def atomic_write_jsonl(path: str | Path, rows: Iterable[Any], ensure_ascii: bool = True) -> Path:
-    """Write one JSON value per line (UTF-8, ``\n`` line ends) atomically; returns ``path``."""
+    """Write one JSON value per line (UTF-8, ``\\n`` line ends) atomically; returns ``path``."""
     with atomic_path(path) as tmp, tmp.open("w", encoding="utf-8", newline="\n") as out:
         for row in rows:
             # json.dumps with no options uses its cached encoder: the fast path for large files

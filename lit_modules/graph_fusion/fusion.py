@@ -308,7 +308,8 @@ def build_fusion(kind: str, num_modalities: int, dim: int, **kwargs) -> nn.Modul
         return ConcatFusion(num_modalities, dim)
     if kind == "tensor":
         return TensorFusion(num_modalities, dim, rank=kwargs.get("rank", 8))
-    graph_args = {k: v for k, v in kwargs.items() if k in inspect.signature(GraphFusion).parameters}
+    graph_params = inspect.signature(GraphFusion).parameters
+    graph_args = {k: v for k, v in kwargs.items() if k in graph_params}
     if kind == "graph":
         graph_args.update(weighting="linear", similarity="dot")
         return GraphFusion(num_modalities, dim, **graph_args)
