@@ -105,8 +105,7 @@ def fix_mmap_threshold() -> bool:
     if os.environ.get("MALLOC_MMAP_THRESHOLD_"):
         return False
     try:
-        libc = ctypes.CDLL(None)
-        mallopt = libc.mallopt
+        mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):
         return False
     return bool(mallopt(-3, MMAP_THRESHOLD))  # M_MMAP_THRESHOLD

@@ -66,10 +66,11 @@ from torch.utils.data import Dataset, Sampler, default_collate
 
 from datamodules.base import DataInfo, DecodedImages, SuiteDataModule
 from datamodules.errors import DatasetFormatError, DuplicateRows, json_field, read_json, require_rows
-from datamodules.files import atomic_write_text, current_umask
+from datamodules.files import atomic_save_npy, atomic_write_text, current_umask
 from datamodules.index_state import file_stamp, records_match, settings_digest
 from datamodules.preprocessing.images import ImageTransforms
 from datamodules.preprocessing.text import WordVocabulary
+from datamodules.text_batches import TokenArrays
 
 log = logging.getLogger(__name__)
 CAPTIONS_PER_IMAGE = 5
@@ -77,6 +78,7 @@ SPLITS = ("train", "val", "test")
 INDEX_VERSION = 1
 MANIFEST = "manifest.json"
 BATCH_COMPOSITIONS = ("alternate", "mixed")
+IMAGE_FOLDERS = ("train2014", "val2014")
 
 
 @dataclass(frozen=True)
@@ -203,14 +205,10 @@ def _check_files(splits: dict[str, list[CocoImage]], counts: Counter, missing_by
     """Drop the images whose file is missing (counted; a few logged by name)."""
     missing: list[Path] = []
     for split, images in splits.items():
-        kept = []
-        for image in images:
-            if image.path.is_file():
-                kept.append(image)
-            else:
-                missing.append(image.path)
-        missing_by_split[split] = len(images) - len(kept)
-        splits[split] = kept
+        present = [image.path.is_file() for image in images]
+        splits[split] = [image for image, ok in zip(images, present) if ok]
+        missing += [image.path for image, ok in zip(images, present) if not ok]
+        missing_by_split[split] = len(images) - len(splits[split])
     if missing:
         counts["missing_image"] += len(missing)
         log.warning(
@@ -238,8 +236,8 @@ def read_coco(
     folder_of: dict[int, str] = {}
     file_of: dict[int, str] = {}
     json_of: dict[int, Path] = {}
-    for folder in ("train2014", "val2014"):
-        ann = root / "annotations" / f"captions_{folder}.json"
+    for folder in IMAGE_FOLDERS:
+        ann = _captions_file(root, folder)
         files, captions = read_coco_captions(ann, counts)
         for image_id in files:
             if image_id in json_of:
@@ -260,7 +258,7 @@ def read_coco(
     without_captions: Counter = Counter()
     missing: Counter = Counter()
     if karpathy_split is None:
-        source = root / "annotations" / "captions_val2014.json"
+        source = _captions_file(root, "val2014")
         val = [by_id[i] for i in by_id if folder_of[i] == "val2014"]
         splits["train"] = [by_id[i] for i in by_id if folder_of[i] == "train2014"]
         splits["val"], splits["test"] = val[: len(val) // 2], val[len(val) // 2 :]
@@ -289,12 +287,11 @@ def read_coco(
             )
     if check_images:
         _check_files(splits, counts, missing)
-    sources = [source, *(root / "annotations" / f"captions_{f}.json" for f in ("train2014", "val2014"))]
     for split, images in splits.items():
         require_rows(
             images,
             split,
-            *dict.fromkeys(sources),
+            *dict.fromkeys([source, *_source_files(root, None)]),
             dropped={
                 f"of {listed[split]} listed without 5 captions in the COCO JSON": without_captions[split],
                 f"with the image file missing under {root}": missing[split],
@@ -303,25 +300,25 @@ def read_coco(
     return splits, counts
 
 
+def _captions_file(root: Path, folder: str) -> Path:
+    return root / "annotations" / f"captions_{folder}.json"
+
+
 # ----------------------------------------------------------------------------- the prepared index
 def _source_files(root: Path, karpathy_split: str | Path | None) -> list[Path]:
-    files = [root / "annotations" / f"captions_{f}.json" for f in ("train2014", "val2014")]
+    files = [_captions_file(root, folder) for folder in IMAGE_FOLDERS]
     return files + ([Path(karpathy_split)] if karpathy_split is not None else [])
 
 
 def _fingerprint(root: Path, karpathy_split: str | Path | None) -> dict[str, list[int]]:
     """Size and modification time of every source file, and the modification time of the image
     folders (a file added or removed changes it): what makes an index stale."""
-    out = {}
-    for path in _source_files(root, karpathy_split):
-        stamp = file_stamp(path)
-        if stamp is not None:  # a missing file: the reader names it
-            out[str(path)] = stamp
-    for folder in ("train2014", "val2014"):
+    stamps = {str(path): file_stamp(path) for path in _source_files(root, karpathy_split)}
+    for folder in IMAGE_FOLDERS:
         stamp = file_stamp(root / folder)
-        if stamp is not None:
-            out[str(root / folder)] = [0, stamp[1]]
-    return out
+        stamps[str(root / folder)] = stamp and [0, stamp[1]]
+    # a missing source: the reader names it
+    return {path: stamp for path, stamp in stamps.items() if stamp is not None}
 
 
 def index_settings(
@@ -370,8 +367,7 @@ def build_index(folder: Path, settings: dict[str, Any]) -> dict[str, Any]:
     )
     images = [image for split in SPLITS for image in splits[split]]
     length = settings["max_length"]
-    dtype = np.uint16 if len(vocabulary) <= np.iinfo(np.uint16).max + 1 else np.int32
-    tokens = np.zeros((len(images), CAPTIONS_PER_IMAGE, length), dtype=dtype)
+    tokens = np.zeros((len(images), CAPTIONS_PER_IMAGE, length), dtype=TokenArrays.id_dtype(len(vocabulary)))
     step = 4096  # images per encoding call: bounded temporary tensors
     for start in range(0, len(images), step):
         chunk = images[start : start + step]
@@ -391,8 +387,7 @@ def build_index(folder: Path, settings: dict[str, Any]) -> dict[str, Any]:
     try:
         os.chmod(staging, 0o777 & ~current_umask())
         for name, array in (("tokens", tokens), ("paths", paths), ("cocoids", cocoids)):
-            np.save(staging / f"{name}.npy", array)
-            os.chmod(staging / f"{name}.npy", 0o666 & ~current_umask())
+            atomic_save_npy(staging / f"{name}.npy", array)
         atomic_write_text(staging / MANIFEST, json.dumps(manifest))
         if folder.exists():  # a stale index of the same settings (sources changed)
             shutil.rmtree(folder)
@@ -433,7 +428,6 @@ class CocoIndex:
     """A prepared index, loaded: the splits, the vocabulary and the reader's counts."""
 
     splits: dict[str, CaptionedImageRows]
-    cocoids: dict[str, np.ndarray]
     vocabulary: WordVocabulary
     counts: Counter
 
@@ -442,14 +436,12 @@ def load_index(folder: Path, root: str | Path) -> CocoIndex:
     manifest = json.loads((folder / MANIFEST).read_text())
     tokens = np.load(folder / "tokens.npy", mmap_mode="r")
     paths = np.load(folder / "paths.npy", mmap_mode="r")
-    cocoids = np.load(folder / "cocoids.npy", mmap_mode="r")
-    splits, ids, start = {}, {}, 0
+    splits, start = {}, 0
     for split in SPLITS:
         stop = start + manifest["sizes"][split]
         splits[split] = CaptionedImageRows(root, paths[start:stop], tokens[start:stop])
-        ids[split] = cocoids[start:stop]
         start = stop
-    return CocoIndex(splits, ids, WordVocabulary(manifest["vocabulary"]), Counter(manifest["counts"]))
+    return CocoIndex(splits, WordVocabulary(manifest["vocabulary"]), Counter(manifest["counts"]))
 
 
 # ----------------------------------------------------------------------------- training data
@@ -489,7 +481,7 @@ class PartlyPairedCaptions(Dataset):
         # own[j]: position of image_pool[j] in the caption pool (-1: not there), skipped when drawing
         position = np.full(len(images), -1, dtype=np.int64)
         position[self.caption_pool] = np.arange(len(self.caption_pool))
-        self.own = position[self.image_pool] if len(self.image_pool) else np.zeros(0, dtype=np.int64)
+        self.own = position[self.image_pool]
         foreign = len(self.caption_pool) - (self.own >= 0)  # captions' images a row may draw from
         self.num_unpaired = len(self.image_pool) if use_unpaired and bool((foreign > 0).all()) else 0
 
@@ -701,19 +693,16 @@ class CocoDataModule(SuiteDataModule):
         if self.data_test is not None:
             return
         hp = self.hparams
-        folder = self.index_folder()
-        if not index_is_current(folder, self._settings()):
-            self.prepare()  # setup without prepare_data (e.g. a notebook); the runner prepares first
-        index = load_index(folder, self.root)
+        self.prepare()  # returns at once when current; builds when setup runs alone (e.g. a notebook)
+        index = load_index(self.index_folder(), self.root)
         self.vocabulary, self.counts = index.vocabulary, index.counts
         for key, count in sorted(self.counts.items()):
             log.info("COCO reader: %d images %s", count, key)
         splits = index.splits
-        if hp.max_eval_images:
-            for split in ("val", "test"):
-                rows = splits[split]
-                n = min(len(rows), hp.max_eval_images)
-                splits[split] = CaptionedImageRows(rows.root, rows.paths[:n], rows.tokens[:n])
+        first = slice(hp.max_eval_images or None)  # None: all
+        for split in ("val", "test"):
+            rows = splits[split]
+            splits[split] = CaptionedImageRows(rows.root, rows.paths[first], rows.tokens[first])
         train = splits["train"]
         self.pairs = split_pairs(len(train), hp.paired_fraction, hp.pair_seed)
         self.data_train = PartlyPairedCaptions(

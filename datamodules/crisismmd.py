@@ -67,7 +67,7 @@ import torch
 from torch.utils.data import Dataset
 
 from datamodules.base import DataInfo, DecodedImages, SuiteDataModule
-from datamodules.errors import DatasetFormatError, DuplicateRows, decode_utf8, read_lines, require_rows
+from datamodules.errors import DatasetFormatError, DuplicateRows, require_rows, text_lines
 from datamodules.feature_cache import FeatureCache, load_feature_cache
 from datamodules.index_state import file_stamp, load_npz, npz_meta, records_match, save_npz, settings_digest
 from datamodules.preprocessing.images import ImageTransforms
@@ -108,7 +108,6 @@ AGREED_FILES = {
     "damage": ALL_FILES["damage"],
 }
 RELEASES = {"all": ALL_FILES, "agreed": AGREED_FILES}
-DEFAULT_FILES = AGREED_FILES
 _LABEL_COLUMNS = ("label", "label_image")
 _MAX_EXAMPLES = 5
 INDEX_FORMAT = "crisismmd-index"
@@ -162,14 +161,11 @@ def read_task_file(path: str | Path, task: str, label_column: str | None = None)
     ``label_column``: the column read as the label (default ``label``, else ``label_image``). Files with
     both ``label_text`` and ``label_image`` (the all-data release) log how many rows they disagree on."""
     path = Path(path)
-    lines = read_lines(path, f"the {task} task's tab-separated rows")
-    if not lines:
+    lines = text_lines(path, f"the {task} task's tab-separated rows")
+    first = next(lines, None)
+    if first is None:
         raise DatasetFormatError(path, "empty file; expected a header line", line=1)
-
-    def decode(raw: bytes, number: int) -> str:
-        return decode_utf8(raw.removesuffix(b"\r"), path, number)
-
-    header = [h.strip().lower() for h in decode(lines[0], 1).split("\t")]
+    header = [h.strip().lower() for h in first[1].split("\t")]
     col = {name: i for i, name in enumerate(header)}
     wanted = (label_column.lower(),) if label_column else _LABEL_COLUMNS
     label_col = next((col[c] for c in wanted if c in col), None)
@@ -187,8 +183,8 @@ def read_task_file(path: str | Path, task: str, label_column: str | None = None)
     label_index = {n: i for i, n in enumerate(names)}
     rows: list[TaskRow] = []
     repeats = DuplicateRows(path)
-    for number, raw in enumerate(lines[1:], start=2):
-        fields = decode(raw, number).split("\t")
+    for number, line in lines:
+        fields = line.split("\t")
         if len(fields) != len(header):
             raise DatasetFormatError(
                 path,
@@ -276,12 +272,9 @@ def read_crisismmd(
                 if not sample.event and row.event:
                     sample.event = row.event
                 sample.labels[f] = row.label
-    kept, missing = [], []
-    for sample in samples.values():
-        if check_images and not (images_dir / sample.image).is_file():
-            missing.append(sample)
-            continue
-        kept.append(sample)
+    present = [not check_images or (images_dir / s.image).is_file() for s in samples.values()]
+    kept = [s for s, here in zip(samples.values(), present) if here]
+    missing = [s for s, here in zip(samples.values(), present) if not here]
     stats["missing_text"] = sum(not s.text for s in kept)
     stats["missing_images"] = len(missing)
     stats["missing_images_by_split"] = {s: sum(x.split == s for x in missing) for s in SPLITS}
@@ -329,11 +322,6 @@ def hashtags(text: str) -> list[str]:
     return [w.lower() for w in text.split() if w.startswith("#") and len(w) > 1]
 
 
-def sample_key(sample: CrisisSample) -> str:
-    """A sample's identity in a feature cache: ``<tweet_id>/<image_id>``."""
-    return f"{sample.tweet_id}/{sample.image_id}"
-
-
 # ----------------------------------------------------------------------------------- compact index
 @dataclass
 class CrisisMMDTable:
@@ -369,8 +357,6 @@ class CrisisMMDTable:
     def from_index(cls, index: CrisisMMDIndex, meta: dict[str, Any]) -> CrisisMMDTable:
         s = index.samples
         encoded = [x.text.encode("utf-8") for x in s]
-        offsets = np.zeros(len(s) + 1, dtype=np.int64)
-        offsets[1:] = np.cumsum([len(b) for b in encoded]) if s else []
         return cls(
             tweet_id=np.array([x.tweet_id for x in s], dtype=str),
             image_id=np.array([x.image_id for x in s], dtype=str),
@@ -379,7 +365,7 @@ class CrisisMMDTable:
             split=np.array([SPLITS.index(x.split) for x in s], dtype=np.int8),
             labels=np.array([x.labels for x in s], dtype=np.int8).reshape(len(s), len(TASKS)),
             text_bytes=np.frombuffer(b"".join(encoded), dtype=np.uint8),
-            text_offsets=offsets,
+            text_offsets=np.cumsum([0, *map(len, encoded)], dtype=np.int64),
             meta={**meta, "stats": index.stats, "image_root": index.image_root},
         )
 
@@ -556,8 +542,8 @@ class CrisisMMDDataModule(SuiteDataModule):
             "label_column": hp.label_column,
         }
 
-    def _sources(self) -> list[Path]:
-        return [self.root / self.patterns[t].format(split=s) for t in TASKS for s in SPLITS]
+    def _sources(self, splits: Sequence[str] = SPLITS) -> list[Path]:
+        return [self.root / self.patterns[t].format(split=s) for t in TASKS for s in splits]
 
     @property
     def index_path(self) -> Path:
@@ -620,11 +606,10 @@ class CrisisMMDDataModule(SuiteDataModule):
         missing = table.meta["stats"]["missing_images_by_split"]
         for split in SPLITS:
             read_from = [split] if hp.split_mode == "official" else SPLITS
-            sources = [self.root / self.patterns[t].format(split=s) for t in TASKS for s in read_from]
             require_rows(
                 self.split_rows[split],
                 split,
-                *sources,
+                *self._sources(read_from),
                 dropped={"samples whose image is missing": sum(missing[s] for s in read_from)},
             )
         texts = table.texts()
@@ -708,12 +693,10 @@ class CrisisMMDDataModule(SuiteDataModule):
     def task_positives(self) -> dict[str, int]:
         """Training samples of each task whose label is not the task's negative class
         (:data:`NEGATIVE_CLASS`): DBN's ``m_f``."""
-        labels = self.table.labels[self.split_rows["train"]]
-        positives = {}
-        for f, task in enumerate(TASKS):
-            negative = LABELS[task].index(NEGATIVE_CLASS[task])
-            positives[task] = int(((labels[:, f] >= 0) & (labels[:, f] != negative)).sum())
-        return positives
+        labels = self.table.labels[self.split_rows["train"]]  # [n, T], -1: no label
+        negative = np.array([LABELS[task].index(NEGATIVE_CLASS[task]) for task in TASKS])
+        positives = ((labels >= 0) & (labels != negative)).sum(axis=0)
+        return {task: int(n) for task, n in zip(TASKS, positives)}
 
     def info(self) -> DataInfo:
         cache = self.feature_cache

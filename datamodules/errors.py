@@ -3,9 +3,9 @@
 Every reader in :mod:`datamodules` reports a broken release with a :class:`DatasetFormatError`
 that names the file and, where it applies, the line (1-based) or the field, so that a user can
 open the file and fix it instead of reading a traceback. The helpers here are the one place where
-bytes become text (:func:`decode_utf8`, :func:`read_text`), text becomes JSON (:func:`read_json`,
-:func:`read_jsonl`, :func:`read_json_header`, :func:`json_field`), repeated ids are counted
-(:class:`DuplicateRows`) and an empty split is refused (:func:`require_rows`).
+bytes become text (:func:`decode_utf8`, :func:`read_text`, :func:`text_lines`), text becomes JSON
+(:func:`read_json`, :func:`read_jsonl`, :func:`read_json_header`, :func:`json_field`), repeated ids
+are counted (:class:`DuplicateRows`) and an empty split is refused (:func:`require_rows`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from collections.abc import Callable, Hashable, Mapping, Sized
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sized
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +55,9 @@ class DatasetFormatError(ValueError):
 _BOM = b"\xef\xbb\xbf"
 
 
-def _read_bytes(path: str | Path, contents: str) -> bytes:
+def read_bytes(path: str | Path, contents: str) -> bytes:
+    """The bytes of a publisher's file, a UTF-8 BOM dropped; a missing file raises a
+    :class:`DatasetFormatError` saying what it should contain (``contents``)."""
     try:
         return Path(path).read_bytes().removeprefix(_BOM)
     except FileNotFoundError:
@@ -66,7 +68,7 @@ def read_lines(path: Path, contents: str) -> list[bytes]:
     """Raw lines of a publisher's text file, without line ends (LF or CRLF: a trailing ``\\r`` stays for
     the caller to strip), a UTF-8 BOM and trailing blank lines dropped. A missing file raises a
     :class:`DatasetFormatError` saying what it should contain (``contents``)."""
-    lines = _read_bytes(path, contents).split(b"\n")
+    lines = read_bytes(path, contents).split(b"\n")
     while lines and not lines[-1].strip():
         lines.pop()
     return lines
@@ -86,9 +88,16 @@ def decode_utf8(data: bytes, path: str | Path, line: int | None = None) -> str:
         ) from None
 
 
+def text_lines(path: str | Path, contents: str) -> Iterator[tuple[int, str]]:
+    """``(line number, text)`` of every line of :func:`read_lines` (a trailing ``\\r`` dropped), each
+    decoded as UTF-8 when it is reached, so the first bad line of the file is the one reported."""
+    for number, raw in enumerate(read_lines(Path(path), contents), start=1):
+        yield number, decode_utf8(raw.removesuffix(b"\r"), path, number)
+
+
 def read_text(path: str | Path, contents: str) -> str:
     """The whole text of a UTF-8 file (a BOM dropped); missing file and bad bytes raise as above."""
-    return decode_utf8(_read_bytes(path, contents), path)
+    return decode_utf8(read_bytes(path, contents), path)
 
 
 def _loads(text: str, path: str | Path, line: int | None, object_hook: Callable | None = None) -> Any:
@@ -119,10 +128,7 @@ def parse_json_object(text: str, path: str | Path, line: int) -> dict[str, Any]:
 
 def read_jsonl(path: str | Path, contents: str) -> list[tuple[int, dict[str, Any]]]:
     """``(line number, object)`` for every line of a JSON-lines file (one object per line)."""
-    return [
-        (number, parse_json_object(decode_utf8(raw.removesuffix(b"\r"), path, number), path, number))
-        for number, raw in enumerate(read_lines(Path(path), contents), start=1)
-    ]
+    return [(number, parse_json_object(text, path, number)) for number, text in text_lines(path, contents)]
 
 
 def read_json_header(path: str | Path) -> dict[str, Any]:

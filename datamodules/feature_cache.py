@@ -35,7 +35,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from datamodules.errors import DatasetFormatError
+from datamodules.errors import DatasetFormatError, read_json
 
 MANIFEST = "manifest.json"
 
@@ -127,10 +127,7 @@ def load_feature_cache(root: str | Path) -> FeatureCache:
             "no feature cache here; write one with "
             "`python -m experiments.precompute_features experiment=<name> data.features_dir=<dir>`",
         )
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except json.JSONDecodeError as err:
-        raise DatasetFormatError(manifest_path, f"not JSON ({err.msg})", line=err.lineno) from err
+    manifest = read_json(manifest_path, "the cache's manifest")
     for key in ("modalities", "splits"):
         if not isinstance(manifest.get(key), dict) or not manifest[key]:
             raise DatasetFormatError(manifest_path, f"missing or empty {key!r}", field=key)

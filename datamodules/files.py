@@ -14,7 +14,7 @@ import json
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -29,16 +29,12 @@ def current_umask() -> int:
 
 
 def _fsync_dir(folder: Path) -> None:
-    try:
+    with suppress(OSError):  # some filesystems do not open (or sync) directories
         fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # some filesystems do not open directories
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 @contextmanager
@@ -77,15 +73,11 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         raise
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
-    return Path(path)
-
-
 def atomic_write_text(path: str | Path, text: str) -> Path:
     """Write ``text`` (UTF-8, ``\\n`` line ends) atomically; returns ``path``."""
-    return atomic_write_bytes(path, text.encode("utf-8"))
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(text.encode("utf-8"))
+    return Path(path)
 
 
 def atomic_write_jsonl(path: str | Path, rows: Iterable[Any], ensure_ascii: bool = True) -> Path:

@@ -56,11 +56,11 @@ from datamodules.base import DataInfo, DecodedImages, SuiteDataModule, image_is_
 from datamodules.errors import (
     DatasetFormatError,
     DuplicateRows,
-    decode_utf8,
     json_field,
-    parse_json_object,
-    read_lines,
+    read_bytes,
+    read_json_header,
     require_rows,
+    text_lines,
 )
 from datamodules.files import atomic_path
 from datamodules.index_state import file_stamp, subfolder_times
@@ -79,7 +79,6 @@ CONCEPTS_FILE = Path("ConceptsList", "Concepts81.txt")
 TAGLIST_FILE = Path("NUS_WID_Tags", "TagList1k.txt")
 _SPLIT_FILE_WORD = {"train": "Train", "test": "Test"}
 _MAX_EXAMPLES = 5
-_BOM = b"\xef\xbb\xbf"
 _ALIGN = 64  # byte alignment of every array in the index file
 _BLOCK_BYTES = 1 << 24  # text parsed per array operation (bounds the temporary memory)
 _PARALLEL_CHECK_MIN = 4096  # fewer images are checked in this process
@@ -101,6 +100,8 @@ _STAT_KEYS = (
     "unlabeled_kept",
 )
 _ARRAYS = ("paths", "path_offsets", "split_codes", "label_bits", "tag_bits", "image_hash")
+#: The other fields of an index, stored in its header (in this order) with their JSON types.
+_HEADER_FIELDS = dict(concepts=list, tags=list, stats=dict, image_root=str, sources=dict, settings=dict)
 
 
 @dataclass
@@ -152,10 +153,7 @@ class NusWideIndex:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, NusWideIndex):
             return NotImplemented
-        same_values = all(
-            getattr(self, name) == getattr(other, name)
-            for name in ("concepts", "tags", "stats", "image_root", "sources", "settings")
-        )
+        same_values = all(getattr(self, name) == getattr(other, name) for name in _HEADER_FIELDS)
         return same_values and all(np.array_equal(getattr(self, a), getattr(other, a)) for a in _ARRAYS)
 
     def __reduce__(self):  # a mapped index travels as its file name (spawned workers map it again)
@@ -255,34 +253,26 @@ def validation_mask(image_hash: np.ndarray, fraction: float, seed: int) -> np.nd
 # --------------------------------------------------------------------------------------------
 
 
-def _check_aligned(path: Path, rows: int, aligned_with: Path, expected: int) -> None:
-    if rows != expected:
-        raise DatasetFormatError(
-            path,
-            f"has {rows} rows but {aligned_with} lists {expected} images; the two files must be row-aligned",
-            line=min(rows, expected) + 1,
-        )
+def _stripped_lines(path: Path, contents: str, what: str) -> Iterator[tuple[int, str]]:
+    """``(line number, text)`` of every line, surrounding blanks removed; an empty line raises."""
+    for number, text in text_lines(path, contents):
+        if not text.strip():
+            raise DatasetFormatError(path, f"empty line; expected {what}", line=number)
+        yield number, text.strip()
 
 
 def read_name_list(path: Path, expected: int, contents: str) -> list[str]:
     """A list of ``expected`` distinct, non-empty names, one per line (surrounding blanks ignored)."""
-    path = Path(path)
-    lines = read_lines(path, contents)
-    names: list[str] = []
-    first_seen: dict[str, int] = {}
-    for number, raw in enumerate(lines, start=1):
-        name = decode_utf8(raw, path, number).strip()
-        if not name:
-            raise DatasetFormatError(path, "empty line; expected a name", line=number)
+    first_seen: dict[str, int] = {}  # in file order: the names
+    for number, name in _stripped_lines(path, contents, "a name"):
         if name in first_seen:
             raise DatasetFormatError(
                 path, f"duplicate name {name!r} (first on line {first_seen[name]})", line=number
             )
         first_seen[name] = number
-        names.append(name)
-    if len(names) != expected:
-        raise DatasetFormatError(path, f"expected {expected} names, found {len(names)}")
-    return names
+    if len(first_seen) != expected:
+        raise DatasetFormatError(path, f"expected {expected} names, found {len(first_seen)}")
+    return list(first_seen)
 
 
 def read_concepts(path: Path) -> list[str]:
@@ -297,23 +287,8 @@ def read_tag_list(path: Path) -> list[str]:
 
 def read_image_list(path: Path) -> list[str]:
     """Parse an image list: one Windows-style relative path per line, returned as posix paths."""
-    lines = read_lines(path, r"one image path per line, like actor\0001_2124494179.jpg")
-    images: list[str] = []
-    for number, raw in enumerate(lines, start=1):
-        image = decode_utf8(raw, path, number).strip().replace("\\", "/")
-        if not image:
-            raise DatasetFormatError(path, "empty line; expected an image path", line=number)
-        images.append(image)
-    return images
-
-
-def _file_bytes(path: Path, contents: str) -> np.ndarray:
-    """The bytes of a release file (a UTF-8 BOM dropped) as a uint8 array, without copying."""
-    try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise DatasetFormatError(path, f"missing file; it should contain {contents}") from None
-    return np.frombuffer(data, dtype=np.uint8, offset=len(_BOM) if data.startswith(_BOM) else 0)
+    contents = r"one image path per line, like actor\0001_2124494179.jpg"
+    return [image.replace("\\", "/") for _, image in _stripped_lines(path, contents, "an image path")]
 
 
 def _line_bounds(data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -337,10 +312,17 @@ def _line_bounds(data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return starts[:rows], ends[:rows]
 
 
-def _first_bad_value(values: Sequence[bytes]) -> tuple[int, str]:
-    """Index and text of the first value that is not 0 or 1."""
-    bad = next(i for i, value in enumerate(values) if value not in (b"0", b"1"))
-    return bad, values[bad].decode("utf-8", errors="replace")
+def _check_zero_one_line(path: Path, line: bytes, number: int, width: int) -> None:
+    """Raise the error of a row that is not ``width`` blank-separated 0/1 values (a label file's
+    row, ``width`` 1, is one value: its blanks are part of it)."""
+    values = line.split() if width > 1 else [line.strip()]
+    if len(values) != width:
+        raise DatasetFormatError(path, f"expected {width} columns, found {len(values)}", line=number)
+    bad = next((i for i, value in enumerate(values) if value not in (b"0", b"1")), None)
+    if bad is not None:
+        text = values[bad].decode("utf-8", errors="replace")
+        column = f"column {bad + 1}" if width > 1 else None
+        raise DatasetFormatError(path, f"expected 0 or 1, found {text!r}", line=number, field=column)
 
 
 def _uniform_block(data: np.ndarray, starts: np.ndarray, ends: np.ndarray, width: int) -> np.ndarray | None:
@@ -370,21 +352,26 @@ def _uniform_block(data: np.ndarray, starts: np.ndarray, ends: np.ndarray, width
 
 
 def _zero_one_blocks(
-    path: Path,
-    data: np.ndarray,
-    starts: np.ndarray,
-    ends: np.ndarray,
-    width: int,
-    check_line: Callable[[bytes, int], None],
+    path: Path, contents: str, width: int, aligned_with: Path, expected_rows: int
 ) -> Iterator[tuple[int, int, np.ndarray]]:
-    """Parse rows of ``width`` blank-separated 0/1 values, a block of rows at a time: yields
-    ``(first row, end row, [rows, width] bool)``.
+    """Parse a file of rows of ``width`` blank-separated 0/1 values (``expected_rows`` of them,
+    row-aligned with ``aligned_with``), a block of rows at a time: yields ``(first row, end row,
+    [rows, width] bool)``.
 
     A block is accepted when its rows share the first row's layout (:func:`_uniform_block`, the
     usual case), or when it holds only 0/1 and blanks, no two values touch and every row has
-    ``width`` values; otherwise ``check_line(line, number)`` reads its lines one by one and raises
+    ``width`` values; otherwise its lines are checked one by one (:func:`_check_zero_one_line`) for
     the error of the first bad one.
     """
+    data = np.frombuffer(read_bytes(path, contents), dtype=np.uint8)
+    starts, ends = _line_bounds(data)
+    if len(starts) != expected_rows:
+        raise DatasetFormatError(
+            path,
+            f"has {len(starts)} rows but {aligned_with} lists {expected_rows} images; the two files must "
+            "be row-aligned",
+            line=min(len(starts), expected_rows) + 1,
+        )
     step = max(1, _BLOCK_BYTES // (2 * width + 2))
     for r0 in range(0, len(starts), step):
         r1 = min(len(starts), r0 + step)
@@ -401,26 +388,16 @@ def _zero_one_blocks(
             valid = bool((counts == width).all())
         if not valid:
             for row in range(r0, r1):
-                check_line(bytes(data[starts[row] : ends[row]]), row + 1)
+                _check_zero_one_line(path, bytes(data[starts[row] : ends[row]]), row + 1, width)
             raise DatasetFormatError(path, f"rows {r0 + 1}-{r1}: expected {width} 0/1 values per row")
         yield r0, r1, (block[digit] == ord("1")).reshape(r1 - r0, width)
 
 
 def read_binary_column(path: Path, aligned_with: Path, expected_rows: int) -> np.ndarray:
     """Parse a label file (one 0/1 per line) into a uint8 vector row-aligned with ``aligned_with``."""
-    path = Path(path)
-    data = _file_bytes(path, f"one 0/1 label per line for each image of {aligned_with.name}")
-    starts, ends = _line_bounds(data)
-    _check_aligned(path, len(starts), aligned_with, expected_rows)
-
-    def check_line(line: bytes, number: int) -> None:
-        value = line.strip()
-        if value not in (b"0", b"1"):
-            text = value.decode("utf-8", errors="replace")
-            raise DatasetFormatError(path, f"expected 0 or 1, found {text!r}", line=number)
-
-    column = np.empty(len(starts), dtype=np.uint8)
-    for r0, r1, values in _zero_one_blocks(path, data, starts, ends, 1, check_line):
+    contents = f"one 0/1 label per line for each image of {aligned_with.name}"
+    column = np.empty(expected_rows, dtype=np.uint8)
+    for r0, r1, values in _zero_one_blocks(Path(path), contents, 1, aligned_with, expected_rows):
         column[r0:r1] = values[:, 0]
     return column
 
@@ -428,24 +405,9 @@ def read_binary_column(path: Path, aligned_with: Path, expected_rows: int) -> np
 def read_binary_rows(path: Path, width: int, aligned_with: Path, expected_rows: int) -> np.ndarray:
     """Parse a 0/1 matrix file (``width`` blank-separated values per row, row-aligned with
     ``aligned_with``) into bit-packed rows: ``np.packbits`` of each row, ``[rows, ceil(width / 8)]``."""
-    path = Path(path)
     contents = f"one row of {width} blank-separated 0/1 values per image of {aligned_with.name}"
-    data = _file_bytes(path, contents)
-    starts, ends = _line_bounds(data)
-    _check_aligned(path, len(starts), aligned_with, expected_rows)
-
-    def check_line(line: bytes, number: int) -> None:
-        tokens = line.split()
-        if len(tokens) != width:
-            raise DatasetFormatError(path, f"expected {width} columns, found {len(tokens)}", line=number)
-        if any(token not in (b"0", b"1") for token in tokens):
-            bad, text = _first_bad_value(tokens)
-            raise DatasetFormatError(
-                path, f"expected 0 or 1, found {text!r}", line=number, field=f"column {bad + 1}"
-            )
-
-    packed = np.empty((len(starts), (width + 7) // 8), dtype=np.uint8)
-    for r0, r1, values in _zero_one_blocks(path, data, starts, ends, width, check_line):
+    packed = np.empty((expected_rows, (width + 7) // 8), dtype=np.uint8)
+    for r0, r1, values in _zero_one_blocks(Path(path), contents, width, aligned_with, expected_rows):
         packed[r0:r1] = np.packbits(values, axis=1)
     return packed
 
@@ -516,6 +478,8 @@ def _filter_split(rows: _SplitRows, drop_unlabeled: bool) -> None:
         "dropped_untagged": int(untagged.sum()),
         "dropped_unlabeled": int(unlabeled.sum()) if drop_unlabeled else 0,
         "unlabeled_kept": 0 if drop_unlabeled else int(unlabeled.sum()),
+        "missing_images": 0,  # counted by _check_images
+        "unreadable_images": 0,
     }
 
 
@@ -548,28 +512,23 @@ def check_image_files(paths: Sequence[str], workers: int | None = None) -> np.nd
 
 def _check_images(split_rows: dict[str, _SplitRows], image_root: Path, workers: int | None) -> None:
     """Drop (and count, and log) the kept images that are missing or unreadable."""
-    candidates = {split: np.flatnonzero(rows.keep) for split, rows in split_rows.items()}
-    paths = [str(image_root / split_rows[s].images[i]) for s, rows in candidates.items() for i in rows]
-    status = check_image_files(paths, workers)
-    examples: dict[int, list[str]] = {1: [], 2: []}
-    start = 0
-    for split, rows in split_rows.items():
-        own = status[start : start + len(candidates[split])]
-        start += len(candidates[split])
-        rows.keep[candidates[split][own != 0]] = False
+    candidates = [np.flatnonzero(rows.keep) for rows in split_rows.values()]
+    images = [rows.images[i] for rows, kept in zip(split_rows.values(), candidates) for i in kept]
+    status = check_image_files([str(image_root / image) for image in images], workers)
+    split_status = np.split(status, np.cumsum([len(kept) for kept in candidates])[:-1])
+    for rows, kept, own in zip(split_rows.values(), candidates, split_status):
+        rows.keep[kept[own != 0]] = False
         rows.counts["missing_images"] = int((own == 1).sum())
         rows.counts["unreadable_images"] = int((own == 2).sum())
-        for code, names in examples.items():
-            names += [rows.images[i] for i in candidates[split][own == code][:_MAX_EXAMPLES]]
     for code, what in ((1, "listed images missing"), (2, "unreadable images (damaged or not an image)")):
-        count = int((status == code).sum())
-        if count:
+        bad = np.flatnonzero(status == code)
+        if len(bad):
             log.warning(
                 "NUS-WIDE: dropped %d %s under %s, e.g. %s",
-                count,
+                len(bad),
                 what,
                 image_root,
-                ", ".join(examples[code][:_MAX_EXAMPLES]),
+                ", ".join(images[i] for i in bad[:_MAX_EXAMPLES]),
             )
 
 
@@ -622,8 +581,6 @@ def read_nuswide(
     if check_images:
         _check_images(split_rows, image_root, check_workers)
     for rows in split_rows.values():
-        rows.counts.setdefault("missing_images", 0)
-        rows.counts.setdefault("unreadable_images", 0)
         rows.counts["kept"] = int(rows.keep.sum())
     stats = {
         key: {
@@ -655,7 +612,7 @@ def read_nuswide(
         concepts=concepts,
         tags=tags,
         paths=np.frombuffer(b"".join(encoded), dtype=np.uint8).copy(),
-        path_offsets=np.concatenate([[0], np.cumsum([len(e) for e in encoded])]).astype(np.int64),
+        path_offsets=np.cumsum([0, *map(len, encoded)], dtype=np.int64),
         split_codes=np.concatenate(
             [np.full(len(rows), code, dtype=np.uint8) for code, rows in enumerate(kept)]
         ),
@@ -701,12 +658,7 @@ def write_index(index: NusWideIndex, out_path: str | Path) -> Path:
     header = {
         "format": INDEX_FORMAT,
         "version": INDEX_VERSION,
-        "concepts": index.concepts,
-        "tags": index.tags,
-        "stats": index.stats,
-        "image_root": index.image_root,
-        "sources": index.sources,
-        "settings": index.settings,
+        **{name: getattr(index, name) for name in _HEADER_FIELDS},
         "arrays": layout,
         "payload_bytes": size,
     }
@@ -733,8 +685,7 @@ def read_index_header(path: str | Path) -> tuple[dict[str, Any], int]:
         first = f.readline()
     if not first.strip():
         raise DatasetFormatError(path, "empty index file; expected a JSON header line", line=1)
-    text = decode_utf8(first.rstrip(b"\r\n").removeprefix(_BOM), path, 1)
-    return parse_json_object(text, path, 1), _aligned(len(first))
+    return read_json_header(path), _aligned(len(first))
 
 
 def _mapped(path: Path, start: int, end: int, spec: Any, name: str) -> np.ndarray:
@@ -772,13 +723,8 @@ def load_index(path: str | Path) -> NusWideIndex:
         )
     arrays = json_field(header, "arrays", dict, path, 1)
     index = NusWideIndex(
-        concepts=json_field(header, "concepts", list, path, 1),
-        tags=json_field(header, "tags", list, path, 1),
-        stats=json_field(header, "stats", dict, path, 1),
-        image_root=json_field(header, "image_root", str, path, 1),
-        sources=json_field(header, "sources", dict, path, 1),
-        settings=json_field(header, "settings", dict, path, 1),
         path=path,
+        **{name: json_field(header, name, kind, path, 1) for name, kind in _HEADER_FIELDS.items()},
         **{name: _mapped(path, start, start + payload, arrays.get(name), name) for name in _ARRAYS},
     )
     _check_shapes(index, path)

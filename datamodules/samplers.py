@@ -73,9 +73,6 @@ class EpochFractionSampler(DistributedSampler):
         chosen = order[: self.total_size]
         return iter(chosen[self.rank : self.total_size : self.num_replicas].tolist())
 
-    def __len__(self) -> int:
-        return self.num_samples
-
 
 class EvalSampler(DistributedSampler):
     def __init__(self, dataset_size: int, num_replicas: int = 1, rank: int = 0) -> None:
@@ -88,9 +85,6 @@ class EvalSampler(DistributedSampler):
 
     def __iter__(self) -> Iterator[int]:
         return iter(range(self.rank, self.dataset_size, self.num_replicas))
-
-    def __len__(self) -> int:
-        return self.num_samples
 
 
 class LengthGroupedBatchSampler(Sampler[list[int]]):

@@ -53,7 +53,6 @@ from typing import Any
 
 import numpy as np
 import yaml
-from PIL import Image
 from torch.utils.data import Dataset
 
 from datamodules.base import DataInfo, DecodedImages, SuiteDataModule, image_is_readable
@@ -72,24 +71,36 @@ INDEX_VERSION = 1
 INDEX_FILE = "sun397_index.npz"
 _ARRAYS = ("paths", "labels", "readable", "training", "testing")
 _MAX_EXAMPLES = 5
+#: The two lists of a partition: split -> the start of their file name (``Training_03.txt``).
+PARTITION_LISTS = {"train": "Training", "test": "Testing"}
+
+
+def partition_file(partitions_dir: str, split: str, n: int) -> str:
+    """The file (relative to the release root) listing the ``split`` images of partition ``n``."""
+    return f"{partitions_dir}/{PARTITION_LISTS[split]}_{n:02d}.txt"
 
 
 def _lines(path: Path) -> list[str]:
     """Lines of an ASCII text file (LF or CRLF, final newline optional); a missing file is an error."""
     if not path.is_file():
         raise DatasetFormatError(path, "file not found")
-    raw = path.read_bytes()
-    if raw.startswith(b"\xef\xbb\xbf"):
-        raw = raw[3:]
+    raw = path.read_bytes().removeprefix(b"\xef\xbb\xbf")
     try:
         text = raw.decode("ascii")
     except UnicodeDecodeError as err:
         line = raw[: err.start].count(b"\n") + 1
         raise DatasetFormatError(path, f"non-ASCII byte {raw[err.start]:#x}", line=line) from err
     lines = text.split("\n")
-    if lines and lines[-1] == "":
+    if lines[-1] == "":
         lines.pop()
-    return [ln[:-1] if ln.endswith("\r") else ln for ln in lines]
+    return [ln.removesuffix("\r") for ln in lines]
+
+
+def _remember_line(seen: dict[str, int], key: str, line: int, path: Path, what: str, **where: str) -> None:
+    """Note the first line of ``key``; a repeat raises, naming that line."""
+    if key in seen:
+        raise DatasetFormatError(path, f"{what} repeats line {seen[key]}", line=line, **where)
+    seen[key] = line
 
 
 def read_class_names(path: Path) -> list[str]:
@@ -106,9 +117,7 @@ def read_class_names(path: Path) -> list[str]:
             )
         if match.group(2)[0] != match.group(1):
             raise DatasetFormatError(path, f"class {name!r} is filed under the wrong letter", line=i)
-        if name in seen:
-            raise DatasetFormatError(path, f"class {name!r} repeats line {seen[name]}", line=i)
-        seen[name] = i
+        _remember_line(seen, name, i, path, f"class {name!r}")
         names.append(name)
     if not names:
         raise DatasetFormatError(path, "no classes")
@@ -127,9 +136,7 @@ def read_partition(path: Path, classes: dict[str, int]) -> list[tuple[str, int]]
             raise DatasetFormatError(path, f"expected /<class path>/<name>.jpg, got {line!r}", line=i)
         if class_path not in classes:
             raise DatasetFormatError(path, f"class {class_path!r} is not in the class list", line=i)
-        if entry in seen:
-            raise DatasetFormatError(path, f"{entry} repeats line {seen[entry]}", line=i)
-        seen[entry] = i
+        _remember_line(seen, entry, i, path, entry)
         out.append((entry.lstrip("/"), classes[class_path]))
     return out
 
@@ -164,11 +171,8 @@ def check_images(image_root: Path, paths: Sequence[str], threads: int = 8) -> np
     def check(chunk: Sequence[str]) -> list[bool]:
         return [image_is_readable(image_root / p) for p in chunk]
 
-    if threads <= 1 or len(chunks) <= 1:
-        results = [check(c) for c in chunks]
-    else:
-        with ThreadPoolExecutor(max_workers=threads) as pool:
-            results = list(pool.map(check, chunks))
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        results = list(pool.map(check, chunks))
     return np.fromiter((ok for chunk in results for ok in chunk), dtype=bool, count=len(paths))
 
 
@@ -211,11 +215,10 @@ def index_settings(
     """What an index is valid for: the options, the class list and partition files (size, mtime) and a
     digest of the class folders' modification times. A few hundred ``stat`` calls, no image opened."""
     root = Path(root)
-    files = {class_list: file_stamp(root / class_list)}
-    for n in range(1, NUM_PARTITIONS + 1):
-        for word in ("Training", "Testing"):
-            name = f"{partitions_dir}/{word}_{n:02d}.txt"
-            files[name] = file_stamp(root / name)
+    lists = [
+        partition_file(partitions_dir, s, n) for n in range(1, NUM_PARTITIONS + 1) for s in PARTITION_LISTS
+    ]
+    files = {name: file_stamp(root / name) for name in [class_list, *lists]}
     digest = hashlib.blake2b(digest_size=16)
     try:
         classes = read_class_names(root / class_list)
@@ -274,13 +277,10 @@ def build_index(
         stats["unreadable_examples"] = bad
         log.warning("SUN397: %d unreadable image(s) on disk, e.g. %s", stats["unreadable"], ", ".join(bad))
     position = {p: i for i, p in enumerate(paths)}
-    bits = {"train": np.zeros(len(paths), dtype=np.uint16), "test": np.zeros(len(paths), dtype=np.uint16)}
+    bits = {split: np.zeros(len(paths), dtype=np.uint16) for split in PARTITION_LISTS}
     partitions, missing = [], {}
     for n in range(1, NUM_PARTITIONS + 1):
-        files = {
-            s: root / partitions_dir / f"{w}_{n:02d}.txt"
-            for s, w in (("train", "Training"), ("test", "Testing"))
-        }
+        files = {split: root / partition_file(partitions_dir, split, n) for split in PARTITION_LISTS}
         if not all(f.is_file() for f in files.values()):
             continue
         partitions.append(n)
@@ -342,10 +342,7 @@ def index_is_current(path: Path, settings: Mapping[str, Any]) -> bool:
     built = (npz_meta(path) or {}).get("settings")
     if not isinstance(built, dict):
         return False
-    wanted = dict(settings)
-    if built.get("check_images") and not wanted["check_images"]:
-        wanted["check_images"] = True
-    return built == wanted
+    return built == {**settings, "check_images": settings["check_images"] or bool(built.get("check_images"))}
 
 
 # ============================================================================================
@@ -371,7 +368,6 @@ class Split:
 
     positions: dict[str, np.ndarray]
     stats: dict[str, Any]
-    sources: dict[str, Path]
 
 
 def split_index(
@@ -390,9 +386,7 @@ def split_index(
     root = Path(root) if root is not None else index.image_root.parent
     n = len(index.paths)
     stats: dict[str, Any] = {
-        "classes": index.stats["classes"],
-        "classes_without_images": index.stats["classes_without_images"],
-        "images_on_disk": index.stats["images_on_disk"],
+        key: index.stats[key] for key in ("classes", "classes_without_images", "images_on_disk")
     }
     sources = {"train": index.image_root, "test": index.image_root}  # random split: the images on disk
     if split == "partition":
@@ -400,21 +394,20 @@ def split_index(
             raise ValueError(f"partition must be in 1..{NUM_PARTITIONS}, got {partition}")
         if partition not in index.partitions:
             raise DatasetFormatError(
-                root / partitions_dir / f"Training_{partition:02d}.txt",
+                root / partition_file(partitions_dir, "train", partition),
                 f"partition {partition} not found (its Training and Testing files)",
             )
         bit = np.uint16(1 << (partition - 1))
         members = {"train": (index.training & bit) != 0, "test": (index.testing & bit) != 0}
-        for name, word in (("train", "Training"), ("test", "Testing")):
-            sources[name] = root / partitions_dir / f"{word}_{partition:02d}.txt"
+        for name in PARTITION_LISTS:
+            sources[name] = root / partition_file(partitions_dir, name, partition)
             lost = index.stats["missing"][f"{name}_{partition:02d}"]
             stats[f"missing_{name}"] = lost["count"]
             if lost["count"]:
                 log.warning(
-                    "SUN397: %d image(s) of %s_%02d.txt are not on disk (dropped), e.g. %s",
+                    "SUN397: %d image(s) of %s are not on disk (dropped), e.g. %s",
                     lost["count"],
-                    word,
-                    partition,
+                    sources[name].name,
                     ", ".join(lost["examples"]),
                 )
         overlap = np.flatnonzero(members["train"] & members["test"])
@@ -466,7 +459,7 @@ def split_index(
             in_val[int(np.argmin(numbers))] = True
         positions["val"], positions["train"] = train[in_val], train[~in_val]
         stats["kept_val"], stats["kept_train"] = int(in_val.sum()), int((~in_val).sum())
-    return Split(positions=positions, stats=stats, sources=sources)
+    return Split(positions=positions, stats=stats)
 
 
 @dataclass
@@ -550,14 +543,7 @@ def read_hashtag_mapping(
             raise DatasetFormatError(
                 path, f"expected {len(header)} fields, got {len(row)}", line=reader.line_num
             )
-        if row[c] in out:
-            raise DatasetFormatError(
-                path,
-                f"class {row[c]!r} repeats line {first_line[row[c]]}",
-                line=reader.line_num,
-                field=class_column,
-            )
-        first_line[row[c]] = reader.line_num
+        _remember_line(first_line, row[c], reader.line_num, path, f"class {row[c]!r}", field=class_column)
         out[row[c]] = row[h] or OTHER
     return out
 
@@ -681,11 +667,8 @@ class Sun397Dataset(Dataset):
         list the files; the loaders never build it)."""
         return [(p.decode(), int(s)) for p, s in zip(self.paths, self.scenes)]
 
-    def decode(self, i: int) -> Image.Image:
-        return self.images.load(i, self.path(i))
-
     def __getitem__(self, i: int) -> dict[str, Any]:
-        image = self.decode(i)
+        image = self.images.load(i, self.path(i))
         if self.transform is not None:
             image = self.transform(image)
         scene = int(self.scenes[i])
@@ -776,16 +759,9 @@ class Sun397DataModule(SuiteDataModule):
                 "run prepare_data() first (the trainer and experiments.train do)",
             )
         self.index = index = load_index(self.index_path)
+        options = {k: hp[k] for k in ("split", "partition", "test_fraction", "val_fraction", "split_seed")}
         self.split = split = split_index(
-            index,
-            split=hp.split,
-            partition=hp.partition,
-            test_fraction=hp.test_fraction,
-            val_fraction=hp.val_fraction,
-            split_seed=hp.split_seed,
-            root=self.root,
-            partitions_dir=hp.partitions_dir,
-            class_list=hp.class_list,
+            index, root=self.root, partitions_dir=hp.partitions_dir, class_list=hp.class_list, **options
         )
         targets = class_targets(index.classes, self.mapping, self.hashtags, self.mapping_spec.mapping_file)
 

@@ -67,8 +67,7 @@ class TokenArrays:
 
     @classmethod
     def load(cls, folder: Path, name: str) -> TokenArrays:
-        paths = (str(Path(folder) / f"{name}.ids.npy"), str(Path(folder) / f"{name}.offsets.npy"))
-        return cls(np.load(paths[0], mmap_mode="r"), np.load(paths[1], mmap_mode="r"), paths)
+        return _load_token_arrays(*(str(Path(folder) / f"{name}.{part}.npy") for part in ("ids", "offsets")))
 
     def __reduce__(self):
         if self._paths is not None:
@@ -107,10 +106,7 @@ def encode_pieces_to_arrays(
     for start in range(0, len(texts), chunk):
         rows = tokenizer.pieces(list(texts[start : start + chunk]))
         if keep is not None:
-            rows = [
-                (row[len(row) - keep :] if len(row) > keep else row) if keep_end else row[:keep]
-                for row in rows
-            ]
+            rows = [row[max(0, len(row) - keep) :] if keep_end else row[:keep] for row in rows]
         lengths.append(np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows)))
         parts.append(np.fromiter((t for r in rows for t in r), dtype=dtype, count=int(lengths[-1].sum())))
     return _concatenate(parts, lengths, dtype)
@@ -122,15 +118,6 @@ def _concatenate(parts: list[np.ndarray], lengths: list[np.ndarray], dtype: Any)
         np.cumsum(np.concatenate(lengths), out=offsets[1:])
     ids = np.concatenate(parts).astype(dtype, copy=False) if parts else np.zeros(0, dtype=dtype)
     return TokenArrays(ids, offsets)
-
-
-def tokenize_texts(
-    tokenizer: Any, texts: Sequence[str], max_length: int, keep_end: bool = False, chunk: int = 4096
-) -> list[list[int]]:
-    """Token id lists of ``texts`` (unpadded), each cut to ``max_length`` tokens: its end cut off, or its
-    start with ``keep_end``. For small text sets; datasets use :func:`encode_to_arrays`."""
-    arrays = encode_to_arrays(tokenizer, texts, max_length, keep_end, chunk)
-    return [arrays[i].tolist() for i in range(len(arrays))]
 
 
 class TokenizedTexts(Dataset):

@@ -3,6 +3,7 @@ exclusively), rank-zero file writing, object building from config, the run's out
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import logging
@@ -89,21 +90,29 @@ def write_json(path: Path, data: Any) -> Path:
 
 
 def _jsonable(obj: Any) -> Any:
-    if hasattr(obj, "item"):
-        return obj.item()
-    if isinstance(obj, Path):
-        return str(obj)
-    return str(obj)
+    return obj.item() if hasattr(obj, "item") else str(obj)
+
+
+def read_json_or(path: Path, default: Any = None) -> Any:
+    """The JSON in ``path``; ``default`` when the file is missing or not valid JSON."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return default
 
 
 def to_float_dict(metrics: dict[str, Any], prefix: str | None = None) -> dict[str, float]:
     """Tensor-valued metric dicts (``trainer.callback_metrics``) -> plain floats, sorted by name."""
-    out = {}
-    for key in sorted(metrics):
-        if prefix is None or key.startswith(prefix):
-            value = metrics[key]
-            out[key] = float(value.item() if hasattr(value, "item") else value)
-    return out
+    return {
+        key: float(value.item() if hasattr(value, "item") else value)
+        for key, value in sorted(metrics.items())
+        if prefix is None or key.startswith(prefix)
+    }
+
+
+def doc_parser(doc: str | None) -> argparse.ArgumentParser:
+    """A command's argument parser whose ``--help`` shows its module docstring as written."""
+    return argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 def print_counts(
@@ -303,11 +312,7 @@ def jobs_not_run(run_dir: Path) -> list[dict[str, Any]] | None:
     hydra_cfg = HydraConfig.get()
     if not str(hydra_cfg.launcher.get("_target_", "")).endswith("BasicLauncher"):
         return None
-    plan_file = Path(str(hydra_cfg.sweep.dir)) / SWEEP_PLAN
-    try:
-        planned = json.loads(plan_file.read_text()).get("jobs")
-    except (OSError, ValueError):
-        return None
+    planned = read_json_or(Path(str(hydra_cfg.sweep.dir)) / SWEEP_PLAN, {}).get("jobs")
     if planned is None:
         return None
     return [job for job in planned if job["num"] > int(hydra_cfg.job.num)]

@@ -14,15 +14,8 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from experiments.common import (
-    PROJECT_ROOT,
-    is_rank_zero,
-    run_guarded,
-    save_resolved_config,
-    to_float_dict,
-    write_json,
-)
-from experiments.run_checks import check_run_options
+from experiments.common import is_rank_zero, run_guarded, save_resolved_config, to_float_dict, write_json
+from experiments.run_checks import check_run_options, checkpoint_file
 from experiments.stages import build_data_and_model, build_trainer
 
 log = logging.getLogger(__name__)
@@ -38,9 +31,7 @@ def apply_checkpoint_hparams(cfg: DictConfig, ckpt_path: Path) -> None:
 
 
 def evaluate(cfg: DictConfig) -> dict:
-    ckpt = Path(cfg.ckpt_path)
-    if not ckpt.is_absolute():
-        ckpt = PROJECT_ROOT / ckpt
+    ckpt = checkpoint_file(cfg.ckpt_path)
     if not ckpt.is_file():
         raise FileNotFoundError(f"checkpoint {ckpt} does not exist")
     apply_checkpoint_hparams(cfg, ckpt)

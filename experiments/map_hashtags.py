@@ -25,7 +25,6 @@ the two. WordNet must be prepared once (``python -m experiments.prepare_wordnet`
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import logging
@@ -36,7 +35,7 @@ from pathlib import Path
 
 import yaml
 
-from experiments.common import PROJECT_ROOT, atomic_write_text
+from experiments.common import PROJECT_ROOT, atomic_write_text, doc_parser
 
 log = logging.getLogger("map_hashtags")
 
@@ -79,19 +78,17 @@ def clean_name(class_path: str) -> str:
     >>> clean_name("/s/stadium/baseball")
     'stadium baseball'
     """
-    words = []
-    for part in class_parts(class_path):
-        words += [w for w in part.replace("-", "_").split("_") if w and w.lower() not in DROP_WORDS]
-    return " ".join(words)
+    return " ".join(w for part in class_parts(class_path) for w in _words(part))
+
+
+def _words(part: str) -> list[str]:
+    """The words of one part of a class path, without indoor/outdoor/exterior/interior."""
+    return [w for w in part.replace("-", "_").split("_") if w and w.lower() not in DROP_WORDS]
 
 
 def lookup_candidates(class_path: str) -> list[str]:
     """Phrases tried in order for the synset lookup (see module doc, step 2)."""
-    parts = [
-        [w for w in p.replace("-", "_").split("_") if w and w.lower() not in DROP_WORDS]
-        for p in class_parts(class_path)
-    ]
-    parts = [p for p in parts if p]
+    parts = [words for words in map(_words, class_parts(class_path)) if words]
     if not parts:
         return []
     out = [" ".join(w for p in parts for w in p)]
@@ -121,15 +118,18 @@ def hypernyms_nearest_first(synset) -> list:
     while frontier:
         nxt = []
         for s in frontier:
-            for h in sorted(
-                s.hypernyms() + s.instance_hypernyms(), key=lambda x: x.name()
-            ):  # nltk's order varies
+            for h in direct_hypernyms(s):
                 if h not in seen:
                     seen.add(h)
                     order.append(h)
                     nxt.append(h)
         frontier = nxt
     return order
+
+
+def direct_hypernyms(synset) -> list:
+    """The synset's hypernyms and instance hypernyms in synset-name order (nltk's order varies)."""
+    return sorted(synset.hypernyms() + synset.instance_hypernyms(), key=lambda x: x.name())
 
 
 # ------------------------------------------------------------------------------------------- rules
@@ -169,11 +169,7 @@ def map_class(
         return Mapping(class_path, name, synset_name, hyper, overrides[class_path], "override")
     if matched is not None:
         return Mapping(class_path, name, synset_name, matched.name(), hashtag, "rule")
-    direct = (
-        sorted(synset.hypernyms() + synset.instance_hypernyms(), key=lambda x: x.name())
-        if synset is not None
-        else []
-    )
+    direct = direct_hypernyms(synset) if synset is not None else []
     return Mapping(class_path, name, synset_name, direct[0].name() if direct else "", OTHER, "none")
 
 
@@ -209,17 +205,6 @@ def to_csv(rows: Sequence[Mapping]) -> str:
     return buf.getvalue()
 
 
-def read_mapping(path: Path = MAPPING_FILE) -> dict[str, str]:
-    """``{class path: hashtag}`` of a mapping CSV written by this tool."""
-    with Path(path).open(newline="") as f:
-        reader = csv.DictReader(f)
-        if reader.fieldnames is None or list(reader.fieldnames)[: len(COLUMNS)] != list(COLUMNS):
-            from datamodules.errors import DatasetFormatError
-
-            raise DatasetFormatError(path, f"expected the header {','.join(COLUMNS)}", line=1)
-        return {row["class"]: row["hashtag"] or OTHER for row in reader}
-
-
 def summary(rows: Sequence[Mapping]) -> str:
     counts = Counter(r.hashtag for r in rows)
     tagged = sum(v for k, v in counts.items() if k != OTHER)
@@ -229,9 +214,7 @@ def summary(rows: Sequence[Mapping]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = doc_parser(__doc__)
     parser.add_argument("--classes", type=Path, default=DEFAULT_CLASSES, help="SUN397 ClassName.txt")
     parser.add_argument("--rules", type=Path, default=RULES_FILE)
     parser.add_argument("--overrides", type=Path, default=OVERRIDES_FILE)

@@ -17,7 +17,6 @@ is an error.
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import json
 import logging
@@ -28,6 +27,7 @@ from pathlib import Path
 from PIL import Image
 
 from datamodules.files import atomic_path
+from experiments.common import doc_parser
 from experiments.export import load_exported
 
 log = logging.getLogger("predict")
@@ -125,9 +125,7 @@ def load_predictor(kind: str) -> Callable:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = doc_parser(__doc__)
     parser.add_argument("--export", required=True, type=Path, help="export folder (or its model.safetensors)")
     parser.add_argument("--images", required=True, type=Path, help="folder of images (searched recursively)")
     parser.add_argument("--tags", type=Path, default=None, help="JSON lines of user tags per image")
@@ -162,13 +160,12 @@ def main(argv: list[str] | None = None) -> None:
     net, spec = load_exported(args.export)
     predict_images = load_predictor(spec["model"].get("kind"))
     rows = predict_images(net, spec, images, args.images, tags, args.batch_size)
+    lines = (json.dumps(row) + "\n" for row in rows)
     if args.out is None:
-        for row in rows:
-            sys.stdout.write(json.dumps(row) + "\n")
+        sys.stdout.writelines(lines)
         return
     with atomic_path(args.out) as tmp, tmp.open("w") as out:
-        for row in rows:
-            out.write(json.dumps(row) + "\n")
+        out.writelines(lines)
     log.info(
         "%d predictions written to %s (%d unreadable image(s) skipped)",
         len(images),

@@ -16,14 +16,13 @@ reported as ``<file>:<line>: <problem>`` with exit status 2.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from datamodules.errors import DatasetFormatError
 from datamodules.nuswide import INDEX_FILENAME, build_index, load_index
+from experiments.common import print_counts
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -53,24 +52,24 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def build(args: argparse.Namespace) -> dict:
+    """Build the index; its path and statistics."""
+    path = build_index(
+        args.root,
+        args.out / INDEX_FILENAME,
+        image_dir=args.image_dir,
+        check_images=args.check_images,
+        check_workers=args.check_workers,
+        drop_unlabeled=args.drop_unlabeled,
+    )
+    return {"index": str(path), "stats": load_index(path).stats}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Build the index, print its path and statistics; return the exit status."""
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        path = build_index(
-            args.root,
-            args.out / INDEX_FILENAME,
-            image_dir=args.image_dir,
-            check_images=args.check_images,
-            check_workers=args.check_workers,
-            drop_unlabeled=args.drop_unlabeled,
-        )
-    except DatasetFormatError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(json.dumps({"index": str(path), "stats": load_index(path).stats}, indent=2))
-    return 0
+    return print_counts(lambda: build(args))
 
 
 if __name__ == "__main__":

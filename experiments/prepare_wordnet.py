@@ -17,14 +17,13 @@ WordNet is missing it raises :class:`WordNetMissing` naming the command to run.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import shutil
 import warnings
 from pathlib import Path
 
-from experiments.common import PROJECT_ROOT
+from experiments.common import PROJECT_ROOT, doc_parser
 
 log = logging.getLogger("prepare_wordnet")
 
@@ -147,9 +146,7 @@ def load_wordnet(nltk_data: str | Path | None = None):
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = doc_parser(__doc__)
     parser.add_argument(
         "--nltk-data", default=None, help=f"nltk_data folder (default ${ENV_VAR} or data/nltk_data)"
     )

@@ -25,7 +25,6 @@ finished in another is not listed; two finished runs with the same overrides are
 
 from __future__ import annotations
 
-import argparse
 import csv
 import fnmatch
 import io
@@ -39,7 +38,7 @@ from typing import Any
 
 import yaml
 
-from experiments.common import STATUS_FILE, SWEEP_PLAN, atomic_write_text
+from experiments.common import STATUS_FILE, SWEEP_PLAN, atomic_write_text, doc_parser, read_json_or
 
 log = logging.getLogger("report")
 
@@ -58,10 +57,7 @@ def _job_order(p: Path) -> tuple[bool, int, str]:
 
 
 def _diverged_metrics(run: Path) -> bool:
-    try:
-        test = json.loads((run / "metrics.json").read_text()).get("test", {})
-    except (OSError, ValueError):
-        return False
+    test = read_json_or(run / "metrics.json", {}).get("test", {})
     return any(isinstance(v, float) and not math.isfinite(v) for v in test.values())
 
 
@@ -95,10 +91,7 @@ def problem_jobs(sweep_dir: Path) -> list[dict[str, Any]]:
     outcome ``not run``, ``interrupted``, ``failed``, ``diverged`` or ``incomplete`` (a folder without
     summary or status: killed, or still running). Planned jobs come from ``sweep.json``; without it,
     from the numbered job folders."""
-    try:
-        planned = json.loads((sweep_dir / SWEEP_PLAN).read_text()).get("jobs")
-    except (OSError, ValueError):
-        planned = None
+    planned = read_json_or(sweep_dir / SWEEP_PLAN, {}).get("jobs")
     if planned is None:
         numbered = sorted((p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()), key=_job_order)
         planned = [{"num": int(p.name), "overrides": _overrides(p)} for p in numbered]
@@ -127,9 +120,8 @@ def _outcome(folder: Path) -> tuple[str | None, str]:
             if _diverged_metrics(folder)
             else (None, "")
         )
-    try:
-        status = json.loads((folder / STATUS_FILE).read_text())
-    except (OSError, ValueError):
+    status = read_json_or(folder / STATUS_FILE)
+    if status is None:
         return "incomplete", f"{folder}: no summary and no status (killed, or still running)"
     kind = status.get("status", "incomplete")
     if kind == "diverged":
@@ -187,19 +179,15 @@ def _stats(values: list[float]) -> tuple[float, float | None, int]:
 
 
 def select_metrics(runs: list[dict[str, Any]], patterns: list[str] | None) -> list[str]:
-    available: list[str] = []
-    for r in runs:
-        available += [k for k in r["metrics"] if k not in available]
+    available = list(dict.fromkeys(k for r in runs for k in r["metrics"]))
     if not patterns:
         configured = (runs[0]["config"].get("report") or {}).get("metrics") if runs else None
         patterns = configured or [k for k in available if k.startswith("test/")]
-    chosen: list[str] = []
-    for pattern in patterns:
-        chosen += [k for k in available if fnmatch.fnmatchcase(k, pattern) and k not in chosen]
-    return chosen
+    chosen = (k for pattern in patterns for k in available if fnmatch.fnmatchcase(k, pattern))
+    return list(dict.fromkeys(chosen))
 
 
-def _fmt(name: str, value: float | None, percent: bool) -> str:
+def _fmt(value: float | None, percent: bool) -> str:
     if value is None:
         return "-"
     return f"{100 * value:.2f}" if percent else f"{value:.4g}"
@@ -242,9 +230,9 @@ def render_markdown(runs: list[dict[str, Any]], metrics: list[str], title: str, 
                 cells.append("-")
                 continue
             mean, sd, _ = stats[(label, m)]
-            cell = _fmt(m, mean, percent[m])
+            cell = _fmt(mean, percent[m])
             if repeated and sd is not None:
-                cell += f" ± {_fmt(m, sd, percent[m])}"
+                cell += f" ± {_fmt(sd, percent[m])}"
             if repeated and best.get(m) == label:
                 cell = f"**{cell}**"
             elif repeated and m in best:
@@ -299,9 +287,8 @@ def run_budget(run: Path) -> tuple[str, list[tuple[str, int, int]]]:
     """``(budget, best)`` of a run: the budget per stage as text (``max_epochs``/``max_steps`` and
     the batches per epoch when limited) and ``(stage, best epoch, epochs run)`` of each stage whose
     best checkpoint names its epoch."""
-    try:
-        summary = json.loads((run / "metrics.json").read_text())
-    except (OSError, ValueError):
+    summary = read_json_or(run / "metrics.json")
+    if summary is None:
         return "", []
     parts, best = [], []
     for name, stage in (summary.get("stages") or {}).items():
@@ -364,22 +351,24 @@ def read_curve(run: Path, metric: str) -> tuple[list[float], list[float]]:
 
 
 def plot_curves(runs: list[dict[str, Any]], metric: str, path: Path) -> Path | None:
+    curves = [(label, read_curve(r["dir"], metric)) for label, r in zip(row_labels(runs), runs)]
+    curves = [(label, (x, y)) for label, (x, y) in curves if x]
+    if not curves:
+        return None
+    fig, ax = _new_axes((7, 4.5))
+    for label, (x, y) in curves:
+        ax.plot(x, y, marker="o", markersize=3, label=label)
+    return _save_axes(fig, ax, "epoch", metric, path)
+
+
+def _new_axes(figsize: tuple[float, float]) -> tuple[Any, Any]:
+    """A figure and its axes, drawn off screen (Agg: no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    drawn = 0
-    for label, r in zip(row_labels(runs), runs):
-        x, y = read_curve(r["dir"], metric)
-        if x:
-            ax.plot(x, y, marker="o", markersize=3, label=label)
-            drawn += 1
-    if not drawn:
-        plt.close(fig)
-        return None
-    return _save_axes(fig, ax, "epoch", metric, path)
+    return plt.subplots(figsize=figsize)
 
 
 def _save_axes(fig: Any, ax: Any, xlabel: str, ylabel: str, path: Path) -> Path:
@@ -412,11 +401,6 @@ def plot_against(runs: list[dict[str, Any]], spec: dict[str, str], path: Path) -
     """A test metric against a swept config value, one line per value of ``group`` (e.g. R@5 against
     the paired fraction per model):
     ``report.against: [{x: data.paired_fraction, y: test/i2t_r5, group: model}]``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     lines: dict[str, list[tuple[float, float]]] = {}
     for r in runs:
         x, y = _run_value(r, spec["x"]), r["summary"].get("test", {}).get(spec["y"])
@@ -426,7 +410,7 @@ def plot_against(runs: list[dict[str, Any]], spec: dict[str, str], path: Path) -
         lines.setdefault(group, []).append((float(x), float(y)))
     if not lines:
         return None
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = _new_axes((6, 4))
     for group, points in sorted(lines.items()):
         xs, ys = zip(*sorted(points))
         ax.plot(xs, ys, marker="o", label=group)
@@ -508,9 +492,7 @@ def make_report(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = doc_parser(__doc__)
     parser.add_argument(
         "sweep_dir",
         type=Path,

@@ -131,12 +131,13 @@ def _path_problems(plain: dict[str, Any]) -> list[str]:
             )
     for key in ("ckpt_path", "init_ckpt"):
         value = plain.get(key)
-        if isinstance(value, str) and value not in ("last", "???") and not _checkpoint_file(value).is_file():
+        if isinstance(value, str) and value not in ("last", "???") and not checkpoint_file(value).is_file():
             out.append(f"{key}={value}: no such checkpoint file")
     return out
 
 
-def _checkpoint_file(value: str) -> Path:
+def checkpoint_file(value: str) -> Path:
+    """A checkpoint path as given in the config: relative paths are from the project root."""
     from experiments.common import PROJECT_ROOT
 
     path = Path(value)

@@ -69,13 +69,12 @@ def command_line_overrides() -> list[tuple[str, Any]]:
         return []
     hydra_cfg = HydraConfig.get()
     groups = set(hydra_cfg.runtime.choices)
-    out = []
-    for override in OverridesParser.create().parse_overrides(list(hydra_cfg.overrides.task)):
-        key = override.key_or_group
-        if override.is_delete() or key in groups or key.startswith("stages."):
-            continue
-        out.append((key, override.value()))
-    return out
+    overrides = OverridesParser.create().parse_overrides(list(hydra_cfg.overrides.task))
+    return [
+        (o.key_or_group, o.value())
+        for o in overrides
+        if not (o.is_delete() or o.key_or_group in groups or o.key_or_group.startswith("stages."))
+    ]
 
 
 def stage_configs(cfg: DictConfig) -> list[tuple[str, DictConfig]]:
@@ -93,9 +92,7 @@ def stage_configs(cfg: DictConfig) -> list[tuple[str, DictConfig]]:
         raise ValueError(f"run_stages names unknown stages {unknown}; this experiment declares {names}")
     typed = command_line_overrides()
     out = []
-    for name in names:
-        if name not in wanted:
-            continue
+    for name in [n for n in names if n in wanted]:
         stage_cfg = OmegaConf.merge(cfg, cfg.stages[name] if declared else {}, cfg.get("all_stages") or {})
         with open_dict(stage_cfg):
             for key, value in typed:
@@ -197,8 +194,7 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
 
 def _best_checkpoint_callback(trainer: L.Trainer) -> ModelCheckpoint | None:
     """The checkpoint callback that tracks the monitored metric (not the every-epoch ``last`` one)."""
-    monitored = [cb for cb in trainer.checkpoint_callbacks if cb.monitor]
-    return monitored[0] if monitored else None
+    return next((cb for cb in trainer.checkpoint_callbacks if cb.monitor), None)
 
 
 def _last_checkpoint(trainer: L.Trainer) -> str | None:

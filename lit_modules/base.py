@@ -6,8 +6,8 @@ The contract (see CONTRIBUTING.md, "Adding a model"). A model writes:
 * ``training_step(batch, batch_idx)`` returning the loss (or ``{"loss": ..., "batch_size": n}``; in
   manual optimisation the loss to log, already stepped);
 * ``evaluation_step(batch, split)`` for ``split`` in ``val`` / ``test``: update its metrics;
-* ``evaluation_epoch_end(split)``: log them (and draw figures); optionally
-  ``evaluation_epoch_start(split)``;
+* ``evaluation_epoch_end(split)``: log them (and draw figures); the base then resets every
+  torchmetrics object of the model; optionally ``evaluation_epoch_start(split)``;
 * optionally ``training_epoch_finished()`` (per-epoch updates such as the DBN rebalance),
   ``optimizer_parameters()`` (one entry per optimizer) and ``log_train_values(...)`` for extra
   per-step values logged as epoch means.
@@ -31,6 +31,7 @@ import torch
 from lightning import LightningModule
 from lightning.pytorch.utilities.data import extract_batch_size
 from torch import nn
+from torchmetrics import Metric
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 
@@ -119,7 +120,7 @@ class SuiteModule(LightningModule):
         """Before the first ``split`` batch (optional)."""
 
     def evaluation_epoch_end(self, split: str) -> None:
-        """Log the epoch's ``split`` metrics and reset them."""
+        """Log the epoch's ``split`` metrics (the base resets them afterwards)."""
 
     def training_epoch_finished(self) -> None:
         """Per-epoch work after the epoch's means are logged (optional)."""
@@ -193,17 +194,28 @@ class SuiteModule(LightningModule):
         self.evaluation_epoch_start("test")
 
     def on_validation_epoch_end(self) -> None:
-        self.evaluation_epoch_end("val")
+        self._end_evaluation("val")
 
     def on_test_epoch_end(self) -> None:
-        self.evaluation_epoch_end("test")
+        self._end_evaluation("test")
+
+    def _end_evaluation(self, split: str) -> None:
+        """The model logs its metrics; then every torchmetrics object of the model starts over."""
+        self.evaluation_epoch_end(split)
+        for module in self.modules():
+            if isinstance(module, Metric):
+                module.reset()
+
+    @property
+    def world_size(self) -> int:
+        """The number of DDP ranks (1 outside a trainer)."""
+        return 1 if self._trainer is None else self._trainer.world_size
 
     def reduce_sum(self, value: torch.Tensor) -> torch.Tensor:
         """Sum over DDP ranks (every rank calls it at the same point; identity in one process)."""
-        trainer = self._trainer
-        if trainer is None or trainer.world_size == 1:
+        if self.world_size == 1:
             return value
-        return trainer.strategy.reduce(value, reduce_op="sum")
+        return self.trainer.strategy.reduce(value, reduce_op="sum")
 
     def _step_schedulers(self) -> None:
         """Manual optimisation: Lightning leaves the schedulers to the module."""

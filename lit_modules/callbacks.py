@@ -40,18 +40,14 @@ class EpochSeed(Callback):
     def epoch_seed(self, epoch: int, rank: int) -> int:
         return (self.seed + 1_000_003 * epoch + 7_919 * rank) % (2**31 - 1)
 
-    def _reseed(self, trainer: Trainer) -> None:
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         seed_everything(
             self.epoch_seed(trainer.current_epoch, trainer.global_rank), workers=True, verbose=False
         )
 
-    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        # A run resumed from an end-of-epoch checkpoint does not call on_train_epoch_start for the
-        # epoch it resumes into; this hook runs after the restore and before that epoch's data.
-        self._reseed(trainer)
-
-    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._reseed(trainer)
+    # A run resumed from an end-of-epoch checkpoint does not call on_train_epoch_start for the
+    # epoch it resumes into; on_train_start runs after the restore and before that epoch's data.
+    on_train_start = on_train_epoch_start
 
 
 class ChannelsLast(Callback):
@@ -62,8 +58,7 @@ class ChannelsLast(Callback):
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         pl_module.to(memory_format=torch.channels_last)
 
-    def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        pl_module.to(memory_format=torch.channels_last)
+    on_test_start = on_fit_start
 
 
 class SyncFreeRichProgressBar(RichProgressBar):
@@ -259,17 +254,13 @@ class TrimResumedLogs(Callback):
     never repeated. Acts on loggers with a ``drop_rows_from(step)`` method
     (:class:`lit_modules.loggers.ResumableCSVLogger`)."""
 
-    def _trim(self, trainer: Trainer) -> None:
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         step = trainer.fit_loop.epoch_loop._batches_that_stepped  # the step the loggers write
         for logger in trainer.loggers:
             if hasattr(logger, "drop_rows_from"):
                 logger.drop_rows_from(step)
 
-    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._trim(trainer)
-
-    def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._trim(trainer)
+    on_test_start = on_train_start
 
 
 def safety_callbacks(stage: str) -> list[Callback]:

@@ -54,13 +54,11 @@ def tagged_examples_figure(
         mean = torch.tensor(image_pipeline["mean"]).view(1, -1, 1, 1)
         std = torch.tensor(image_pipeline["std"]).view(1, -1, 1, 1)
         images = images * std + mean
-    captions = [
-        "true: "
-        + " ".join(names[j] for j in labels[i].nonzero().flatten().tolist())
-        + "\npred: "
-        + " ".join(names[j] for j in predicted[i].nonzero().flatten().tolist())
-        for i in range(len(images))
-    ]
+
+    def named(row: Tensor) -> str:
+        return " ".join(names[j] for j in row.nonzero().flatten().tolist())
+
+    captions = [f"true: {named(true)}\npred: {named(pred)}" for true, pred in zip(labels, predicted)]
     return labelled_image_grid(images, captions, title=title)
 
 
@@ -121,18 +119,13 @@ def risk_coverage_figure(
     return fig
 
 
-def save_figure(fig: Figure, path: Path) -> Path:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    return path
-
-
 def log_figure(trainer, fig: Figure, path: Path, key: str) -> None:
     """Save ``fig`` to ``path`` and send it to the trainer's image-capable loggers (rank 0 only)."""
     if not trainer.is_global_zero:
         plt.close(fig)
         return
-    save_figure(fig, path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     for logger in trainer.loggers:
         kind = type(logger).__name__
         try:

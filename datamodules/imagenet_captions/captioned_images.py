@@ -15,7 +15,6 @@ of the filter's coefficients).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from pathlib import Path
@@ -57,9 +56,7 @@ def folder_stamp(image_root: Path) -> str:
     """A digest of the image folder's class folders and their modification times: adding or deleting
     an image changes its folder's time, so the cached image check is redone (1,000 ``stat`` calls on
     ImageNet, not 464k)."""
-    if not image_root.is_dir():
-        return "missing"
-    return hashlib.sha1(json.dumps(subfolder_times(image_root)).encode()).hexdigest()
+    return settings_digest(subfolder_times(image_root), length=40) if image_root.is_dir() else "missing"
 
 
 class CaptionedImages(Dataset):
@@ -222,7 +219,7 @@ class CaptionedImagesDataModule(LengthGroupedBatches, SuiteDataModule):
             header = self._write_index(index_dir, settings)
         mode_dir = self._mode_dir(header["build"])
         if not (mode_dir / "mode.json").is_file():
-            self._write_mode(index_dir, header, mode_dir)
+            self._write_mode(index_dir, mode_dir)
 
     def _write_index(self, index_dir: Path, settings: dict[str, Any]) -> dict[str, Any]:
         hp, split = self.hparams, settings["split"]
@@ -234,12 +231,9 @@ class CaptionedImagesDataModule(LengthGroupedBatches, SuiteDataModule):
         captions = read_imagenet_captions(self.root / hp.captions_file, known_wnids=list(descriptions))
         wnids = sorted({c.wnid for c in captions})
         label = {w: i for i, w in enumerate(wnids)}
+        split_settings = ("test_fraction", "seed", "small_class", "min_test_share")  # unset: the defaults
         is_test = split_per_class(
-            [c.wnid for c in captions],
-            split.get("test_fraction", 0.23),
-            split.get("seed", 0),
-            split.get("small_class", 100),
-            split.get("min_test_share", 0.2),
+            [c.wnid for c in captions], **{k: split[k] for k in split_settings if k in split}
         )
         image_root = self.root / hp.image_dir
         image_ok = np.ones(len(captions), dtype=bool)
@@ -288,7 +282,7 @@ class CaptionedImagesDataModule(LengthGroupedBatches, SuiteDataModule):
         atomic_write_text(index_dir / "index.json", json.dumps(header, indent=1))
         return header
 
-    def _write_mode(self, index_dir: Path, header: dict[str, Any], mode_dir: Path) -> None:
+    def _write_mode(self, index_dir: Path, mode_dir: Path) -> None:
         hp = self.hparams
         index = dict(np.load(index_dir / "index.npz"))
         filenames = np.load(index_dir / "filenames.npy", mmap_mode="r")
@@ -301,7 +295,7 @@ class CaptionedImagesDataModule(LengthGroupedBatches, SuiteDataModule):
             "test": {"images missing on disk": int((index["is_test"] & ~index["image_ok"]).sum())},
         }
         weights = np.ones(len(train), dtype=np.float32)
-        train_texts = [texts[i] for i in train]
+        kept = np.ones(len(train), dtype=bool)  # the train captions that keep their text
         sources = [captions_file]
         if hp.mode != "unweighted":
             coef = self._read_coefficients(Path(hp.relevance_file), index["entry"], filenames, hp.coefficient)
@@ -310,14 +304,12 @@ class CaptionedImagesDataModule(LengthGroupedBatches, SuiteDataModule):
             if hp.filtered == "item":
                 dropped["train"]["not kept by the relevance filter"] = int((~kept).sum())
                 train, weights, kept = train[kept], weights[kept], kept[kept]
-                train_texts = [texts[i] for i in train]
-            else:
-                train_texts = [t if k else "" for t, k in zip(train_texts, kept)]
             if hp.mode == "weighted":
                 weights = np.array(
                     [coef[int(index["entry"][i])] if k else hp.dropped_weight for i, k in zip(train, kept)],
                     dtype=np.float32,
                 )
+        train_texts = [texts[i] if k else "" for i, k in zip(train, kept)]
         require_rows(train, "train", *sources, dropped=dropped["train"])
         require_rows(test, "test", captions_file, dropped=dropped["test"])
         tokenizer = build_tokenizer(
@@ -392,13 +384,10 @@ class CaptionedImagesDataModule(LengthGroupedBatches, SuiteDataModule):
                 image_root, self.header["classes"], filenames[rows], texts, transform, hp.cache_decoded
             )
 
-        weights = np.load(mode_dir / "train_weights.npy")
-        self.data_train = make("train", weights, self.transforms.train())
-        self.data_test = make(
-            "test", np.ones(meta["counts"]["test"], dtype=np.float32), self.transforms.eval()
-        )
-        self.data_val = self.data_test  # as the relevance classifier: the test split every epoch
         counts = meta["counts"]
+        self.data_train = make("train", np.load(mode_dir / "train_weights.npy"), self.transforms.train())
+        self.data_test = make("test", np.ones(counts["test"], dtype=np.float32), self.transforms.eval())
+        self.data_val = self.data_test  # as the relevance classifier: the test split every epoch
         log.info(
             "captioned images (%s): %d train (%d without text, weight sum %.1f) / %d test",
             hp.mode,

@@ -152,14 +152,11 @@ def _check_entry(entry: Any, i: int, path: Path, known: set[str] | None) -> None
             f"(expected '{wnid}_<n>.JPEG', read from <images>/{wnid}/)",
             field="filename",
         )
-    bad = next((j for j, tag in enumerate(entry["tags"]) if not isinstance(tag, str)), None)
-    if bad is not None:
-        raise DatasetFormatError(
-            path,
-            f"entry {i}: tag {bad} is {type(entry['tags'][bad]).__name__} "
-            f"{entry['tags'][bad]!r}, expected str",
-            field="tags",
-        )
+    for j, tag in enumerate(entry["tags"]):
+        if not isinstance(tag, str):
+            raise DatasetFormatError(
+                path, f"entry {i}: tag {j} is {type(tag).__name__} {tag!r}, expected str", field="tags"
+            )
 
 
 def read_synset_mapping(path: str | Path) -> dict[str, list[str]]:
@@ -178,23 +175,7 @@ def read_synset_mapping(path: str | Path) -> dict[str, list[str]]:
 
 
 # A full stop ends a sentence unless it ends a common abbreviation, an initial or a number's part.
-_ABBREVIATIONS = {
-    "e.g",
-    "i.e",
-    "etc",
-    "approx",
-    "ca",
-    "cf",
-    "vs",
-    "mr",
-    "mrs",
-    "dr",
-    "st",
-    "no",
-    "sp",
-    "spp",
-    "var",
-}
+_ABBREVIATIONS = frozenset("e.g i.e etc approx ca cf vs mr mrs dr st no sp spp var".split())
 _BOUNDARY = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])")
 
 
@@ -272,12 +253,10 @@ def split_per_class(
 ) -> np.ndarray:
     """A seeded random train/test split, drawn per class (:func:`num_test_captions`): bool ``is_test [n]``."""
     rng = np.random.default_rng(seed)
-    classes, codes = np.unique(np.asarray(labels), return_inverse=True)  # classes in sorted order
+    _, codes = np.unique(np.asarray(labels), return_inverse=True)  # classes in sorted order
     order = np.argsort(codes, kind="stable")  # each class's members, in ascending position
-    ends = np.cumsum(np.bincount(codes, minlength=len(classes)))
     is_test = np.zeros(len(codes), dtype=bool)
-    for end, size in zip(ends.tolist(), np.diff(ends, prepend=0).tolist()):
-        members = order[end - size : end]
-        n_test = num_test_captions(size, test_fraction, small_class, min_test_share)
+    for members in np.split(order, np.cumsum(np.bincount(codes))[:-1]):
+        n_test = num_test_captions(len(members), test_fraction, small_class, min_test_share)
         is_test[rng.permutation(members)[:n_test]] = True
     return is_test

@@ -85,17 +85,11 @@ class RelevanceDataModule(LengthGroupedBatches, SuiteDataModule):
     def prepare(self) -> None:
         """Build what is missing or stale (returns at once when everything is current)."""
         build = self.hparams.build or {}
-        if not dataset_is_current(
-            self.dataset_dir, self.source("captions_file"), self.source("descriptions_file"), build
-        ):
+        captions, descriptions = self.source("captions_file"), self.source("descriptions_file")
+        if not dataset_is_current(self.dataset_dir, captions, descriptions, build):
             mapping = self.source("synset_mapping")
-            write_relevance_dataset(
-                self.source("captions_file"),
-                self.source("descriptions_file"),
-                self.dataset_dir,
-                synset_mapping=mapping if mapping and mapping.is_file() else None,
-                **build,
-            )
+            mapping = mapping if mapping and mapping.is_file() else None  # class names are optional
+            write_relevance_dataset(captions, descriptions, self.dataset_dir, synset_mapping=mapping, **build)
         if not tokens_are_current(self.dataset_dir, self.token_settings):
             write_relevance_tokens(self.dataset_dir, self.token_settings)
 

@@ -23,7 +23,6 @@ last, so an interrupted build is rebuilt. A split left empty is an error.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -172,7 +171,7 @@ def write_relevance_dataset(
     header = {
         "format": DATASET_FORMAT,
         "version": DATASET_VERSION,
-        "build": hashlib.sha1(os.urandom(16)).hexdigest()[:12],
+        "build": os.urandom(6).hex(),
         "settings": settings,
         "sources": release_stamps(captions_file, descriptions_file),
         "classes": wnids,
@@ -198,9 +197,8 @@ def read_header(out_dir: str | Path) -> dict[str, Any]:
     """The header of a complete build (a :class:`DatasetFormatError` names what to rebuild)."""
     path = Path(out_dir) / HEADER_FILE
     header = read_json(path, "a relevance dataset header (python -m experiments.build_relevance_dataset)")
-    if not isinstance(header, dict) or (header.get("format"), header.get("version")) != (
-        DATASET_FORMAT,
-        DATASET_VERSION,
+    if not (
+        isinstance(header, dict) and records_match(header, format=DATASET_FORMAT, version=DATASET_VERSION)
     ):
         raise DatasetFormatError(path, f"not a {DATASET_FORMAT} v{DATASET_VERSION} header; rebuild it")
     return header
@@ -232,19 +230,18 @@ def read_relevance_dataset(out_dir: str | Path) -> tuple[dict[str, Any], dict[st
     captions = read_kept_captions(out_dir)
     chunks = [row["text"] for _, row in read_jsonl(out_dir / SENTENCES_FILE, "one class text chunk per line")]
     items = np.load(out_dir / TRIPLES_FILE, mmap_mode="r")
-    splits: dict[str, list[dict[str, Any]]] = {"train": [], "test": []}
-    for k, (c, s, label) in enumerate(items.tolist()):
-        split = "train" if k < header["items"]["train"] else "test"
-        caption = captions[c]
-        splits[split].append(
-            {
-                "split": split,
-                "label": label,
-                "caption": caption["index"],
-                "sentence": s,
-                "text": f"{caption['text']} {chunks[s]}",
-            }
-        )
+    n_train = header["items"]["train"]  # the train items come first
+    joined = [
+        {
+            "split": "train" if k < n_train else "test",
+            "label": label,
+            "caption": captions[c]["index"],
+            "sentence": s,
+            "text": f"{captions[c]['text']} {chunks[s]}",
+        }
+        for k, (c, s, label) in enumerate(items.tolist())
+    ]
+    splits = {"train": joined[:n_train], "test": joined[n_train:]}
     for split, rows in splits.items():
         require_rows(rows, split, out_dir / ITEMS_FILE)
     return header, splits

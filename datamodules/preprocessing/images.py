@@ -147,25 +147,14 @@ class ImageTransforms:
         return [v2.ToDtype(torch.float32, scale=True), v2.Normalize(self.mean, self.std)]
 
     def train(self) -> v2.Compose:
-        if self.k > 0:
-            aug = strength_augmentations(self.k, self.crop)
-            if self.hflip > 0:  # an explicit flip probability wins over p
-                aug = [
-                    v2.RandomHorizontalFlip(self.hflip) if isinstance(t, v2.RandomHorizontalFlip) else t
-                    for t in aug
-                ]
-            return v2.Compose(self._head() + aug + self._tail())
-        aug: list[v2.Transform] = [v2.RandomHorizontalFlip(self.hflip)] if self.hflip > 0 else []
+        aug = strength_augmentations(self.k, self.crop)  # none at k = 0
+        if self.hflip > 0:  # an explicit flip probability wins over p
+            flip = v2.RandomHorizontalFlip(self.hflip)
+            aug = [flip if isinstance(t, v2.RandomHorizontalFlip) else t for t in aug] or [flip]
         return v2.Compose(self._head() + aug + self._tail())
 
     def eval(self) -> v2.Compose:
         return v2.Compose(self._head() + self._tail())
-
-    def denormalize(self, images: torch.Tensor) -> torch.Tensor:
-        """Undo ``Normalize``: model inputs ``[n, 3, H, W]`` -> values in [0, 1] for figures."""
-        mean = torch.tensor(self.mean, device=images.device).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, device=images.device).view(1, -1, 1, 1)
-        return (images * std + mean).clamp(0, 1)
 
     def describe(self) -> dict:
         """What a predictor needs to rebuild the eval pipeline (written next to exported models)."""

@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.nn.utils.rnn import pad_sequence
 
 #: Offline text encoders of :func:`lit_modules.text_encoders.build_text_encoder`.
 OFFLINE_ENCODERS = ("bilstm", "roberta_small")
@@ -87,14 +88,9 @@ class WordVocabulary:
     ) -> tuple[Tensor, Tensor]:
         """``(ids [n, L], mask [n, L])``, each text cut to its first ``max_length`` tokens (its last
         with ``keep_end``), padded with 0."""
-        rows = []
-        for text in texts:
-            ids = self.ids(simple_tokens(text))
-            rows.append((ids[-max_length:] if keep_end else ids[:max_length]) or [1])
-        length = max(len(r) for r in rows) if rows else 1
-        ids = torch.zeros(len(rows), length, dtype=torch.long)
-        for i, row in enumerate(rows):
-            ids[i, : len(row)] = torch.as_tensor(row)
+        kept = slice(-max_length, None) if keep_end else slice(max_length)
+        rows = [torch.as_tensor(ids[kept] or [1]) for ids in self.pieces(texts)]  # an empty text: <unk>
+        ids = pad_sequence(rows, batch_first=True) if rows else torch.zeros(0, 1, dtype=torch.long)
         return ids, ids > 0
 
     def state(self) -> dict[str, Any]:

@@ -16,7 +16,8 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,29 @@ def is_complete(root: Path, generator: str, version: int, params: dict[str, Any]
     return meta is not None and meta.get("version") == version and meta.get("params") == params
 
 
+def write_meta(
+    folder: Path,
+    generator: str,
+    version: int,
+    params: dict[str, Any],
+    record: dict[str, Any],
+    *,
+    end: str = "\n",
+    **dumps: Any,
+) -> dict[str, Any]:
+    """Write ``folder``'s meta file: generator, version and parameters, then ``record``; return it.
+    ``dumps`` (``json.dumps`` options) and ``end`` keep each twin's file byte for byte as it always was."""
+    meta = {"generator": generator, "version": version, "params": params, **record}
+    (folder / META_FILE).write_text(json.dumps(meta, **dumps) + end)
+    return meta
+
+
+def require_empty(root: Path, writer: str) -> None:
+    """Refuse to write into a folder that holds anything (a real release, say)."""
+    if root.exists() and any(root.iterdir()):
+        raise FileExistsError(f"{root} is not empty; {writer} needs a new or empty folder")
+
+
 def ensure_generated(
     root: str | Path, *, generator: str, version: int, params: dict[str, Any], write: Callable[[Path], Any]
 ) -> Path:
@@ -60,15 +84,10 @@ def ensure_generated(
         if root.exists() and read_meta(root, generator) is None and any(root.iterdir()):
             raise FileExistsError(f"{root} exists and was not written by {generator}; not touching it")
         remove_stale_staging(root)
-        staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
-        os.chmod(staging, 0o777 & ~current_umask())
-        try:
+        with staged(root) as staging:
             write(staging)
             if not is_complete(staging, generator, version, params):
                 raise RuntimeError(f"{generator} did not write {META_FILE} with its parameters")
-            _replace_dir(staging, root)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
     return root
 
 
@@ -80,11 +99,13 @@ def ensure_written(
     generator: str,
     version: int,
     what: str,
+    normalize: Callable[..., dict[str, Any]] | None = None,
 ) -> Path:
     """:func:`ensure_generated` for a writer ``write(folder, **params)`` whose keyword-only arguments are
     the twin's parameters. ``params`` is completed with their defaults, so the meta file names every
     parameter (a default left out and the same value given are one twin); a name ``write`` does not
-    take raises a ``TypeError`` naming the twin (``what``)."""
+    take raises a ``TypeError`` naming the twin (``what``). ``normalize(**params)``, when given,
+    validates them before anything is written and returns them as ``write`` records them."""
     defaults = {
         name: p.default for name, p in inspect.signature(write).parameters.items() if p.kind is p.KEYWORD_ONLY
     }
@@ -92,28 +113,35 @@ def ensure_written(
     if unknown:
         raise TypeError(f"unknown {what} parameters {sorted(unknown)}")
     full = {**defaults, **params}
+    if normalize is not None:
+        full = normalize(**full)
     return ensure_generated(
         root, generator=generator, version=version, params=full, write=lambda folder: write(folder, **full)
     )
 
 
-def remove_stale_staging(root: Path) -> list[Path]:
+def remove_stale_staging(root: Path) -> None:
     """Delete the staging (``.<name>.tmp-*``) and replaced (``.<name>.old-*``) folders of ``root`` that a
-    killed generation left next to it; call with the generation lock held. Returns what was removed."""
-    stale = [
-        p for pattern in (f".{root.name}.tmp-*", f".{root.name}.old-*") for p in root.parent.glob(pattern)
-    ]
-    for path in stale:
-        shutil.rmtree(path, ignore_errors=True)
-    return stale
+    killed generation left next to it; call with the generation lock held."""
+    for pattern in (f".{root.name}.tmp-*", f".{root.name}.old-*"):
+        for path in list(root.parent.glob(pattern)):
+            shutil.rmtree(path, ignore_errors=True)
 
 
-def _replace_dir(new: Path, target: Path) -> None:
-    """Rename ``new`` to ``target``, first moving an existing ``target`` aside and deleting it."""
-    if not target.exists():
-        os.rename(new, target)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-    os.replace(target, old)
-    os.rename(new, target)
-    shutil.rmtree(old, ignore_errors=True)
+@contextmanager
+def staged(root: Path) -> Iterator[Path]:
+    """Yield a new folder next to ``root`` that replaces ``root`` on a clean exit and is removed on a
+    failed one; it gets the usual permissions, not ``mkdtemp``'s ``0700``."""
+    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
+    os.chmod(staging, 0o777 & ~current_umask())
+    try:
+        yield staging
+        if root.exists():  # moved aside, then deleted
+            old = Path(tempfile.mkdtemp(prefix=f".{root.name}.old-", dir=root.parent))
+            os.replace(root, old)
+            os.rename(staging, root)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(staging, root)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

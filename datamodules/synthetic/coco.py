@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 
 from datamodules.coco import CAPTIONS_PER_IMAGE
-from datamodules.synthetic.cache import META_FILE, ensure_generated
+from datamodules.synthetic.cache import ensure_generated, write_meta
 from datamodules.synthetic.world import (
     GROUND_ELEMENTS,
     Glyph,
@@ -302,10 +302,9 @@ def write_coco(
         )
         cocoid = 100000 + 7 * k
         scene = _scene(rng, palette, object_p)
-        pixels = render_scene(scene, image_size, rng)
         file_name = f"COCO_{folder}_{cocoid:012d}.jpg"
         (root / folder).mkdir(parents=True, exist_ok=True)
-        save_jpeg(pixels, root / folder / file_name)
+        save_jpeg(render_scene(scene, image_size, rng), root / folder / file_name)
         count = 5
         if folder == "train2014" and k < odd_caption_images:
             count = 4 if k % 2 == 0 else 6
@@ -333,10 +332,7 @@ def ensure_coco(root: str | Path, **params: Any) -> Path:
     """Generate the learning twin into ``root`` unless it already holds it for the same parameters."""
 
     def write(folder: Path) -> None:
-        summary = write_coco(folder, **params)
-        (folder / META_FILE).write_text(
-            json.dumps({"generator": GENERATOR, "version": VERSION, "params": params, "summary": summary})
-        )
+        write_meta(folder, GENERATOR, VERSION, params, {"summary": write_coco(folder, **params)}, end="")
 
     return ensure_generated(root, generator=GENERATOR, version=VERSION, params=params, write=write)
 

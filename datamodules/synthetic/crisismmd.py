@@ -58,7 +58,7 @@ import numpy as np
 
 from datamodules.crisismmd import AGREED_FILES, ALL_FILES, DAMAGE, INFORMATIVE, SPLITS, TASKS
 from datamodules.files import atomic_write_text
-from datamodules.synthetic.cache import META_FILE, ensure_generated
+from datamodules.synthetic.cache import META_FILE, ensure_written, require_empty, write_meta
 from datamodules.synthetic.world import Glyph, Scene, pseudo_words, render_scene, save_jpeg
 
 _GENERATOR = "crisismmd-twin"
@@ -107,8 +107,8 @@ CATEGORY_AGREEMENT = 0.435
 DAMAGE_SEVERITY = {"little_or_no_damage": 77, "mild_damage": 132, "severe_damage": 389}
 #: The release's all-data split sizes (pairs): 13,608 / 2,237 / 2,237.
 RELEASE_SPLITS = {"train": 13608, "dev": 2237, "test": 2237}
+_RELEASE_FRACTIONS = tuple(RELEASE_SPLITS[s] / sum(RELEASE_SPLITS.values()) for s in SPLITS)
 
-HAZARDS = ("fire", "storm", "quake", "flood")
 _HAZARD_WORDS = {
     "fire": ("wildfire", "flames", "burning"),
     "storm": ("hurricane", "winds", "storm"),
@@ -227,8 +227,7 @@ class TwinModel:
         """The views and labels of one image of a tweet with the given text view (``agree``: the image
         view is the text view)."""
         # P(image informative | text view) from the joint shares of INFORMATIVE_VIEWS
-        joint = INFORMATIVE_VIEWS
-        given = {v: joint[(text_informative, v)] for v in (True, False)}
+        given = {v: INFORMATIVE_VIEWS[(text_informative, v)] for v in (True, False)}
         image_informative = (
             text_informative if agree else bool(rng.random() < given[True] / (given[True] + given[False]))
         )
@@ -267,10 +266,7 @@ class TwinModel:
         words = [self.fillers[i] for i in rng.integers(0, len(self.fillers), rng.integers(1, 4))]
         hazard = EVENTS[event][0]
         # every tweet names its event (collected by event keywords): its hashtag or a hazard word
-        if rng.random() < 0.6:
-            words.append(_EVENT_TAGS[event])
-        else:
-            words.append(_HAZARD_WORDS[hazard][rng.integers(3)])
+        words.append(_EVENT_TAGS[event] if rng.random() < 0.6 else _HAZARD_WORDS[hazard][rng.integers(3)])
         phrases = _CATEGORY_PHRASES[category] if category else _CHIT_CHAT
         words.append(phrases[rng.integers(len(phrases))])
         order = rng.permutation(len(words))
@@ -298,12 +294,15 @@ class TwinModel:
 
 
 # ---------------------------------------------------------------------------------- writing
-def _params(num_tweets: int, image_size: int, seed: int, split_fractions: Sequence[float]) -> dict[str, Any]:
+def _params(
+    num_tweets: int, image_size: int, seed: int, split_fractions: Sequence[float] | None
+) -> dict[str, Any]:
+    """The twin's parameters as recorded, checked; ``split_fractions`` defaults to the release's."""
     if num_tweets < 10:
         raise ValueError(f"num_tweets must be >= 10, got {num_tweets}")
     if image_size < 16:
         raise ValueError(f"image_size must be >= 16, got {image_size}")
-    fractions = [float(x) for x in split_fractions]
+    fractions = [float(x) for x in split_fractions or _RELEASE_FRACTIONS]
     if len(fractions) != 3 or abs(sum(fractions) - 1) > 1e-6 or min(fractions) <= 0:
         raise ValueError(f"split_fractions must be three positive shares summing to 1, got {fractions}")
     return {
@@ -314,21 +313,20 @@ def _params(num_tweets: int, image_size: int, seed: int, split_fractions: Sequen
     }
 
 
-def _release_fractions() -> list[float]:
-    total = sum(RELEASE_SPLITS.values())
-    return [RELEASE_SPLITS[s] / total for s in SPLITS]
-
-
 class _ReleaseWriter:
     """Collects rows per file and class counts, then writes the release's TSVs under ``root``."""
 
-    def __init__(self) -> None:
+    def __init__(self, root: Path) -> None:
+        self.root = root
         self.rows: dict[str, list[list[str]]] = {}
         self.counts: Counter[tuple[str, str, str, str]] = Counter()
+        self.images = 0
 
-    def add(
-        self, event: str, tweet_id: str, image_id: str, text: str, rel: str, split: str, v: PairViews
-    ) -> None:
+    def add(self, event: str, tweet_id: str, k: int, day: str, text: str, split: str, v: PairViews) -> Path:
+        """List image ``k`` of a tweet posted on ``day`` in its files; return where the image goes (its
+        folder created)."""
+        image_id = f"{tweet_id}_{k}"
+        rel = f"data_image/{event}/{day}/{image_id}.jpg"
         for task in TASKS:
             label = v.label[task]
             if label is None:
@@ -343,8 +341,12 @@ class _ReleaseWriter:
             if agree and AGREED_FILES[task] != ALL_FILES[task]:
                 self.rows.setdefault(AGREED_FILES[task].format(split=split), []).append(row)
                 self.counts[("agreed", task, split, label)] += 1
+        self.images += 1
+        path = self.root / "CrisisMMD_v2.0" / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
 
-    def write(self, root: Path) -> dict[str, Any]:
+    def write(self) -> dict[str, Any]:
         names = {
             files[task].format(split=split)
             for files in (ALL_FILES, AGREED_FILES)
@@ -353,25 +355,15 @@ class _ReleaseWriter:
         }
         for name in sorted(names):
             body = [FULL_HEADER, *self.rows.get(name, [])]
-            path = root / name
+            path = self.root / name
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes("".join("\t".join(r) + "\n" for r in body).encode("utf-8"))
+        class_counts = {f: {t: {s: {} for s in SPLITS} for t in TASKS} for f in ("all", "agreed")}
+        for (files, task, split, c), n in sorted(self.counts.items()):
+            class_counts[files][task][split][c] = n
         return {
             "rows": {name: len(rows) for name, rows in sorted(self.rows.items())},
-            "class_counts": {
-                files: {
-                    task: {
-                        split: {
-                            c: n
-                            for (f, t, s, c), n in sorted(self.counts.items())
-                            if (f, t, s) == (files, task, split)
-                        }
-                        for split in SPLITS
-                    }
-                    for task in TASKS
-                }
-                for files in ("all", "agreed")
-            },
+            "class_counts": class_counts,
         }
 
 
@@ -419,44 +411,26 @@ def write_crisismmd(
     """Write a synthetic CrisisMMD release under ``root`` (new or empty) and return its summary.
 
     ``split_fractions``: the official train/dev/test shares of the tweets (default: the release's)."""
-    params = _params(num_tweets, image_size, seed, split_fractions or _release_fractions())
+    params = _params(num_tweets, image_size, seed, split_fractions)
     root = Path(root)
-    if root.exists() and any(root.iterdir()):
-        raise FileExistsError(f"{root} is not empty; write_crisismmd needs a new or empty folder")
-    model, writer, images = TwinModel(), _ReleaseWriter(), 0
+    require_empty(root, "write_crisismmd")
+    model, writer = TwinModel(), _ReleaseWriter(root)
     for tweet_id, event, day, text, split, pairs, rng in _tweets(
         model, seed, num_tweets, params["split_fractions"]
     ):
         for k, views in enumerate(pairs):
-            image_id = f"{tweet_id}_{k}"
-            rel = f"data_image/{event}/{day}/{image_id}.jpg"
-            path = root / "CrisisMMD_v2.0" / rel
-            path.parent.mkdir(parents=True, exist_ok=True)
+            path = writer.add(event, tweet_id, k, day, text, split, views)
             save_jpeg(render_scene(model.scene(rng, event, views), image_size, rng), path)
-            writer.add(event, tweet_id, image_id, text, rel, split, views)
-            images += 1
-    summary = {"num_tweets": num_tweets, "images": images, **writer.write(root)}
-    meta = {"generator": _GENERATOR, "version": _VERSION, "params": params, "summary": summary}
-    (root / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    summary = {"num_tweets": num_tweets, "images": writer.images, **writer.write()}
+    write_meta(root, _GENERATOR, _VERSION, params, {"summary": summary}, indent=2, sort_keys=True)
     return summary
 
 
-def ensure_crisismmd(
-    root: str | Path,
-    *,
-    num_tweets: int = 1600,
-    image_size: int = 48,
-    seed: int = 0,
-    split_fractions: Sequence[float] | None = None,
-) -> Path:
-    """Make sure ``root`` holds the twin for these arguments (generated once, atomically, under a lock)."""
-    params = _params(num_tweets, image_size, seed, split_fractions or _release_fractions())
-    return ensure_generated(
-        root,
-        generator=_GENERATOR,
-        version=_VERSION,
-        params=params,
-        write=lambda folder: write_crisismmd(folder, **params),
+def ensure_crisismmd(root: str | Path, **params: Any) -> Path:
+    """Make sure ``root`` holds the twin for these :func:`write_crisismmd` arguments (generated once,
+    atomically, under a lock)."""
+    return ensure_written(
+        root, write_crisismmd, params, generator=_GENERATOR, version=_VERSION, what="twin", normalize=_params
     )
 
 
@@ -482,8 +456,7 @@ def write_scale_twin(root: Path, fraction: float = 1.0, seed: int = 0) -> dict[s
         done = json.loads(summary_path.read_text())
         if done.get("params") == {"fraction": fraction, "seed": seed, "version": _VERSION}:
             return done["result"]
-    if root.exists() and any(root.iterdir()):
-        raise FileExistsError(f"{root} is not empty; write_scale_twin needs a new or empty folder")
+    require_empty(root, "write_scale_twin")
     templates = root / "templates"
     templates.mkdir(parents=True)
     rng = np.random.default_rng([seed, 7])
@@ -495,24 +468,19 @@ def write_scale_twin(root: Path, fraction: float = 1.0, seed: int = 0) -> dict[s
         views = model.pair(rng, True, "infrastructure_and_utility_damage")
         save_jpeg(render_scene(model.scene(rng, event, views), 64, rng), path)
         sources.append(path)
-    writer, images, tweets = _ReleaseWriter(), 0, 0
+    writer, tweets = _ReleaseWriter(root), 0
     # more tweets than the images need on average: the loop stops at the target
     num_tweets = int(1.2 * target / (np.arange(1, 5) @ np.array(IMAGES_PER_TWEET))) + 64
-    for tweet_id, event, day, text, split, pairs, _ in _tweets(model, seed, num_tweets, _release_fractions()):
+    for tweet_id, event, day, text, split, pairs, _ in _tweets(model, seed, num_tweets, _RELEASE_FRACTIONS):
         tweets += 1
-        for k, views in enumerate(pairs[: target - images]):
-            image_id = f"{tweet_id}_{k}"
-            rel = f"data_image/{event}/{day}/{image_id}.jpg"
-            path = root / "CrisisMMD_v2.0" / rel
-            path.parent.mkdir(parents=True, exist_ok=True)
+        for k, views in enumerate(pairs[: target - writer.images]):
+            path = writer.add(event, tweet_id, k, day, text, split, views)
             os.link(sources[(tweets + k) % SCALE_TEMPLATES], path)
-            writer.add(event, tweet_id, image_id, text, rel, split, views)
-            images += 1
-        if images >= target:
+        if writer.images >= target:
             break
-    writer.write(root)
+    writer.write()
     result = {
-        "items": images,
+        "items": writer.images,
         "overrides": [f"data.root={root}", "data.text_encoder=bilstm"],
         "experiment": "crisismmd_real",
     }

@@ -44,8 +44,8 @@ from typing import Any
 import numpy as np
 
 from datamodules.files import atomic_write_text
-from datamodules.synthetic.cache import META_FILE, ensure_written
-from datamodules.synthetic.world import Scene, glyph_palette, render_scene, save_jpeg
+from datamodules.synthetic.cache import ensure_written, write_meta
+from datamodules.synthetic.world import Scene, glyph_palette, render_scene, save_jpeg, zipf_weights
 
 GENERATOR = "imagenet_captions"
 VERSION = 2
@@ -193,20 +193,18 @@ def write_imagenet_captions(
             index = len(entries)
             name = str(rng.choice(names[wnid][:3]))
             shown = c  # the class the image shows (None: no class object)
+            # the templates of the title and the description, and the name and cues that fill them
+            choices, subject = (_TITLES, _DESCRIPTIONS), (name, cues[wnid])
             if rng.random() < irrelevant_share:
                 kind = str(rng.choice(["camera", "date", "trip", "other_class"]))
                 planted[index] = kind
                 if kind == "other_class":
                     other_c = (c + 1 + int(rng.integers(num_classes - 1))) % num_classes
                     other = classes[other_c][0]
-                    title = _fill(str(rng.choice(_TITLES)), rng, names[other][0], cues[other])
-                    description = _fill(str(rng.choice(_DESCRIPTIONS)), rng, names[other][0], cues[other])
+                    subject = (names[other][0], cues[other])
                 else:
-                    title = _fill(str(rng.choice(_IRRELEVANT[kind])), rng, name, cues[wnid])
-                    description = _fill(str(rng.choice(_IRRELEVANT[kind])), rng, name, cues[wnid])
-            else:
-                title = _fill(str(rng.choice(_TITLES)), rng, name, cues[wnid])
-                description = _fill(str(rng.choice(_DESCRIPTIONS)), rng, name, cues[wnid])
+                    choices = (_IRRELEVANT[kind], _IRRELEVANT[kind])
+            title, description = (_fill(str(rng.choice(t)), rng, *subject) for t in choices)
             # a few captions of one word only (the seed's >1-word filter drops them)
             if rng.random() < 0.04:
                 title, description = name.split()[0], ""
@@ -263,16 +261,8 @@ def write_imagenet_captions(
         "image_size": image_size,
         "seed": seed,
     }
-    meta = {
-        "generator": GENERATOR,
-        "version": VERSION,
-        "params": params,
-        "captions": len(entries),
-        "planted_irrelevant": len(planted),
-        "image_noise": len(image_noise),
-    }
-    (root / META_FILE).write_text(json.dumps(meta, indent=2))
-    return meta
+    record = {"captions": len(entries), "planted_irrelevant": len(planted), "image_noise": len(image_noise)}
+    return write_meta(root, GENERATOR, VERSION, params, record, indent=2, end="")
 
 
 def ensure_imagenet_captions(root: str | Path, **params: Any) -> Path:
@@ -323,8 +313,7 @@ def write_scale_twin(root: Path, fraction: float = 1.0, seed: int = 0) -> dict[s
     n = max(SCALE_CLASSES, round(SCALE_ENTRIES * fraction))
     wnids = [f"n{1_000_000 + 7_919 * k:08d}" for k in range(SCALE_CLASSES)]
     vocabulary = _pseudo_words(rng, 30_000)
-    zipf = 1.0 / np.arange(1, len(vocabulary) + 1)
-    zipf /= zipf.sum()
+    zipf = zipf_weights(len(vocabulary))
     names = vocabulary[SCALE_CLASSES : 2 * SCALE_CLASSES]  # a class's name: a word of middling frequency
     share = np.clip(rng.normal(1.0, 0.3, SCALE_CLASSES), 0.05, None)  # roughly normal (seed's Fig. 1)
     sizes = 1 + rng.multinomial(n - SCALE_CLASSES, share / share.sum())

@@ -32,8 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import tempfile
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -42,9 +40,8 @@ from typing import Any
 
 import numpy as np
 
-from datamodules.files import current_umask
 from datamodules.nuswide import INDEX_FILENAME
-from datamodules.synthetic.cache import META_FILE, ensure_generated
+from datamodules.synthetic.cache import META_FILE, ensure_written, require_empty, staged, write_meta
 from datamodules.synthetic.world import (
     ConceptRegistry,
     build_vocabulary,
@@ -67,7 +64,6 @@ CONCEPTS: tuple[str, ...] = (
 """The 81 NUS-WIDE concepts, in the release's (alphabetical) column order."""
 
 NUM_TAGS = 1000
-"""Side file of the twin (not part of the real release); also its completion marker."""
 IMAGE_DIR = "Flickr"
 
 _GENERATOR = "nuswide-synthetic"
@@ -445,8 +441,7 @@ def write_nuswide(
     """
     params = _params(num_images, image_size, seed, test_fraction, untagged_fraction)
     root = Path(root)
-    if root.exists() and any(root.iterdir()):
-        raise FileExistsError(f"{root} is not empty; write_nuswide needs a new or empty folder")
+    require_empty(root, "write_nuswide")
     noise = NoiseRates()
     model = _TwinModel(noise)
     global_rng = np.random.default_rng(seed)
@@ -462,14 +457,8 @@ def write_nuswide(
     _write_text_files(root, [s.path for s in samples], is_test, label_matrix, tag_matrix, taglist)
 
     summary = _summary(samples, is_test, label_matrix)
-    meta = {
-        "generator": _GENERATOR,
-        "version": _VERSION,
-        "params": params,
-        "noise": {**asdict(noise), "untagged_fraction": untagged_fraction},
-        "summary": summary,
-    }
-    (root / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    record = {"noise": {**asdict(noise), "untagged_fraction": untagged_fraction}, "summary": summary}
+    write_meta(root, _GENERATOR, _VERSION, params, record, indent=2, sort_keys=True)
     return summary
 
 
@@ -610,8 +599,7 @@ def write_scale_twin(root: str | Path, fraction: float = 1.0, seed: int = 0) -> 
     if not fraction > 0:
         raise ValueError(f"fraction must be positive, got {fraction}")
     root = Path(root)
-    if root.exists() and any(root.iterdir()):
-        raise FileExistsError(f"{root} is not empty; write_scale_twin needs a new or empty folder")
+    require_empty(root, "write_scale_twin")
     sizes = {split: max(2, round(size * fraction)) for split, size in REAL_SPLIT_SIZES.items()}
     n = sum(sizes.values())
     rates = ScaleDropRates()
@@ -637,9 +625,7 @@ def write_scale_twin(root: str | Path, fraction: float = 1.0, seed: int = 0) -> 
     taglist = [model.vocabulary[w] for w in columns]
 
     root.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
-    os.chmod(staging, 0o777 & ~current_umask())  # a folder like any other, not mkdtemp's 0700
-    try:
+    with staged(root) as staging:
         _write_text_files(
             staging,
             image_list,
@@ -671,21 +657,9 @@ def write_scale_twin(root: str | Path, fraction: float = 1.0, seed: int = 0) -> 
             "labels_per_labelled_image_mean": round(float(labels.sum(axis=1)[labels.any(axis=1)].mean()), 4),
             "tags_per_tagged_image_mean": round(float(words.sum(axis=1)[words.any(axis=1)].mean()), 4),
         }
-        meta = {
-            "generator": _SCALE_GENERATOR,
-            "version": _VERSION,
-            "params": {"fraction": fraction, "seed": seed},
-            "drop_rates": asdict(rates),
-            "noise": asdict(model.noise),
-            "summary": summary,
-        }
-        (staging / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-        if root.exists():
-            root.rmdir()
-        os.rename(staging, root)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        params = {"fraction": fraction, "seed": seed}
+        record = {"drop_rates": asdict(rates), "noise": asdict(model.noise), "summary": summary}
+        write_meta(staging, _SCALE_GENERATOR, _VERSION, params, record, indent=2, sort_keys=True)
     return {
         "items": n,
         "overrides": [f"data.root={root}", f"data.index_path={root / INDEX_FILENAME}"],
@@ -698,24 +672,11 @@ def write_scale_twin(root: str | Path, fraction: float = 1.0, seed: int = 0) -> 
 # --------------------------------------------------------------------------------------------
 
 
-def ensure_nuswide(
-    root: str | Path,
-    *,
-    num_images: int = 3000,
-    image_size: int = 64,
-    seed: int = 0,
-    test_fraction: float = 0.4,
-    untagged_fraction: float = 0.03,
-) -> Path:
-    """Make sure ``root`` holds the synthetic NUS-WIDE twin for these arguments; return ``root``
-    (generated once, atomically, under a lock: see :func:`datamodules.synthetic.cache.ensure_generated`)."""
-    params = _params(num_images, image_size, seed, test_fraction, untagged_fraction)
-    return ensure_generated(
-        root,
-        generator=_GENERATOR,
-        version=_VERSION,
-        params=params,
-        write=lambda folder: write_nuswide(folder, **params),
+def ensure_nuswide(root: str | Path, **params: Any) -> Path:
+    """Make sure ``root`` holds the synthetic NUS-WIDE twin for these :func:`write_nuswide` arguments;
+    return ``root`` (generated once, atomically, under a lock: see :mod:`datamodules.synthetic.cache`)."""
+    return ensure_written(
+        root, write_nuswide, params, generator=_GENERATOR, version=_VERSION, what="twin", normalize=_params
     )
 
 

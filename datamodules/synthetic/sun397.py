@@ -26,7 +26,6 @@ full size without gigabytes of pixels (``python -m experiments.bench scale``).
 
 from __future__ import annotations
 
-import json
 import os
 import string
 from pathlib import Path
@@ -34,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from datamodules.synthetic.cache import META_FILE, ensure_written
+from datamodules.synthetic.cache import ensure_written, write_meta
 from datamodules.synthetic.world import Scene, glyph_palette, render_scene, save_jpeg
 
 GENERATOR = "sun397"
@@ -100,6 +99,27 @@ def _image_name(rng: np.random.Generator, taken: set[str]) -> str:
             return name
 
 
+def _write_lists(
+    folder: Path, classes: list[str], files: dict[str, list[str]], per_class: int, rng: np.random.Generator
+) -> None:
+    """``ClassName.txt`` (in ``SUN397/`` and ``Partitions/``) and the partitions: in each, ``per_class``
+    training and as many other testing images of every class with images, grouped by class in class-list
+    order like the release."""
+    class_text = "".join(c + "\n" for c in classes)
+    (folder / "Partitions").mkdir(parents=True, exist_ok=True)
+    (folder / "Partitions" / "ClassName.txt").write_text(class_text)
+    (folder / "SUN397" / "ClassName.txt").write_text(class_text)
+    with_images = [c for c in classes if c in files]
+    for n in range(1, NUM_PARTITIONS + 1):
+        train, test = [], []
+        for c in with_images:
+            order = rng.permutation(len(files[c]))
+            train += [f"{c}/{files[c][j]}\n" for j in order[:per_class]]
+            test += [f"{c}/{files[c][j]}\n" for j in order[per_class : 2 * per_class]]
+        (folder / "Partitions" / f"Training_{n:02d}.txt").write_text("".join(train))
+        (folder / "Partitions" / f"Testing_{n:02d}.txt").write_text("".join(test))
+
+
 def write_sun397(
     folder: Path,
     *,
@@ -163,25 +183,8 @@ def write_sun397(
         path = image_root / all_images[int(i)].lstrip("/")
         path.write_bytes(path.read_bytes()[:40])  # a truncated JPEG: header only
         corrupted.append(all_images[int(i)])
-    class_text = "".join(c + "\n" for c in classes)
-    (folder / "Partitions").mkdir(parents=True, exist_ok=True)
-    (folder / "Partitions" / "ClassName.txt").write_text(class_text)
-    (image_root / "ClassName.txt").write_text(class_text)
-    half = images_per_class // 2
-    for n in range(1, NUM_PARTITIONS + 1):
-        train, test = [], []
-        for c in classes:  # grouped by class in ClassName order, like the release
-            if c not in files:
-                continue
-            order = rng.permutation(len(files[c]))
-            train += [f"{c}/{files[c][j]}" for j in order[:half]]
-            test += [f"{c}/{files[c][j]}" for j in order[half : 2 * half]]
-        (folder / "Partitions" / f"Training_{n:02d}.txt").write_text("".join(p + "\n" for p in train))
-        (folder / "Partitions" / f"Testing_{n:02d}.txt").write_text("".join(p + "\n" for p in test))
-    meta = {
-        "generator": GENERATOR,
-        "version": VERSION,
-        "params": params,
+    _write_lists(folder, classes, files, images_per_class // 2, rng)
+    record = {
         "classes": classes,
         "classes_with_images": chosen,
         "empty_classes": empty,
@@ -189,8 +192,7 @@ def write_sun397(
         "noisy_images": int(noisy),
         "glyphs": {c: [g.shape, g.colour] for c, g in glyphs.items()},
     }
-    (folder / META_FILE).write_text(json.dumps(meta, indent=1) + "\n")
-    return meta
+    return write_meta(folder, GENERATOR, VERSION, params, record, indent=1)
 
 
 def ensure_sun397(root: str | Path, **params: Any) -> Path:
@@ -249,16 +251,11 @@ def scale_class_counts(fraction: float, seed: int = 0, num_classes: int = 397) -
 
 def _image_names(rng: np.random.Generator, count: int) -> list[str]:
     """``count`` distinct ``sun_<16 lowercase letters>.jpg`` names."""
-    names: list[str] = []
-    taken: set[str] = set()
+    names: dict[str, None] = {}  # an ordered set
     while len(names) < count:
         letters = rng.integers(0, 26, size=(count - len(names), 16), dtype=np.uint8) + ord("a")
-        for row in letters:
-            name = "sun_" + row.tobytes().decode() + ".jpg"
-            if name not in taken:
-                taken.add(name)
-                names.append(name)
-    return names
+        names.update(dict.fromkeys("sun_" + row.tobytes().decode() + ".jpg" for row in letters))
+    return list(names)
 
 
 def write_scale_twin(root: Path, fraction: float = 1.0, seed: int = 0) -> dict[str, Any]:
@@ -304,16 +301,5 @@ def write_scale_twin(root: Path, fraction: float = 1.0, seed: int = 0) -> dict[s
         for j, name in enumerate(files[c]):
             os.link(jpegs[(written + j) % len(jpegs)], folder / name)
         written += int(count)
-    class_text = "".join(c + "\n" for c in classes)
-    (root / "Partitions").mkdir()
-    (root / "Partitions" / "ClassName.txt").write_text(class_text)
-    (image_root / "ClassName.txt").write_text(class_text)
-    for n in range(1, NUM_PARTITIONS + 1):
-        train, test = [], []
-        for c in classes:
-            order = rng.permutation(len(files[c]))[: 2 * per_partition]
-            train += [f"{c}/{files[c][j]}\n" for j in order[:per_partition]]
-            test += [f"{c}/{files[c][j]}\n" for j in order[per_partition:]]
-        (root / "Partitions" / f"Training_{n:02d}.txt").write_text("".join(train))
-        (root / "Partitions" / f"Testing_{n:02d}.txt").write_text("".join(test))
+    _write_lists(root, classes, files, per_partition, rng)
     return {"items": written, "overrides": [f"data.root={root}"], "experiment": "hashtag_sun397"}

@@ -6,9 +6,7 @@ from __future__ import annotations
 import json
 import os
 import platform
-import statistics
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -76,12 +74,6 @@ def compose_experiment(experiment: str, overrides: Sequence[str] = ()) -> Any:
     return stage_configs(cfg)[0][1]
 
 
-def median_time(fn: Callable[[], float], repeats: int) -> tuple[float, list[float]]:
-    """Median (and all) of ``repeats`` calls of ``fn``, each returning a duration in seconds."""
-    times = [fn() for _ in range(repeats)]
-    return statistics.median(times), times
-
-
 def synchronize() -> None:
     if torch.cuda.is_available():
         torch.cuda.synchronize()
@@ -106,19 +98,6 @@ def _status_kib(field: str) -> int:
         if line.startswith(field + ":"):
             return int(line.split()[1])
     return 0
-
-
-class Stopwatch:
-    """``with Stopwatch() as t: ...; t.seconds`` (synchronising the GPU at both ends)."""
-
-    def __enter__(self) -> Stopwatch:
-        synchronize()
-        self.start = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        synchronize()
-        self.seconds = time.perf_counter() - self.start
 
 
 def markdown_table(columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> str:

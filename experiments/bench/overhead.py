@@ -80,10 +80,6 @@ class _StepTimer(Callback):
             self.cpu_seconds = time.process_time() - self.cpu_start
 
 
-def _no_log(*args: Any, **kwargs: Any) -> None:
-    return None
-
-
 class _OneLayer(SuiteModule):
     """The smallest module that logs like the suite's models: what a step costs besides the model."""
 
@@ -112,7 +108,7 @@ def bare_loop(
     """``(wall, process CPU)`` seconds for the steps after ``warmup`` of a plain PyTorch training loop
     (``training_step`` under ``torch.autocast(autocast)`` when given)."""
     module.train()
-    module.log = module.log_dict = _no_log
+    module.log = module.log_dict = lambda *args, **kwargs: None
     optimizer = module.configure_optimizers()[0]["optimizer"]
     device_type = next(module.parameters()).device.type
     start = cpu_start = 0.0

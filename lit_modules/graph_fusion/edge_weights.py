@@ -93,13 +93,12 @@ def edge_weight_figure(tables: dict[str, Tensor], names: list[list[str]], title:
     return fig
 
 
-def log_edge_weight_figure(trainer, stats: EdgeWeightStats, split: str) -> Path | None:
+def log_edge_weight_figure(trainer, stats: EdgeWeightStats, split: str) -> None:
     """Draw the figure of the last ``stats.compute()`` into ``<run>/figures/edge_weights_<split>.png``."""
     from lit_modules.figures import log_figure
 
     if not stats.last_tables:
-        return None
+        return
     path = Path(trainer.default_root_dir) / "figures" / f"edge_weights_{split}.png"
     fig = edge_weight_figure(stats.last_tables, stats.names, f"{split}: dynamic edge weights per sample")
     log_figure(trainer, fig, path, key=f"{split}/edge_weights")
-    return path

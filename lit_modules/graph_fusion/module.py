@@ -164,10 +164,6 @@ class GraphFusionMultiTask(SuiteModule):
             names.append("train/dbn_LD")
         return names
 
-    def _world(self) -> int:
-        trainer = self._trainer
-        return 1 if trainer is None else trainer.world_size
-
     def _global_batch(self, losses: Tensor, counts: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """``(scaled [T], mean [T], total_counts [T])``: this rank's task losses scaled so that DDP's mean
         of the ranks' gradients is the gradient of the global batch's mean loss, the global mean
@@ -175,7 +171,7 @@ class GraphFusionMultiTask(SuiteModule):
         stats = self.reduce_sum(torch.stack([losses.detach() * counts, counts]))
         total = stats[1]
         mean = stats[0] / total.clamp_min(1)
-        scaled = losses * (self._world() * counts / total.clamp_min(1))
+        scaled = losses * (self.world_size * counts / total.clamp_min(1))
         return scaled, mean, total
 
     def _dbn_loss(self, scaled: Tensor, mean: Tensor, present: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -192,7 +188,7 @@ class GraphFusionMultiTask(SuiteModule):
             (grad,) = torch.autograd.grad(weights[f] * scaled[f], layer, retain_graph=True)
             grads.append(grad.reshape(-1))
         # the ranks' gradients averaged, as DDP will average the step's: the global batch's gradient
-        flat = self.reduce_sum(torch.cat(grads)) / self._world()
+        flat = self.reduce_sum(torch.cat(grads)) / self.world_size
         norms = torch.stack([g.norm() for g in flat.split([g.numel() for g in grads])])
         norms = norms * self.grad_norm_scale.to(norms.device)
         self.task_weights.record(mean, present)
@@ -209,13 +205,10 @@ class GraphFusionMultiTask(SuiteModule):
         t = len(self.task_names)
         grads = [torch.autograd.grad(scaled[f], features, retain_graph=True)[0].reshape(-1) for f in range(t)]
         g = torch.stack(grads)
-        gram = self.reduce_sum(g @ g.T) / self._world() ** 2
+        gram = self.reduce_sum(g @ g.T) / self.world_size**2
         norm = self.hparams.mgda_normalize
-        if norm == "l2":
-            d = gram.diagonal().clamp_min(1e-24).sqrt()
-            gram = gram / (d[:, None] * d[None, :])
-        elif norm == "loss":
-            d = mean.clamp_min(1e-12)
+        if norm != "none":
+            d = gram.diagonal().clamp_min(1e-24).sqrt() if norm == "l2" else mean.clamp_min(1e-12)
             gram = gram / (d[:, None] * d[None, :])
         # the solver is a few T x T operations on the host: one small copy per step
         keep = present.cpu()
@@ -249,8 +242,7 @@ class GraphFusionMultiTask(SuiteModule):
                     "(weights differ: pretrained checkpoint or seed); re-run experiments.precompute_features"
                 )
 
-    def on_fit_start(self) -> None:
-        self.check_feature_cache()
+    on_fit_start = on_test_start = check_feature_cache
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         out = self(batch)
@@ -297,16 +289,11 @@ class GraphFusionMultiTask(SuiteModule):
     def evaluation_epoch_end(self, split: str) -> None:
         # compute() has already synchronised the states across ranks: every rank logs the same values
         self.log_dict({f"{split}/{key}": value for key, value in self.scores[split].compute().items()})
-        self.scores[split].reset()
         if split == "test" and self.edge_weights is not None:
             spread = self.edge_weights.compute()
             self.log_dict({f"{split}/fusion/{key}": value for key, value in spread.items()})
             if self.trainer.is_global_zero:
                 log_edge_weight_figure(self.trainer, self.edge_weights, split)
-            self.edge_weights.reset()
-
-    def on_test_start(self) -> None:
-        self.check_feature_cache()
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
         out = self(batch)

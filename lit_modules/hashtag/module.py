@@ -151,7 +151,6 @@ class HashtagClassifier(SuiteModule):
     def evaluation_epoch_end(self, split: str) -> None:
         if split == "val":
             scores = confusion_scores(self.confusion["val"].compute())
-            self.confusion["val"].reset()
             self.log_dict({f"val/{k}": v for k, v in scores.items()}, prog_bar=True)
             return
         out: dict[str, float] = {}
@@ -168,8 +167,6 @@ class HashtagClassifier(SuiteModule):
             out[prefix + "precision"], out[prefix + "coverage"] = sel["precision"], sel["coverage"]
             self._curves[name] = risk_coverage(confidence, correct, eligible)
             out[prefix + "aurc"] = area_under_risk_coverage(self._curves[name])
-            self.confusion[name].reset()
-            self.selective[name].reset()
         for name, prefix in (("plain", "test/"), ("tta", "test/tta/")):
             if name in self.val_choice:
                 out[prefix + "val_precision"] = self.val_choice[name]["precision"]

@@ -39,7 +39,6 @@ class HashtagNet(nn.Module):
         **backbone_kwargs,
     ) -> None:
         super().__init__()
-        self.backbone_name = backbone
         self.num_classes = num_classes
         self.classifier = build_image_classifier(
             backbone, num_outputs=num_classes, weights=weights, **backbone_kwargs

@@ -11,17 +11,14 @@ spotting promotional tag spam); tags outside the model's vocabulary are listed a
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-from PIL import Image
 
 from datamodules.preprocessing.images import ImageTransforms
 from lit_modules.hashtag.tta import implausible_tags
-
-log = logging.getLogger(__name__)
+from lit_modules.predictors import rgb_batches
 
 
 def predict_images(
@@ -32,26 +29,17 @@ def predict_images(
     described = dict(data["transforms"])
     k = model.get("tta_strength") if model.get("tta_strength") is not None else described.get("k", 0.0)
     transforms = ImageTransforms(**{**described, "k": k or 0.0})
-    eval_tf = transforms.eval()
     copies = int(model.get("tta_copies") or 0) if k else 0
-    augment = transforms.train() if copies > 1 else None
-    threshold = model.get("threshold_tta" if augment is not None else "threshold")
+    tta = copies > 1
+    transform, draws = (transforms.train(), copies) if tta else (transforms.eval(), 1)
+    threshold = model.get("threshold_tta" if tta else "threshold")
     threshold = float("inf") if threshold is None else float(threshold)
     min_p = float(model.get("implausible_below", 0.05))
-    for start in range(0, len(images), batch_size):
-        chunk = images[start : start + batch_size]
-        pil = []
-        for path in chunk:
-            with Image.open(path) as img:
-                pil.append(img.convert("RGB"))
-        with torch.inference_mode():
-            if augment is None:
-                probs = net.probabilities(torch.stack([eval_tf(p) for p in pil]))
-            else:
-                probs = (
-                    sum(net.probabilities(torch.stack([augment(p) for p in pil])) for _ in range(copies))
-                    / copies
-                )
+    for chunk, pil in rgb_batches(images, batch_size):
+        with torch.inference_mode():  # the softmax averaged over the draws
+            probs = (
+                sum(net.probabilities(torch.stack([transform(p) for p in pil])) for _ in range(draws)) / draws
+            )
         for i, path in enumerate(chunk):
             rel = str(path.relative_to(folder))
             conf, idx = probs[i].max(0)
@@ -62,7 +50,7 @@ def predict_images(
                 "hashtag": top if suggest else None,
                 "confidence": round(float(conf), 4),
                 "top": top,
-                "tta_copies": copies if augment is not None else 0,
+                "tta_copies": copies if tta else 0,
             }
             user = tags.get(rel, tags.get(path.name))
             if user is not None:

@@ -30,11 +30,7 @@ def tta_probabilities(
     """
     if augment is None or copies <= 1:
         return main_logits(net(images)).softmax(dim=1)
-    total = None
-    for _ in range(copies):
-        probs = main_logits(net(augment(images))).softmax(dim=1)
-        total = probs if total is None else total + probs
-    return total / copies
+    return sum(main_logits(net(augment(images))).softmax(dim=1) for _ in range(copies)) / copies
 
 
 class NormalizedAugment:

@@ -36,14 +36,6 @@ def row_normalize(confusion: Tensor) -> Tensor:
     return confusion / confusion.sum(dim=1, keepdim=True).clamp(min=1)
 
 
-def suggestions(confidence: Tensor, prediction: Tensor, other_index: int | None) -> tuple[Tensor, Tensor]:
-    """``(confidence, eligible)``: items predicted as ``other`` are never suggested (eligible False)."""
-    eligible = (
-        torch.ones_like(prediction, dtype=torch.bool) if other_index is None else prediction != other_index
-    )
-    return confidence, eligible
-
-
 def risk_coverage(confidence: Tensor, correct: Tensor, eligible: Tensor | None = None) -> dict[str, Tensor]:
     """The risk-coverage curve over distinct thresholds, most confident first.
 

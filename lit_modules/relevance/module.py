@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
@@ -72,9 +71,6 @@ class RelevanceClassifier(SuiteModule):
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
         return self.net(batch["ids"], batch["mask"])
 
-    def probabilities(self, logits: Tensor) -> Tensor:
-        return torch.sigmoid(logits) if self.hparams.activation == "sigmoid" else logits.softmax(-1)
-
     def loss(self, logits: Tensor, batch: dict[str, Tensor]) -> Tensor:
         return weighted_classification_loss(logits, batch["labels"], batch.get("weight"), kind=self.loss_kind)
 
@@ -89,10 +85,8 @@ class RelevanceClassifier(SuiteModule):
 
     def evaluation_epoch_end(self, split: str) -> None:
         self.log(f"{split}/loss", self.mean_loss[split].compute())
-        self.mean_loss[split].reset()
         for name, metric in self.accuracy[split].items():
             self.log(f"{split}/{name}", metric.compute(), prog_bar=name == "top1")
-            metric.reset()
 
     def export_metadata(self) -> dict[str, Any]:
         hp = self.hparams

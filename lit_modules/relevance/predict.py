@@ -48,27 +48,21 @@ def predict_images(
     ``captioned_image_classifier``): the caption of an image is its user text from ``--tags`` (JSON
     lines ``{"image", "tags"}``, joined by spaces; none: an empty caption). Yields ``{"image", "top":
     [{"wnid", "name", "probability"}, ...]}`` with the ``top_k`` classes."""
-    from PIL import Image
-
     from datamodules.preprocessing.images import ImageTransforms
     from datamodules.preprocessing.text import tokenizer_from_state
+    from lit_modules.predictors import rgb_batches
 
     data = spec["data"]
     transform = ImageTransforms(**data["transforms"]).eval()
     tokenizer = tokenizer_from_state(data["text"])
     wnids, names = data["label_names"], data.get("class_names") or data["label_names"]
     net = net.eval()
-    for start in range(0, len(images), batch_size):
-        chunk = images[start : start + batch_size]
+    for chunk, pictures in rgb_batches(images, batch_size):
         relative = [str(path.relative_to(folder)) for path in chunk]
         captions = [" ".join(tags.get(rel, tags.get(path.name, []))) for rel, path in zip(relative, chunk)]
-        pixels = []
-        for path in chunk:
-            with Image.open(path) as img:
-                pixels.append(transform(img.convert("RGB")))
         ids, mask = tokenizer.encode(captions, data["text"]["max_length"])
         with torch.inference_mode():
-            probs = net(torch.stack(pixels), ids, mask).softmax(-1)
+            probs = net(torch.stack([transform(p) for p in pictures]), ids, mask).softmax(-1)
         values, indices = probs.topk(min(top_k, probs.shape[1]), dim=1)
         for rel, vs, ix in zip(relative, values.tolist(), indices.tolist()):
             yield {

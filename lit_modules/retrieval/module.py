@@ -221,9 +221,6 @@ class CycleRetrieval(SuiteModule):
         every = torch.ones_like(paired) if self.hparams.use_unpaired else paired
         return {"paired": paired, "every": every, "unpaired": every * (1.0 - paired)}
 
-    def _prior_samples(self, like: Tensor, rows: int) -> Tensor:
-        return torch.randn(rows, like.shape[1], device=like.device, dtype=like.dtype)
-
     def generator_terms(self, batch: dict[str, Tensor], out: dict[str, Tensor]) -> dict[str, Tensor]:
         """Every active term of the generator objective (see module doc), unweighted."""
         net, hp = self.net, self.hparams
@@ -262,8 +259,7 @@ class CycleRetrieval(SuiteModule):
         if "prior_matching" in self.active:
             latents, both = torch.cat([z_i, z_t]), torch.cat([every, every])
             if hp.prior_divergence == "mmd":
-                prior = self._prior_samples(z_i, len(latents))
-                terms["prior_matching"] = losses.mmd_to_prior(latents, both, prior)
+                terms["prior_matching"] = losses.mmd_to_prior(latents, both, torch.randn_like(latents))
             else:  # -E[C_P(z)] (WGAN; its level held by the drift penalty) or BCE: no random value
                 terms["prior_matching"] = losses.generator_loss(net.prior_critic, latents, both, kind)
         triplet = dict(margin=hp.margin, hardest=self.uses_hardest_negative)
@@ -279,39 +275,33 @@ class CycleRetrieval(SuiteModule):
         """The critics' losses on detached generator outputs (real/fake as in the module doc)."""
         net, hp = self.net, self.hparams
         every = self._row_weights(batch)["every"]
-        loss = out["z_i"].new_zeros(())
+        f_i, f_t, z_i, z_t = out["f_i"], out["f_t"], out["z_i"], out["z_t"]
         args = dict(kind=hp.adversarial, gp_weight=hp.gp_weight, drift_weight=hp.drift_weight)
+        terms = []  # summed in this order, each drawing its own random numbers (gradient penalty)
         if "latent_adversarial" in self.critic_terms_on:
-            loss = loss + losses.critic_loss(
-                net.image_latent_critic, out["z_i"], out["z_t"], every, every, **args
-            )
-            loss = loss + losses.critic_loss(
-                net.text_latent_critic, out["z_t"], out["z_i"], every, every, **args
-            )
+            terms.append(losses.critic_loss(net.image_latent_critic, z_i, z_t, every, every, **args))
+            terms.append(losses.critic_loss(net.text_latent_critic, z_t, z_i, every, every, **args))
         if "domain_adversarial" in self.critic_terms_on:
             with torch.no_grad():
-                image_of_text, text_of_image = net.latent_to_image(out["z_t"]), net.latent_to_text(out["z_i"])
-            loss = loss + losses.critic_loss(
-                net.image_domain_critic, out["f_i"], image_of_text, every, every, **args
+                image_of_text, text_of_image = net.latent_to_image(z_t), net.latent_to_text(z_i)
+            terms.append(
+                losses.critic_loss(net.image_domain_critic, f_i, image_of_text, every, every, **args)
             )
-            loss = loss + losses.critic_loss(
-                net.text_domain_critic, out["f_t"], text_of_image, every, every, **args
-            )
+            terms.append(losses.critic_loss(net.text_domain_critic, f_t, text_of_image, every, every, **args))
         if "prior_matching" in self.critic_terms_on:
-            latents, both = torch.cat([out["z_i"], out["z_t"]]), torch.cat([every, every])
-            prior = self._prior_samples(latents, len(latents))
-            loss = loss + losses.critic_loss(
-                net.prior_critic, prior, latents, torch.ones_like(both), both, **args
+            latents, both = torch.cat([z_i, z_t]), torch.cat([every, every])
+            prior = torch.randn_like(latents)
+            terms.append(
+                losses.critic_loss(net.prior_critic, prior, latents, torch.ones_like(both), both, **args)
             )
-        return loss
+        return sum(terms, z_i.new_zeros(()))
 
     # ----------------------------------------------------------------------------- steps
     def _backward_and_step(self, optimizer: Any, loss: Tensor) -> None:
         """Zero, backward (without DDP's reducer), average the gradients over the ranks, step."""
         optimizer.zero_grad(set_to_none=True)
-        trainer = self._trainer
-        distributed = trainer is not None and trainer.world_size > 1
-        strategy = trainer.strategy if distributed else None
+        distributed = self.world_size > 1
+        strategy = self.trainer.strategy if distributed else None
         with strategy.block_backward_sync() if hasattr(strategy, "block_backward_sync") else nullcontext():
             self.manual_backward(loss)
         if distributed:
@@ -321,7 +311,7 @@ class CycleRetrieval(SuiteModule):
             if grads:  # the same parameters have gradients on every rank: the same terms run everywhere
                 flat = _flatten_dense_tensors(grads)
                 dist.all_reduce(flat)
-                flat /= trainer.world_size
+                flat /= self.world_size
                 for grad, synced in zip(grads, _unflatten_dense_tensors(flat, grads)):
                     grad.copy_(synced)
         optimizer.step()
@@ -440,14 +430,10 @@ class CycleRetrieval(SuiteModule):
         scores = self.retrieval[split].compute()
         for term, metric in self.reconstruction[split].items():
             scores[term] = metric.compute()
-            metric.reset()
         self.log_dict({f"{split}/{k}": v for k, v in scores.items()})
-        self.retrieval[split].reset()
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
-        return {
-            "image_embedding": torch.nn.functional.normalize(self.net.embed_images(batch["image"]), dim=1)
-        }
+        return {"image_embedding": F.normalize(self.net.embed_images(batch["image"]), dim=1)}
 
     def export_metadata(self) -> dict[str, Any]:
         return {

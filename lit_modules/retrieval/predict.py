@@ -13,10 +13,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from datamodules.preprocessing.images import ImageTransforms
 from datamodules.preprocessing.text import tokenizer_from_state
+from lit_modules.predictors import rgb_batches
 
 
 def predict_images(
@@ -25,14 +25,9 @@ def predict_images(
     data = spec["data"]
     transform = ImageTransforms(**data["transforms"]).eval()
     vocabulary = tokenizer_from_state(data["vocabulary"])
-    for start in range(0, len(images), batch_size):
-        chunk = images[start : start + batch_size]
-        pixels = []
-        for path in chunk:
-            with Image.open(path) as img:
-                pixels.append(transform(img.convert("RGB")))
+    for chunk, pictures in rgb_batches(images, batch_size):
         with torch.inference_mode():
-            z_images = F.normalize(net.embed_images(torch.stack(pixels)), dim=1)
+            z_images = F.normalize(net.embed_images(torch.stack([transform(p) for p in pictures])), dim=1)
         for z, path in zip(z_images, chunk):
             name = str(path.relative_to(folder))
             row: dict = {"image": name, "embedding": [round(v, 5) for v in z.tolist()]}

@@ -29,7 +29,6 @@ output as ``<split>/<output>/mAP``, and the stage's own rule again without prefi
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,8 +42,6 @@ from lit_modules.base import SuiteModule, check_choice, per_split
 from lit_modules.metrics import MultilabelAnnotationMetrics, MultilabelMeanAveragePrecision
 from lit_modules.prediction_rules import counts_to_k, threshold_labels, top_k_labels
 from lit_modules.tagger.networks import PARTS, TaggerNet
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -95,14 +92,8 @@ STAGE_RULE = {
     "label_count": "composite",
     "image_label_count": "image_count",
 }
-#: The output of each count regressor's stage (``<key>_norm`` is its normalised form).
-COUNT_OUTPUT = {"label_count": "count", "image_label_count": "image_count"}
-
-OUTPUTS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "image": ("image_logits", ("image_cnn",)),
-    "tags": ("tag_logits", ("tag_mlp",)),
-    "fusion": ("fusion_logits", ("image_cnn", "tag_mlp", "fusion")),
-}
+#: The outputs scored by mean average precision: the logits and parts of each output's top-k rule.
+OUTPUTS = {name: RULES[f"{name}_topk"] for name in ("image", "tags", "fusion")}
 
 
 class ItemOutputCache:
@@ -193,7 +184,7 @@ class MultiLabelTagger(SuiteModule):
         self.average_precision = per_split(
             lambda: MultilabelMeanAveragePrecision(net.num_labels, validate_args=False), OUTPUTS
         )
-        self.selection_rule = self._selection_rule()
+        self.selection_rule = STAGE_RULE[stage]
         self.rules: list[str] = []
         self.outputs: list[str] = []
         self._figure_batch: dict[str, Tensor] | None = None
@@ -210,10 +201,7 @@ class MultiLabelTagger(SuiteModule):
 
     def _refresh_active(self) -> None:
         self.rules = [name for name, rule in RULES.items() if self._rule_available(rule)]
-        self.outputs = [name for name, (_, needs) in OUTPUTS.items() if self._available(needs)]
-
-    def _selection_rule(self) -> str:
-        return STAGE_RULE[self.hparams.stage]
+        self.outputs = [name for name, rule in OUTPUTS.items() if self._available(rule.needs)]
 
     def train(self, mode: bool = True) -> MultiLabelTagger:
         """Frozen parts stay in eval mode (batch-norm statistics and dropout fixed) in every stage."""
@@ -252,12 +240,11 @@ class MultiLabelTagger(SuiteModule):
 
     def _loss(self, out: dict[str, Tensor], labels: Tensor) -> Tensor:
         """BCEWithLogits on the stage's logits (eq. 3.1), or MSE on its normalised count (eq. 3.2)."""
-        stage = self.hparams.stage
-        if stage in COUNT_OUTPUT:
+        rule = RULES[self.selection_rule]
+        if rule.kind == "count":  # the stage's count regressor; ``<count>_norm``: its normalised output
             target = labels.sum(dim=1) / self.net.count_scale
-            return F.mse_loss(out[f"{COUNT_OUTPUT[stage]}_norm"], target)
-        key = {"image_cnn": "image_logits", "tag_mlp": "tag_logits", "fusion": "fusion_logits"}[stage]
-        return F.binary_cross_entropy_with_logits(out[key], labels)
+            return F.mse_loss(out[f"{rule.count}_norm"], target)
+        return F.binary_cross_entropy_with_logits(out[rule.scores], labels)
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         stage, labels = self.hparams.stage, batch["labels"]
@@ -292,14 +279,15 @@ class MultiLabelTagger(SuiteModule):
         self.log(
             f"{split}/loss", self._loss(out, labels), on_epoch=True, sync_dist=True, batch_size=len(labels)
         )
-        if self.hparams.stage in COUNT_OUTPUT:
-            mae = (out[COUNT_OUTPUT[self.hparams.stage]] - labels.sum(dim=1)).abs().mean()
+        count = RULES[self.selection_rule].count
+        if count is not None:
+            mae = (out[count] - labels.sum(dim=1)).abs().mean()
             self.log(f"{split}/count_mae", mae, on_epoch=True, sync_dist=True, batch_size=len(labels))
         target = labels.long()
         for rule in self.rules:
             self.metrics[split][rule].update(self.predict_labels(out, rule), target)
         for name in self.outputs:
-            self.average_precision[split][name].update(out[OUTPUTS[name][0]].sigmoid(), target)
+            self.average_precision[split][name].update(out[OUTPUTS[name].scores].sigmoid(), target)
         if split == "test" and self._figure_batch is None:
             self._figure_batch = {
                 "image": batch["image"].cpu(),
@@ -314,10 +302,8 @@ class MultiLabelTagger(SuiteModule):
             # the stage's own rule, without prefix: monitor and report columns
             if rule == self.selection_rule:
                 self.log_dict({f"{split}/{k}": v for k, v in scores.items()})
-            self.metrics[split][rule].reset()
         for name in self.outputs:
             self.log(f"{split}/{name}/mAP", self.average_precision[split][name].compute())
-            self.average_precision[split][name].reset()
 
         if split == "test" and self._figure_batch is not None and self.trainer.is_global_zero:
             self._log_examples_figure(self._figure_batch)
@@ -352,7 +338,6 @@ class MultiLabelTagger(SuiteModule):
     # ----------------------------------------------------------------------------- export
     def export_metadata(self) -> dict[str, Any]:
         """Prediction settings written next to the exported weights (see experiments/predict.py)."""
-        trained = [p for p in PARTS if self.net.is_trained(p)]
         return {
             "kind": "multilabel_tagger",
             "rule": self.selection_rule,
@@ -360,5 +345,5 @@ class MultiLabelTagger(SuiteModule):
             "min_k": self.hparams.min_k,
             "count_rounding": self.hparams.count_rounding,
             "alpha": self.hparams.alpha,
-            "trained_parts": trained,
+            "trained_parts": [p for p in PARTS if self.net.is_trained(p)],
         }

@@ -12,9 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-from PIL import Image
 
 from datamodules.preprocessing.images import ImageTransforms
+from lit_modules.predictors import rgb_batches
 from lit_modules.tagger.module import RULES, apply_rule
 
 log = logging.getLogger(__name__)
@@ -30,12 +30,9 @@ def predict_images(
     alpha = spec["model"].get("alpha") or 0.5
     rounding = spec["model"].get("count_rounding", "half_even")  # exports that predate the setting
     unknown = 0
-    for start in range(0, len(images), batch_size):
-        chunk = images[start : start + batch_size]
-        pixels, tag_vecs = [], []
+    for chunk, pictures in rgb_batches(images, batch_size):
+        tag_vecs = []
         for path in chunk:
-            with Image.open(path) as img:
-                pixels.append(transform(img.convert("RGB")))
             vec = torch.zeros(len(vocab))
             for tag in user_tags.get(str(path.relative_to(folder)), user_tags.get(path.name, [])):
                 if tag in vocab:
@@ -44,7 +41,7 @@ def predict_images(
                     unknown += 1
             tag_vecs.append(vec)
         with torch.inference_mode():
-            out = net(torch.stack(pixels), torch.stack(tag_vecs))
+            out = net(torch.stack([transform(p) for p in pictures]), torch.stack(tag_vecs))
             chosen = apply_rule(out, rule, top_k=top_k, min_k=min_k, alpha=alpha, count_rounding=rounding)
             probs = out[RULES[rule].scores].sigmoid()
         for i, path in enumerate(chunk):
