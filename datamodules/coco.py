@@ -66,7 +66,7 @@ from torch.utils.data import Dataset, Sampler, default_collate
 
 from datamodules.base import DataInfo, DecodedImages, SuiteDataModule
 from datamodules.errors import DatasetFormatError, DuplicateRows, json_field, read_json, require_rows
-from datamodules.files import atomic_save_npy, atomic_write_text, current_umask
+from datamodules.files import atomic_save_npy, atomic_write_text, current_umask, read_json_or
 from datamodules.index_state import file_stamp, records_match, settings_digest
 from datamodules.preprocessing.images import ImageTransforms
 from datamodules.preprocessing.text import WordVocabulary
@@ -346,9 +346,8 @@ def index_folder(index_dir: str | Path, settings: dict[str, Any]) -> Path:
 
 
 def index_is_current(folder: Path, settings: dict[str, Any]) -> bool:
-    try:
-        manifest = json.loads((folder / MANIFEST).read_text())
-    except (OSError, ValueError):
+    manifest = read_json_or(folder / MANIFEST)
+    if manifest is None:
         return False
     sources = _fingerprint(Path(settings["root"]), settings["karpathy_split"])
     return records_match(manifest, settings=settings, sources=sources)

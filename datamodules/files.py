@@ -73,6 +73,15 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         raise
 
 
+def read_json_or(path: str | Path, default: Any = None) -> Any:
+    """The JSON in ``path``; ``default`` when the file is missing or not valid JSON. For the project's
+    own files (markers, manifests); a publisher's file goes through :mod:`datamodules.errors`."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return default
+
+
 def atomic_write_text(path: str | Path, text: str) -> Path:
     """Write ``text`` (UTF-8, ``\\n`` line ends) atomically; returns ``path``."""
     with atomic_path(path) as tmp:

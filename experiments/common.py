@@ -21,7 +21,7 @@ from hydra.experimental.callback import Callback as HydraCallback
 from omegaconf import DictConfig, OmegaConf
 
 from datamodules.errors import DatasetFormatError
-from datamodules.files import atomic_write_text
+from datamodules.files import atomic_write_text, read_json_or
 
 __all__ = ["atomic_write_text"]  # re-exported: the entry points' one writer (datamodules/files.py)
 
@@ -91,14 +91,6 @@ def write_json(path: Path, data: Any) -> Path:
 
 def _jsonable(obj: Any) -> Any:
     return obj.item() if hasattr(obj, "item") else str(obj)
-
-
-def read_json_or(path: Path, default: Any = None) -> Any:
-    """The JSON in ``path``; ``default`` when the file is missing or not valid JSON."""
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return default
 
 
 def to_float_dict(metrics: dict[str, Any], prefix: str | None = None) -> dict[str, float]:

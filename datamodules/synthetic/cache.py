@@ -23,17 +23,14 @@ from typing import Any
 
 from filelock import FileLock
 
-from datamodules.files import current_umask
+from datamodules.files import current_umask, read_json_or
 
 META_FILE = "synthetic_meta.json"
 
 
 def read_meta(root: Path, generator: str) -> dict[str, Any] | None:
     """The meta file of a dataset written by ``generator``, or ``None``."""
-    try:
-        meta = json.loads((root / META_FILE).read_text())
-    except (OSError, ValueError):
-        return None
+    meta = read_json_or(root / META_FILE)
     return meta if isinstance(meta, dict) and meta.get("generator") == generator else None
 
 
