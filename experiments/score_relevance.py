@@ -100,7 +100,7 @@ def plot_histogram(coef: torch.Tensor, path: Path) -> None:
     from lit_modules.figures import plt
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.hist(coef.numpy(), bins=20, range=(0.0, 1.0), color="tab:blue", edgecolor="white")
+    ax.hist(coef.cpu().numpy(), bins=20, range=(0.0, 1.0), color="tab:blue", edgecolor="white")
     ax.set_xlabel("relevance coefficient")
     ax.set_ylabel("kept captions")
     ax.set_title(f"relevance coefficients of {len(coef)} kept captions")

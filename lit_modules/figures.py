@@ -32,7 +32,7 @@ def labelled_image_grid(
     for ax in axes.flat:
         ax.axis("off")
     for ax, img, caption in zip(axes.flat, images, captions):
-        ax.imshow(img.clamp(0, 1).permute(1, 2, 0).float().numpy())
+        ax.imshow(img.clamp(0, 1).permute(1, 2, 0).float().cpu().numpy())
         ax.set_title(caption, fontsize=7, loc="left", wrap=True)
     if title:
         fig.suptitle(title)
@@ -50,6 +50,7 @@ def tagged_examples_figure(
 ) -> Figure:
     """Test images (normalised by ``image_pipeline``, undone here) with their true and predicted
     labels (0/1 rows ``[n, C]``): the tagger seed's example table."""
+    images, labels, predicted = images.detach().cpu(), labels.cpu(), predicted.cpu()
     if image_pipeline:
         mean = torch.tensor(image_pipeline["mean"]).view(1, -1, 1, 1)
         std = torch.tensor(image_pipeline["std"]).view(1, -1, 1, 1)
@@ -66,7 +67,7 @@ def confusion_figure(confusion: Tensor, names: list[str], title: str):
     """Row-normalised confusion matrix (rows: true hashtag, columns: predicted) with hashtag names;
     hashtags that neither occur nor are predicted are left out."""
     keep = ((confusion.sum(0) + confusion.sum(1)) > 0).nonzero().flatten().tolist() or list(range(len(names)))
-    norm = row_normalize(confusion[keep][:, keep]).numpy()
+    norm = row_normalize(confusion[keep][:, keep]).cpu().numpy()
     labels = [names[i] for i in keep]
     size = max(4.0, 0.45 * len(keep) + 2)
     fig, ax = plt.subplots(figsize=(size + 1, size))
@@ -102,7 +103,7 @@ def risk_coverage_figure(
         curve = curves.get(name)
         if curve is None or curve["coverage"].numel() == 0:
             continue
-        (line,) = ax.plot(curve["coverage"].numpy(), curve["risk"].numpy(), label=label)
+        (line,) = ax.plot(curve["coverage"].cpu().numpy(), curve["risk"].cpu().numpy(), label=label)
         chosen = (curve["threshold"] >= t).nonzero().flatten()
         if chosen.numel():
             i = int(chosen[-1])

@@ -84,7 +84,7 @@ def edge_weight_figure(tables: dict[str, Tensor], names: list[list[str]], title:
     ]
     fig, axes = plt.subplots(len(rows), 1, figsize=(9, 2.3 * len(rows)), squeeze=False)
     for ax, (label, values, labels) in zip(axes[:, 0], rows):
-        ax.boxplot(values.numpy(), whis=(5, 95), showfliers=False)
+        ax.boxplot(values.cpu().numpy(), whis=(5, 95), showfliers=False)
         ax.set_xticks(range(1, len(labels) + 1), labels, rotation=20, fontsize=7, ha="right")
         ax.set_ylabel(label, fontsize=8)
         ax.grid(axis="y", alpha=0.3)

@@ -53,12 +53,12 @@ def risk_coverage(confidence: Tensor, correct: Tensor, eligible: Tensor | None =
     conf = confidence[eligible].double()
     corr = correct[eligible].double()
     if conf.numel() == 0 or n == 0:
-        empty = torch.zeros(0, dtype=torch.float64)
+        empty = torch.zeros(0, dtype=torch.float64, device=confidence.device)
         return {"threshold": empty, "coverage": empty, "precision": empty, "risk": empty}
     order = torch.argsort(conf, descending=True, stable=True)
     conf, corr = conf[order], corr[order]
     hits = torch.cumsum(corr, 0)
-    count = torch.arange(1, conf.numel() + 1, dtype=torch.float64)
+    count = torch.arange(1, conf.numel() + 1, dtype=torch.float64, device=conf.device)
     # a threshold can only cut between distinct confidences: keep the last item of every tie group
     last = torch.ones_like(conf, dtype=torch.bool)
     last[:-1] = conf[1:] < conf[:-1]
