@@ -295,7 +295,7 @@ class DecodedImages:
     ~0.55 MB each would need ~190 GB per worker).
     """
 
-    def __init__(self, size: int, cache: bool | float = False) -> None:
+    def __init__(self, cache: bool | float = False) -> None:
         budget_mb = DEFAULT_CACHE_MB if cache is True else float(cache or 0)
         self.budget = int(budget_mb * 2**20)
         self.used = 0
@@ -313,8 +313,8 @@ class DecodedImages:
             raise DatasetFormatError(
                 path,
                 f"cannot read image ({err}); replace the file with a good copy, or delete it and "
-                "rerun: readers drop and count missing images (delete a cached index, e.g. "
-                "NUS-WIDE's index.ndjson, so it is rebuilt)",
+                "rerun: readers drop and count missing images (delete the dataset's index file, "
+                "e.g. nuswide_index.bin or sun397_index.npz, if it is not rebuilt by itself)",
             ) from err
         if self.budget:
             self._keep(i, np.asarray(image))

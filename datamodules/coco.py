@@ -708,7 +708,7 @@ class CocoDataModule(SuiteDataModule):
             train,
             self.pairs,
             self.transforms.train(),
-            DecodedImages(len(train), hp.cache_decoded),
+            DecodedImages(hp.cache_decoded),
             hp.use_unpaired,
         )
         log.info(
@@ -723,7 +723,7 @@ class CocoDataModule(SuiteDataModule):
             len(splits["test"]),
         )
         self.data_val, self.data_test = (
-            CocoEvalImages(splits[s], self.transforms.eval(), DecodedImages(len(splits[s]), hp.cache_decoded))
+            CocoEvalImages(splits[s], self.transforms.eval(), DecodedImages(hp.cache_decoded))
             for s in ("val", "test")
         )
 

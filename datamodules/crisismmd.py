@@ -437,7 +437,7 @@ class CrisisMMDDataset(Dataset):
         self.text_ids, self.text_mask, self.extra_ids = text_ids, text_mask, extra_ids
         self.transform = transform
         self.features = dict(features or {})
-        self.decoder = DecodedImages(len(self.images), cache_decoded)
+        self.decoder = DecodedImages(cache_decoded)
         # With caching on and a transform without randomness, keep the transformed tensor instead
         # (the transform costs as much as the training step of a small twin model), within the same
         # byte budget as the decoded pixels.

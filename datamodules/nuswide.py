@@ -782,7 +782,7 @@ class NusWideDataset(Dataset):
         self.rows = np.asarray(rows, dtype=np.int64)
         self.image_root = Path(index.image_root)
         self.transform = transform
-        self.images = DecodedImages(len(self.rows), cache_decoded)
+        self.images = DecodedImages(cache_decoded)
 
     def __len__(self) -> int:
         return len(self.rows)

@@ -653,7 +653,7 @@ class Sun397Dataset(Dataset):
         self.scenes = scenes
         self.targets = np.asarray(targets, dtype=np.int64)
         self.transform = transform
-        self.images = DecodedImages(len(self.paths), cache_decoded)
+        self.images = DecodedImages(cache_decoded)
 
     def __len__(self) -> int:
         return len(self.paths)

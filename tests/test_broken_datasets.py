@@ -132,13 +132,13 @@ def test_training_sampler_refuses_an_empty_dataset():
 def test_corrupt_image_names_the_file_and_the_fix(tmp_path):
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"\xff\xd8garbage")
-    raises(lambda: DecodedImages(1).load(0, bad), str(bad), "cannot read image", "delete it")
-    assert "rebuild the index to drop it" not in str(raises(lambda: DecodedImages(1).load(0, bad)))
+    raises(lambda: DecodedImages().load(0, bad), str(bad), "cannot read image", "delete it")
+    assert "rebuild the index to drop it" not in str(raises(lambda: DecodedImages().load(0, bad)))
 
 
 class _Images:
     def __init__(self, paths):
-        self.paths, self.images = paths, DecodedImages(len(paths))
+        self.paths, self.images = paths, DecodedImages()
 
     def __len__(self):
         return len(self.paths)

@@ -24,16 +24,16 @@ def _images(tmp_path, n: int, side: int = 16):
 
 def test_off_by_default_and_true_means_the_default_budget(tmp_path):
     paths = _images(tmp_path, 2)
-    off = DecodedImages(2)
+    off = DecodedImages()
     off.load(0, paths[0])
     assert off.budget == 0 and off.used == 0
-    assert DecodedImages(2, cache=True).budget == DEFAULT_CACHE_MB * 2**20
+    assert DecodedImages(cache=True).budget == DEFAULT_CACHE_MB * 2**20
 
 
 def test_cache_stops_at_its_budget_and_warns_once(tmp_path, caplog):
     paths = _images(tmp_path, 5)
     one_image = 16 * 16 * 3
-    images = DecodedImages(5, cache=2.5 * one_image / 2**20)  # room for two images
+    images = DecodedImages(cache=2.5 * one_image / 2**20)  # room for two images
     with caplog.at_level(logging.WARNING, logger="datamodules.base"):
         for i, path in enumerate(paths):
             assert np.asarray(images.load(i, path))[0, 0, 0] == i

@@ -82,7 +82,7 @@ class CaptionedImages(Dataset):
     ) -> None:
         self.image_root, self.wnids, self.filenames = Path(image_root), list(wnids), filenames
         self.texts, self.transform = texts, transform
-        self.images = DecodedImages(len(texts), cache=cache_decoded)
+        self.images = DecodedImages(cache=cache_decoded)
 
     def __len__(self) -> int:
         return len(self.texts)
