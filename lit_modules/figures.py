@@ -66,8 +66,9 @@ def tagged_examples_figure(
 def confusion_figure(confusion: Tensor, names: list[str], title: str):
     """Row-normalised confusion matrix (rows: true hashtag, columns: predicted) with hashtag names;
     hashtags that neither occur nor are predicted are left out."""
+    confusion = confusion.cpu()
     keep = ((confusion.sum(0) + confusion.sum(1)) > 0).nonzero().flatten().tolist() or list(range(len(names)))
-    norm = row_normalize(confusion[keep][:, keep]).cpu().numpy()
+    norm = row_normalize(confusion[keep][:, keep]).numpy()
     labels = [names[i] for i in keep]
     size = max(4.0, 0.45 * len(keep) + 2)
     fig, ax = plt.subplots(figsize=(size + 1, size))

@@ -184,7 +184,7 @@ class HashtagClassifier(SuiteModule):
             (confusion, "test confusion (no TTA)", "confusion_matrix"),
             (confusion_tta, "test confusion (TTA)", "confusion_matrix_tta"),
         ):
-            fig = confusion_figure(matrix.cpu(), self.label_names, title)
+            fig = confusion_figure(matrix, self.label_names, title)
             log_figure(self.trainer, fig, folder / f"{name}.png", key=f"test/{name}")
         fig = risk_coverage_figure(
             self._curves, float(self.threshold), float(self.threshold_tta), self.hparams.target_precision
